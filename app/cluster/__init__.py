@@ -1,0 +1,1 @@
+"""The example cluster API server that hosts the federation middleware."""

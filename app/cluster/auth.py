@@ -1,0 +1,149 @@
+"""Who is calling: the host's side of authentication.
+
+Foreign tokens were already validated by the federation middleware, which leaves an
+``Identity`` in the request state. Local tokens are resolved here against the tokens
+table: with their own secret, or (when ``remote=R`` names another cluster) with the
+secret salted for R. A token accepted only through its salted form may reach the
+endpoints in ``SALTED_TOKEN_ROUTES`` and nothing else (SPEC 3.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+
+from app.federation.config import ClusterConfig
+from app.federation.errors import Forbidden, Unauthorized
+from app.federation.identity import UserRecord, get_identity
+from app.federation.tokens import (
+    MalformedToken,
+    Token,
+    is_cluster_id,
+    parse_authorization,
+    salted_secret,
+    scope_allows,
+    secrets_equal,
+    system_user_uuid,
+)
+
+from .db import utcnow
+from .services.tokens import get_token, get_token_by_secret
+from .services.users import get_user, to_record
+
+SALTED_TOKEN_ROUTES = frozenset(
+    {
+        ("GET", "/arvados/v1/api_client_authorizations/current"),
+        ("GET", "/arvados/v1/users/current"),
+        ("GET", "/arvados/v1/groups"),
+        ("POST", "/federation/v1/permission_checks"),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: UserRecord
+    token_uuid: str | None
+    scopes: tuple[str, ...]
+    issuer: str
+    expires_at: datetime | None
+    salted_for: str | None = None  # the remote a salted-only local token was accepted for
+
+    def is_foreign(self, cluster_id: str) -> bool:
+        return self.issuer != cluster_id
+
+
+async def resolve_caller(
+    request: Request, session: AsyncSession, config: ClusterConfig
+) -> Caller | None:
+    """The caller, or None for an anonymous request. Raises 401/403 for bad credentials."""
+    identity = get_identity(request)
+    if identity is not None:
+        return Caller(
+            identity.user,
+            identity.token_uuid,
+            identity.scopes,
+            identity.issuer,
+            identity.expires_at,
+        )
+    try:
+        token = parse_authorization(request.headers.get("authorization"))
+    except MalformedToken as exc:
+        raise Unauthorized(f"malformed credential: {exc}") from None
+    if token is None:
+        return None
+    if token.issuer not in (None, config.cluster_id):
+        # Only the federation middleware may accept a foreign token.
+        raise Unauthorized("token was not issued by this cluster and is not accepted here")
+    caller = await _local_caller(token, request, session, config)
+    method, path = request.method.upper(), request.url.path
+    if (
+        caller.salted_for
+        and (method if method != "HEAD" else "GET", path) not in SALTED_TOKEN_ROUTES
+    ):
+        raise Unauthorized("a salted token is only accepted by the federation validation endpoints")
+    if not scope_allows(caller.scopes, method, path):
+        raise Forbidden(f"token scopes do not allow {method} {path}")
+    return caller
+
+
+async def _local_caller(
+    token: Token, request: Request, session: AsyncSession, config: ClusterConfig
+) -> Caller:
+    if (
+        token.uuid is None
+        and config.system_root_token
+        and secrets_equal(token.secret, config.system_root_token)
+    ):
+        return await _system_caller(session, config)
+    record = (
+        await get_token(session, uuid=token.uuid)
+        if token.uuid
+        else await get_token_by_secret(session, secret=token.secret)
+    )
+    if record is None:
+        raise Unauthorized("token is not valid on this cluster")
+    salted_for: str | None = None
+    if not secrets_equal(token.secret, record.api_token):
+        remote = request.query_params.get("remote", "")
+        if not (
+            token.uuid
+            and is_cluster_id(remote)
+            and remote != config.cluster_id
+            and secrets_equal(token.secret, salted_secret(record.api_token, remote))
+        ):
+            raise Unauthorized("token is not valid on this cluster")
+        salted_for = remote
+    if record.expires_at is not None and record.expires_at <= utcnow():
+        raise Unauthorized("token has expired")
+    user = await get_user(session, uuid=record.user_uuid)
+    if user is None:
+        raise Unauthorized("token's user does not exist")
+    return Caller(
+        to_record(user),
+        record.uuid,
+        tuple(record.scopes),
+        config.cluster_id,
+        record.expires_at,
+        salted_for,
+    )
+
+
+async def _system_caller(session: AsyncSession, config: ClusterConfig) -> Caller:
+    user = await get_user(session, uuid=system_user_uuid(config.cluster_id))
+    if user is None:
+        raise Unauthorized("system user is missing; run `clusterfed db upgrade`")
+    return Caller(to_record(user), None, ("all",), config.cluster_id, None)
+
+
+def is_management_token(request: Request, config: ClusterConfig) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return bool(
+        config.management_token
+        and scheme.lower() in ("bearer", "oauth2")
+        and secrets_equal(value.strip(), config.management_token)
+    )

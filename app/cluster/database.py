@@ -1,0 +1,35 @@
+"""The database a running app uses: created in the lifespan, disposed after it."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from .db import create_engine, create_sessionmaker
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+        self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
+
+    async def start(self) -> None:
+        self._engine = create_engine(self.url)
+        self._sessionmaker = create_sessionmaker(self._engine)
+
+    async def dispose(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        self._engine = self._sessionmaker = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("database is not started (the app lifespan starts it)")
+        return self._engine
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessionmaker is None:
+            raise RuntimeError("database is not started (the app lifespan starts it)")
+        return self._sessionmaker

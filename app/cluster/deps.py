@@ -1,0 +1,50 @@
+"""FastAPI dependencies: one session per request, the config, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+
+from app.federation.config import ClusterConfig
+from app.federation.errors import Unauthorized
+
+from .auth import Caller, resolve_caller
+
+
+def get_config(request: Request) -> ClusterConfig:
+    return request.app.state.config
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """Commits when the handler succeeds, rolls back when it raises."""
+    async with request.app.state.database.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+ConfigDep = Annotated[ClusterConfig, Depends(get_config)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_optional_caller(
+    request: Request, session: SessionDep, config: ConfigDep
+) -> Caller | None:
+    return await resolve_caller(request, session, config)
+
+
+async def get_caller(caller: Annotated[Caller | None, Depends(get_optional_caller)]) -> Caller:
+    if caller is None:
+        raise Unauthorized("this request needs a token (Authorization: Bearer <token>)")
+    return caller
+
+
+OptionalCallerDep = Annotated[Caller | None, Depends(get_optional_caller)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -1,0 +1,77 @@
+"""Tables of the example cluster: users, tokens it issued, and the federation cache.
+
+Local token secrets are kept in the clear because verifying a salted token needs them
+(``HMAC(secret, remote)``), as in Arvados. The federation cache never holds a secret:
+only an HMAC-SHA256 digest of the secret as presented.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base, utcnow
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(27), unique=True)
+    email: Mapped[str | None] = mapped_column(String(255))
+    username: Mapped[str | None] = mapped_column(String(255), unique=True)
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    is_active: Mapped[bool] = mapped_column(default=False)
+    is_invited: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiClientAuthorization(Base):
+    __tablename__ = "api_client_authorizations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(27), unique=True)
+    api_token: Mapped[str] = mapped_column(String(512), unique=True)
+    user_uuid: Mapped[str] = mapped_column(
+        String(27), ForeignKey("users.uuid", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime | None]
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["all"])
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FederationTokenCache(Base):
+    """L2 of the foreign-token cache (SPEC section 4), keyed by token UUID."""
+
+    __tablename__ = "federation_token_cache"
+
+    token_uuid: Mapped[str] = mapped_column(String(27), primary_key=True)
+    user_uuid: Mapped[str] = mapped_column(String(27), index=True)
+    cluster_id: Mapped[str] = mapped_column(String(5), index=True)
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    expires_at: Mapped[datetime | None]
+    refreshes_at: Mapped[datetime]
+    validated_at: Mapped[datetime]
+    last_used_at: Mapped[datetime]
+
+
+class FederationPurge(Base):
+    """A log of cache purges; every worker polls it to drop its own L1 entries."""
+
+    __tablename__ = "federation_purges"
+    __table_args__ = (Index("ix_federation_purges_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # token | cluster | user | all
+    value: Mapped[str | None] = mapped_column(String(27))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "value": self.value}

@@ -1,0 +1,38 @@
+"""SPEC 3.1: the validation endpoints every cluster serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.federation.errors import Unauthorized
+
+from ..deps import CallerDep, ConfigDep
+from ..services.users import user_json
+
+router = APIRouter(prefix="/arvados/v1", tags=["federation validation"])
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+@router.get("/api_client_authorizations/current")
+async def current_token(caller: CallerDep) -> dict[str, Any]:
+    if caller.token_uuid is None:
+        raise Unauthorized("the system root token has no token record")
+    # Never echo a secret: a caller that presented a salted token must not learn the
+    # unsalted one, and the others already have theirs.
+    return {
+        "kind": "arvados#apiClientAuthorization",
+        "uuid": caller.token_uuid,
+        "owner_uuid": caller.user.uuid,
+        "expires_at": _iso(caller.expires_at),
+        "scopes": list(caller.scopes),
+    }
+
+
+@router.get("/users/current")
+async def current_user(caller: CallerDep, config: ConfigDep) -> dict[str, Any]:
+    return user_json(caller.user, cluster_id=config.cluster_id)

@@ -1,0 +1,92 @@
+"""Real databases for tests: SQLite files and PostgreSQL databases, each migrated.
+
+Migrating once per session and copying is what keeps the suite fast: a SQLite test
+database is a copy of a migrated template file, a PostgreSQL one is
+``CREATE DATABASE ... TEMPLATE`` of a migrated template database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from app.migrate import upgrade
+
+PG_ADMIN_DSN = os.environ.get("CLUSTERFED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_unavailable_reason() -> str | None:
+    """None when PostgreSQL answers; else why (the reason a local run skips with)."""
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:  # any failure to connect means "not available here"
+        return f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{dbname}"
+
+
+async def _pg_admin(*statements: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class DatabaseFactory:
+    """Hands out fresh, migrated databases of one backend."""
+
+    backend: str  # "sqlite" | "postgresql"
+    workdir: Path
+    _template: str = ""
+    _created: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self._created = []
+        if self.backend == "sqlite":
+            self._template = str(self.workdir / "template.db")
+            upgrade(f"sqlite+aiosqlite:///{self._template}")
+        else:
+            self._template = f"cf_tmpl_{secrets.token_hex(4)}"
+            asyncio.run(_pg_admin(f'CREATE DATABASE "{self._template}"'))
+            self._created.append(self._template)
+            upgrade(_pg_url(self._template))
+
+    def new_url(self, name: str = "db") -> str:
+        if self.backend == "sqlite":
+            path = self.workdir / f"{name}-{secrets.token_hex(4)}.db"
+            shutil.copyfile(self._template, path)
+            return f"sqlite+aiosqlite:///{path}"
+        dbname = f"cf_{name}_{secrets.token_hex(4)}"
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{dbname}" TEMPLATE "{self._template}"'))
+        assert self._created is not None
+        self._created.append(dbname)
+        return _pg_url(dbname)
+
+    def close(self) -> None:
+        if self.backend == "postgresql" and self._created:
+            asyncio.run(
+                _pg_admin(
+                    *(
+                        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                        for name in reversed(self._created)
+                    )
+                )
+            )

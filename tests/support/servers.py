@@ -1,0 +1,243 @@
+"""Real servers on loopback for tests.
+
+``ClusterProcess``: ``python -m app serve`` as a child process with its own config and
+database, the way an operator runs it. ``ServerThread``: any ASGI app (a stub issuer
+that misbehaves on purpose, or a cluster app built with an unusual config) under
+uvicorn in a background thread of the test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.cluster.bootstrap import ensure_builtin_users
+from app.cluster.db import create_engine, create_sessionmaker
+from app.cluster.services.tokens import create_token, v2_token
+from app.cluster.services.users import create_user
+from app.migrate import PROJECT_ROOT
+
+MANAGEMENT_TOKEN = "test-management-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cluster_config(
+    cluster_id: str,
+    database_url: str,
+    *,
+    remotes: dict[str, dict[str, Any]] | None = None,
+    login: dict[str, Any] | None = None,
+    users: dict[str, Any] | None = None,
+    federation: dict[str, Any] | None = None,
+    system_root_token: str = "",
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Database": {"URL": database_url},
+        "ManagementToken": MANAGEMENT_TOKEN,
+        "RemoteClusters": remotes or {},
+    }
+    if system_root_token:
+        body["SystemRootToken"] = system_root_token
+    for key, value in (("Login", login), ("Users", users), ("Federation", federation)):
+        if value:
+            body[key] = value
+    return {"Clusters": {cluster_id: body}}
+
+
+def remote_entry(port: int, **extra: Any) -> dict[str, Any]:
+    return {"Host": f"127.0.0.1:{port}", "Scheme": "http", **extra}
+
+
+@dataclass
+class Cluster:
+    """What a test knows about a running cluster: where it is and its database."""
+
+    cluster_id: str
+    port: int
+    database_url: str
+    config_path: Path | None = None
+    _users: int = field(default=0)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        engine = create_engine(self.database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                yield session
+                await session.commit()
+        finally:
+            await engine.dispose()
+
+    async def new_user(self, *, email: str | None = None, **kwargs: Any) -> tuple[str, str]:
+        """Creates an active user with a token; returns (user UUID, v2 token)."""
+        self._users += 1
+        kwargs.setdefault("is_active", True)
+        async with self.session() as session:
+            await ensure_builtin_users(session, self.cluster_id)
+            user = await create_user(
+                session,
+                cluster_id=self.cluster_id,
+                email=email or f"user{self._users}-{time.monotonic_ns()}@{self.cluster_id}.example",
+                **kwargs,
+            )
+            token = await create_token(session, cluster_id=self.cluster_id, user_uuid=user.uuid)
+            return user.uuid, v2_token(token)
+
+    async def new_token(self, user_uuid: str, **kwargs: Any) -> str:
+        async with self.session() as session:
+            token = await create_token(
+                session, cluster_id=self.cluster_id, user_uuid=user_uuid, **kwargs
+            )
+            return v2_token(token)
+
+
+def wait_until_serving(
+    base_url: str, *, timeout: float = 30.0, proc: subprocess.Popen | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before serving")
+        try:
+            if httpx.get(f"{base_url}/_health/ping", headers=headers, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{base_url} did not start serving within {timeout}s")
+
+
+class ClusterProcess:
+    """``python -m app serve`` in a child process."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, *, workers: int = 1) -> None:
+        (cluster_id,) = config["Clusters"]
+        self.port = free_port()
+        self.config_path = workdir / f"{cluster_id}-{self.port}.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"{cluster_id}-{self.port}.log"
+        self.cluster = Cluster(
+            cluster_id,
+            self.port,
+            config["Clusters"][cluster_id]["Database"]["URL"],
+            self.config_path,
+        )
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Cluster:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "app",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
+                cwd=self.config_path.parent,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until_serving(self.cluster.base_url, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(
+                f"cluster failed to start; log:\n{self.log_path.read_text()}"
+            ) from None
+        return self.cluster
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on a free loopback port in a background thread."""
+
+    def __init__(self, app: Any, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve())
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server thread failed to start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(server: ClusterProcess) -> Iterator[Cluster]:
+    try:
+        yield server.start()
+    finally:
+        server.stop()

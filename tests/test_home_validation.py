@@ -1,0 +1,77 @@
+"""SPEC 3.1 against a real cluster process: local and salted tokens on the home side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.federation.tokens import parse_token, salt
+from tests.support.databases import DatabaseFactory
+from tests.support.servers import Cluster, ClusterProcess, cluster_config, running
+
+USERS_CURRENT = "/arvados/v1/users/current"
+TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"
+
+
+@pytest.fixture(scope="module")
+def home(
+    session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    workdir: Path = tmp_path_factory.mktemp("home")
+    config = cluster_config("qr1hi", session_databases.new_url("qr1hi"))
+    with running(ClusterProcess(config, workdir)) as cluster:
+        yield cluster
+
+
+def get(cluster: Cluster, path: str, token: str, **params: str) -> httpx.Response:
+    return httpx.get(
+        f"{cluster.base_url}{path}", params=params, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def salted_for(token: str, remote: str) -> str:
+    return salt(parse_token(token), remote).encode()
+
+
+async def test_local_token_reads_its_user(home: Cluster) -> None:
+    user_uuid, token = await home.new_user(email="alice@qr1hi.example")
+    response = get(home, USERS_CURRENT, token)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["kind"], body["uuid"], body["email"]) == (
+        "arvados#user",
+        user_uuid,
+        "alice@qr1hi.example",
+    )
+    assert body["is_active"] is True
+
+
+async def test_salted_token_accepted_only_with_matching_remote(home: Cluster) -> None:
+    user_uuid, token = await home.new_user()
+    salted = salted_for(token, "c97qk")
+    assert get(home, USERS_CURRENT, salted, remote="c97qk").json()["uuid"] == user_uuid
+    current = get(home, TOKEN_CURRENT, salted, remote="c97qk")
+    assert current.status_code == 200
+    assert current.json()["uuid"] == parse_token(token).uuid
+    assert parse_token(token).secret not in current.text  # never the unsalted secret
+    assert get(home, USERS_CURRENT, salted, remote="zbbbb").status_code == 401
+    assert get(home, USERS_CURRENT, salted).status_code == 401
+    assert get(home, USERS_CURRENT, salted, remote="qr1hi").status_code == 401
+
+
+async def test_salted_token_refused_on_other_endpoints(home: Cluster) -> None:
+    _, token = await home.new_user()
+    response = get(home, "/_health/ping", salted_for(token, "c97qk"), remote="c97qk")
+    assert response.status_code == 401
+    assert set(response.json()) == {"errors", "error_token"}
+
+
+async def test_expired_token_is_refused(home: Cluster) -> None:
+    user_uuid, _ = await home.new_user()
+    expired = await home.new_token(user_uuid, expires_in=0.001)
+    response = get(home, USERS_CURRENT, expired)
+    assert response.status_code == 401
+    assert response.json()["errors"] == ["token has expired"]
