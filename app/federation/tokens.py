@@ -167,9 +167,9 @@ def scope_allows(scopes: list[str] | tuple[str, ...], method: str, path: str) ->
     HEAD is allowed by a GET scope; reading the current token is always allowed.
     """
     method = method.upper()
-    if method == "GET" and path == "/arvados/v1/api_client_authorizations/current":
-        return True
     methods = (method, "GET") if method == "HEAD" else (method,)
+    if "GET" in methods and path == "/arvados/v1/api_client_authorizations/current":
+        return True
     for scope in scopes:
         if scope == "all":
             return True
