@@ -9,6 +9,7 @@ warning each. The built-in default (no file at all) is a single SQLite cluster u
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ log = logging.getLogger("clusterfed.config")
 CONFIG_ENV = "CLUSTERFED_CONFIG"
 DEFAULT_CLUSTER_ID = "zzzzz"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -89,13 +90,13 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a finite, non-negative duration")
         return float(value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{value!r} is not a duration (use e.g. 300s, 5m, 1h)")
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(text)
     if text == "0":
         return 0.0
@@ -128,6 +129,8 @@ def load_config(path: str | os.PathLike[str] | None) -> ClusterConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
