@@ -6,18 +6,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
+from app.federation import Federation, FederationMiddleware
 from app.federation.config import ClusterConfig
 
 from .bootstrap import ensure_builtin_users
 from .database import Database
 from .errors import install_error_handlers
+from .federation_store import SqlFederationStore
 from .routers import current, ops
 
 
 def create_app(config: ClusterConfig) -> FastAPI:
     database = Database(config.database_url)
+    federation = Federation(config, SqlFederationStore(database))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -25,15 +27,19 @@ def create_app(config: ClusterConfig) -> FastAPI:
         try:
             async with database.sessionmaker() as session:
                 await ensure_builtin_users(session, config.cluster_id)
+            await federation.start()
             yield
         finally:
+            await federation.aclose()
             await database.dispose()
 
     app = FastAPI(title=f"clusterfed {config.cluster_id}", lifespan=lifespan)
     app.state.config = config
     app.state.database = database
-    app.state.metrics_registry = CollectorRegistry()
+    app.state.federation = federation
+    app.state.metrics_registry = federation.metrics.registry
     install_error_handlers(app)
     app.include_router(current.router)
     app.include_router(ops.router)
+    app.add_middleware(FederationMiddleware, federation=federation)
     return app

@@ -125,6 +125,14 @@ def parse_token(raw: str) -> Token:
     return Token(uuid=None, secret=raw)
 
 
+def bearer_credential(header: str) -> str | None:
+    """The credential of a ``Bearer``/``OAuth2`` Authorization header, else None."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() not in ("bearer", "oauth2"):
+        return None
+    return value.strip() or None
+
+
 def parse_authorization(header: str | None) -> Token | None:
     """The token in an ``Authorization: Bearer|OAuth2 <token>`` header; None when absent.
 
@@ -133,13 +141,10 @@ def parse_authorization(header: str | None) -> Token | None:
     """
     if header is None:
         return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() not in ("bearer", "oauth2"):
+    credential = bearer_credential(header)
+    if credential is None:
         raise MalformedToken("Authorization header must be 'Bearer <token>' or 'OAuth2 <token>'")
-    value = value.strip()
-    if not value:
-        raise MalformedToken("Authorization header has an empty token")
-    return parse_token(value)
+    return parse_token(credential)
 
 
 def salted_secret(secret: str, remote: str) -> str:

@@ -1,0 +1,38 @@
+"""clusterfed's federation core: mount it into any Starlette or FastAPI server.
+
+    from app.federation import Federation, FederationMiddleware, load_config
+
+    federation = Federation(load_config(path), MyStore())
+    app.add_middleware(FederationMiddleware, federation=federation)
+
+The host supplies storage (:class:`FederationStore`) and reads the caller's identity
+with :func:`get_identity` / the :func:`foreign_identity` dependency. Nothing here
+imports the example server in ``app.cluster``.
+"""
+
+from .config import ClusterConfig, ConfigError, load_config
+from .errors import FederationError
+from .identity import Identity, RemoteUser, UserRecord, foreign_identity, get_identity
+from .middleware import FederationMiddleware
+from .mirroring import MirrorPolicy
+from .service import Federation, RemoteStatus
+from .store import CachedToken, FederationStore, PurgeEvent
+
+__all__ = [
+    "CachedToken",
+    "ClusterConfig",
+    "ConfigError",
+    "Federation",
+    "FederationError",
+    "FederationMiddleware",
+    "FederationStore",
+    "Identity",
+    "MirrorPolicy",
+    "PurgeEvent",
+    "RemoteStatus",
+    "RemoteUser",
+    "UserRecord",
+    "foreign_identity",
+    "get_identity",
+    "load_config",
+]

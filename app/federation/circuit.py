@@ -1,0 +1,63 @@
+"""A per-remote circuit breaker: an unreachable cluster costs a fast 502, not a timeout.
+
+closed -- FAILURE_THRESHOLD consecutive failures to get any answer --> open
+open   -- OPEN_SECONDS later, one trial request is let through      --> half-open
+half-open -- the trial gets an answer --> closed; it fails --> open again
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+FAILURE_THRESHOLD = 5
+OPEN_SECONDS = 5.0
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+@dataclass(slots=True)
+class CircuitBreaker:
+    failure_threshold: int = FAILURE_THRESHOLD
+    open_seconds: float = OPEN_SECONDS
+    consecutive_failures: int = 0
+    opened_at: float | None = None
+    trial_in_flight: bool = False
+    last_success: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    _clock: object = field(default=time.monotonic, repr=False)
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return CLOSED
+        if self._clock() - self.opened_at >= self.open_seconds:  # type: ignore[operator]
+            return HALF_OPEN
+        return OPEN
+
+    def allow(self) -> bool:
+        """May a request go out now? In half-open, only one trial at a time."""
+        state = self.state
+        if state == CLOSED:
+            return True
+        if state == HALF_OPEN and not self.trial_in_flight:
+            self.trial_in_flight = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+        self.opened_at = None
+        self.trial_in_flight = False
+        self.last_success = datetime.now(UTC)
+
+    def record_failure(self, reason: str) -> None:
+        self.consecutive_failures += 1
+        self.last_error = reason
+        self.last_error_at = datetime.now(UTC)
+        if self.trial_in_flight or self.consecutive_failures >= self.failure_threshold:
+            self.opened_at = self._clock()  # type: ignore[operator]
+        self.trial_in_flight = False

@@ -1,0 +1,65 @@
+"""``FederationMiddleware``: pure ASGI; accepts foreign tokens before the host app runs.
+
+For a request with a foreign v2 token it validates the token (``Federation.identify``),
+enforces the token's scopes (403), and leaves the identity in
+``scope["state"]["federation_identity"]`` for the host. Local tokens and anonymous
+requests pass through untouched. Only credentials that claim to be v2 tokens are the
+middleware's business (a malformed one is refused here, 401); any other credential (a v1
+secret, the ManagementToken) is the host's to accept or refuse.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import FederationError, Forbidden, Unauthorized
+from .identity import STATE_KEY
+from .service import Federation
+from .tokens import MalformedToken, bearer_credential, parse_token, scope_allows
+
+AUTHORIZATION = b"authorization"
+V2_PREFIX = "v2/"
+
+
+class FederationMiddleware:
+    def __init__(self, app: ASGIApp, *, federation: Federation) -> None:
+        self.app = app
+        self.federation = federation
+        self.local_id = federation.cluster_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = _authorization(scope)
+        credential = bearer_credential(header) if header is not None else None
+        if credential is None or not credential.startswith(V2_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        try:
+            token = parse_token(credential)
+        except MalformedToken as exc:
+            await Unauthorized(f"malformed credential: {exc}").response()(scope, receive, send)
+            return
+        if token.issuer == self.local_id:
+            await self.app(scope, receive, send)
+            return
+        try:
+            identity = await self.federation.identify(token)
+            method, path = scope["method"], scope["path"]
+            if not scope_allows(identity.scopes, method, path):
+                raise Forbidden(f"token scopes do not allow {method} {path}")
+        except FederationError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        scope.setdefault("state", {})[STATE_KEY] = identity
+        await self.app(scope, receive, send)
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == AUTHORIZATION:
+            # latin-1 maps every byte, so a non-ASCII header decodes (and is then refused
+            # by the token grammar) instead of raising.
+            return value.decode("latin-1")
+    return None

@@ -1,0 +1,192 @@
+"""Calls to remote clusters: one pooled ``httpx.AsyncClient`` per federation.
+
+Every call is bounded by ``RemoteTimeout`` as a whole (retries included), follows no
+redirects, reads at most ``MaxResponseBytes``, and goes only to clusters listed in
+``RemoteClusters``. Transport failures are translated here, once, into
+``BadGateway`` (refused, reset, TLS) or ``GatewayTimeout``; any HTTP answer comes back
+as a :class:`RemoteResponse` for the caller to judge. Only transient failures are
+retried (connection reset, 502, 503, 429), with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .circuit import CircuitBreaker
+from .config import ClusterConfig
+from .errors import BadGateway, GatewayTimeout, Unauthorized
+from .tokens import Token
+
+log = logging.getLogger("clusterfed.remote")
+
+RETRY_STATUSES = frozenset({429, 502, 503})
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 1.0
+# Connection reset and friends: the peer was there and dropped us; worth another try.
+TRANSIENT_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+HOP_HEADER = "x-clusterfed-via"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteResponse:
+    status_code: int
+    content: bytes
+    truncated: bool
+    headers: Mapping[str, str]
+
+    def json_object(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or None if it is anything else (HTML, garbage...)."""
+        if self.truncated:
+            return None
+        try:
+            body = json.loads(self.content)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return body if isinstance(body, dict) else None
+
+
+class RemoteClient:
+    def __init__(
+        self, config: ClusterConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.local_id = config.cluster_id
+        self.clusters = dict(config.remote_clusters)
+        self.timeout = config.federation.remote_timeout
+        self.max_bytes = config.federation.max_response_bytes
+        self.circuits = {cluster_id: CircuitBreaker() for cluster_id in self.clusters}
+        self._transport = transport
+        self._clients: dict[bool, httpx.AsyncClient] = {}
+
+    def _client(self, insecure: bool) -> httpx.AsyncClient:
+        # Created on first use, inside the running loop; one per TLS-verification mode.
+        client = self._clients.get(insecure)
+        if client is None:
+            client = httpx.AsyncClient(
+                verify=not insecure,
+                follow_redirects=False,
+                limits=POOL_LIMITS,
+                timeout=httpx.Timeout(self.timeout),
+                transport=self._transport,
+                headers={HOP_HEADER: self.local_id},
+            )
+            self._clients[insecure] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def request(
+        self,
+        cluster_id: str,
+        method: str,
+        path: str,
+        *,
+        token: Token | None,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> RemoteResponse:
+        remote = self.clusters.get(cluster_id)
+        if remote is None:
+            raise Unauthorized(f"cluster {cluster_id} is not in RemoteClusters")
+        circuit = self.circuits[cluster_id]
+        if not circuit.allow():
+            raise BadGateway(f"remote cluster {cluster_id} is unreachable (circuit open)")
+        request_headers = dict(headers or {})
+        if token is not None:
+            request_headers["Authorization"] = f"Bearer {token.encode()}"
+        client = self._client(remote.insecure)
+        url = f"{remote.base_url}{path}"
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    attempt += 1
+                    try:
+                        response = await self._send(
+                            client, method, url, params, json_body, content, request_headers
+                        )
+                    except TRANSIENT_ERRORS as exc:
+                        if not await _backoff(attempt, deadline):
+                            raise BadGateway(
+                                f"remote cluster {cluster_id}: {_describe(exc)}"
+                            ) from exc
+                        continue
+                    if response.status_code in RETRY_STATUSES and await _backoff(attempt, deadline):
+                        continue
+                    circuit.record_success()
+                    return response
+        except TimeoutError:
+            circuit.record_failure("timeout")
+            raise GatewayTimeout(
+                f"remote cluster {cluster_id} did not answer within {self.timeout:g}s"
+            ) from None
+        except BadGateway as exc:
+            circuit.record_failure(exc.message)
+            raise
+        except httpx.TimeoutException:
+            circuit.record_failure("timeout")
+            raise GatewayTimeout(f"remote cluster {cluster_id} did not answer in time") from None
+        except httpx.TransportError as exc:
+            reason = _describe(exc)
+            circuit.record_failure(reason)
+            raise BadGateway(f"remote cluster {cluster_id}: {reason}") from exc
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        params: Any,
+        json_body: Any,
+        content: bytes | None,
+        headers: dict[str, str],
+    ) -> RemoteResponse:
+        request = client.build_request(
+            method, url, params=params, json=json_body, content=content, headers=headers
+        )
+        response = await client.send(request, stream=True)
+        try:
+            body = bytearray()
+            truncated = False
+            async for chunk in response.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > self.max_bytes:
+                    truncated = True
+                    break
+            return RemoteResponse(
+                response.status_code, bytes(body), truncated, dict(response.headers)
+            )
+        finally:
+            await response.aclose()
+
+
+async def _backoff(attempt: int, deadline: float) -> bool:
+    """Sleep before another attempt; False when there is no time left for one."""
+    delay = random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)))
+    if time.monotonic() + delay >= deadline:
+        return False
+    await asyncio.sleep(delay)
+    return True
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return "connection reset"
+    return type(exc).__name__

@@ -1,0 +1,128 @@
+"""``Federation``: the one object a host creates, mounts, starts and stops.
+
+    federation = Federation(config, store)
+    app.add_middleware(FederationMiddleware, federation=federation)
+    # in the lifespan:  await federation.start()  ...  await federation.aclose()
+
+It owns the remote client, the validator (with its caches), the metrics, and the task
+that applies purges made by other worker processes to this process's L1 cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from .circuit import STATE_VALUES
+from .config import ClusterConfig
+from .identity import Identity
+from .metrics import FederationMetrics
+from .remote import RemoteClient
+from .store import FederationStore
+from .tokens import Token
+from .validator import TokenValidator
+
+log = logging.getLogger("clusterfed.federation")
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStatus:
+    cluster_id: str
+    host: str
+    reachable: bool | None  # None: never contacted by this process
+    last_success: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    circuit_state: str
+
+
+class Federation:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: FederationStore,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = FederationMetrics()
+        self.remote = RemoteClient(config, transport=transport)
+        self.validator = TokenValidator(config, store, self.remote, self.metrics)
+        self._purge_cursor = 0
+        self._poller: asyncio.Task[None] | None = None
+        self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
+        for cluster_id, circuit in self.remote.circuits.items():
+            self.metrics.circuit_state.labels(cluster_id).set_function(
+                lambda circuit=circuit: STATE_VALUES[circuit.state]
+            )
+
+    @property
+    def cluster_id(self) -> str:
+        return self.config.cluster_id
+
+    async def start(self) -> None:
+        self._purge_cursor = await self.store.latest_purge_id()
+        self._poller = asyncio.create_task(self._poll_purges(), name="clusterfed-purge-poller")
+
+    async def aclose(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self.validator.aclose()
+        await self.remote.aclose()
+
+    async def identify(self, token: Token) -> Identity:
+        return await self.validator.identify(token)
+
+    def invalidate(self, kind: str, value: str | None = None) -> int:
+        """Drop this process's L1 entries (token, cluster, user or all)."""
+        self.metrics.purges.labels(kind).inc()
+        return self.validator.cache.invalidate(kind, value)
+
+    async def apply_pending_purges(self) -> int:
+        """Apply purges other workers logged since the last look; returns how many."""
+        events = await self.store.purges_after(self._purge_cursor)
+        for event in events:
+            self.invalidate(event.kind, event.value)
+            self._purge_cursor = max(self._purge_cursor, event.id)
+        return len(events)
+
+    async def _poll_purges(self) -> None:
+        interval = self.config.federation.purge_poll_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.apply_pending_purges()
+            except Exception:  # a database blip must not end the poller
+                log.exception("could not read the purge log; will retry")
+
+    def remote_status(self) -> list[RemoteStatus]:
+        statuses = []
+        for cluster_id, remote in self.remote.clusters.items():
+            circuit = self.remote.circuits[cluster_id]
+            if circuit.last_success is None and circuit.last_error_at is None:
+                reachable = None
+            elif circuit.last_error_at is None or circuit.last_success is None:
+                reachable = circuit.last_error_at is None
+            else:
+                reachable = circuit.last_success >= circuit.last_error_at
+            statuses.append(
+                RemoteStatus(
+                    cluster_id=cluster_id,
+                    host=remote.host,
+                    reachable=reachable,
+                    last_success=circuit.last_success,
+                    last_error=circuit.last_error,
+                    last_error_at=circuit.last_error_at,
+                    circuit_state=circuit.state,
+                )
+            )
+        return statuses

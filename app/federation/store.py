@@ -1,0 +1,60 @@
+"""The storage the host supplies: user mirror, L2 token cache, and the purge log.
+
+The example server implements it with SQLAlchemy (``app/cluster/federation_store.py``);
+any host can implement it over its own tables. Every method must be safe to call from
+concurrent tasks and processes (writes are upserts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from .identity import RemoteUser, UserRecord
+from .mirroring import MirrorPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    """One L2 row (SPEC 4). ``secret_digest`` is an HMAC of the secret, never the secret."""
+
+    token_uuid: str
+    user_uuid: str
+    cluster_id: str
+    secret_digest: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    refreshes_at: datetime
+    validated_at: datetime
+    last_used_at: datetime
+
+    def is_fresh(self, now: datetime) -> bool:
+        return now < self.refreshes_at and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeEvent:
+    """A purge some worker made; ``kind`` is token, cluster, user or all."""
+
+    id: int
+    kind: str
+    value: str | None
+
+
+class FederationStore(Protocol):
+    async def load_token(self, token_uuid: str) -> CachedToken | None: ...
+
+    async def save_token(self, entry: CachedToken) -> None:
+        """Insert or replace the row for ``entry.token_uuid`` (an upsert)."""
+
+    async def touch_token(self, token_uuid: str, used_at: datetime) -> None: ...
+
+    async def get_user(self, uuid: str) -> UserRecord | None: ...
+
+    async def mirror_user(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
+        """Create or update the local mirror of ``remote`` by the rules of ``policy``."""
+
+    async def latest_purge_id(self) -> int: ...
+
+    async def purges_after(self, purge_id: int) -> list[PurgeEvent]: ...

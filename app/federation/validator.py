@@ -1,0 +1,333 @@
+"""Turning a foreign token into an Identity (SPEC 3.2 steps 1-5 and section 4).
+
+Order of the checks, cheapest first: issuer allowed (no network) -> L1 -> negative
+cache -> (one flight per token) L2 -> the issuer. The status table of SPEC 3.2 lives
+in ``_judge_token_answer`` and ``_user_from_issuer``, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .cache import L1Entry, TokenCache
+from .config import ClusterConfig
+from .errors import FederationError, RemoteError, Unauthorized
+from .identity import Identity, RemoteUser, UserRecord
+from .metrics import FederationMetrics
+from .mirroring import MirrorPolicy
+from .remote import RemoteClient, RemoteResponse
+from .store import CachedToken, FederationStore
+from .tokens import (
+    TOKEN_TYPE,
+    USER_TYPE,
+    Token,
+    anonymous_user_uuid,
+    is_uuid,
+    salt,
+)
+
+log = logging.getLogger("clusterfed.validation")
+
+TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
+USER_PATH = "/arvados/v1/users/current"
+# last_used_at is bookkeeping for operators; writing it on every cache hit would put a
+# database write on the hot path, so it is written at most once a minute per token.
+TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+class IssuerRejected(Unauthorized):
+    """The issuer answered 4xx for the token: remembered in the negative cache."""
+
+
+class TokenValidator:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: FederationStore,
+        remote: RemoteClient,
+        metrics: FederationMetrics,
+    ) -> None:
+        self.config = config
+        self.local_id = config.cluster_id
+        self.store = store
+        self.remote = remote
+        self.metrics = metrics
+        settings = config.federation
+        self.refresh = timedelta(seconds=config.remote_token_refresh)
+        self.stale_if_error = settings.stale_if_error
+        self.cache = TokenCache(
+            maxsize=settings.token_cache_size,
+            ttl=config.remote_token_refresh + settings.stale_if_error,
+            negative_ttl=settings.negative_cache_ttl,
+        )
+        # The L2 digest key must be the same in every worker and across restarts, so it
+        # derives from configuration. Secrets are 50 random characters: the key guards
+        # against offline guessing only as a second line.
+        self._digest_key = hashlib.sha256(
+            f"clusterfed-l2\0{self.local_id}\0{config.system_root_token}".encode()
+        ).digest()
+        self._flights: dict[bytes, asyncio.Task[Identity]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- the entry point -------------------------------------------------------------
+
+    def issuer_allowed(self, issuer: str) -> bool:
+        return issuer in self.remote.clusters
+
+    async def identify(self, token: Token) -> Identity:
+        """The identity for a foreign v2 token, or a FederationError to answer with."""
+        issuer = token.issuer
+        assert issuer is not None and issuer != self.local_id
+        if not self.issuer_allowed(issuer):
+            if issuer == self.config.login_cluster:
+                raise Unauthorized(f"login cluster {issuer} has no RemoteClusters entry")
+            raise Unauthorized(f"tokens issued by cluster {issuer} are not accepted here")
+        key = self.cache.key(issuer, token.encode())
+        now = datetime.now(UTC)
+        entry = self.cache.get(key)
+        if entry is not None and entry.fresh(now):
+            self.metrics.cache_lookups.labels("l1", "hit").inc()
+            if now - entry.last_touched >= TOUCH_INTERVAL:
+                entry.last_touched = now
+                self._in_background(self.store.touch_token(entry.identity.token_uuid, now))
+            return entry.identity
+        self.metrics.cache_lookups.labels("l1", "miss").inc()
+        rejection = self.cache.rejection(key)
+        if rejection is not None:
+            raise Unauthorized(rejection)
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.create_task(self._validate(token, key, entry))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        # shield: one caller going away must not cancel the validation the others await.
+        return await asyncio.shield(flight)
+
+    # -- one flight ------------------------------------------------------------------
+
+    async def _validate(self, token: Token, key: bytes, stale: L1Entry | None) -> Identity:
+        assert token.uuid is not None and token.issuer is not None
+        now = datetime.now(UTC)
+        digest = self._secret_digest(token.secret)
+        cached = await self.store.load_token(token.uuid)
+        if cached is not None and cached.secret_digest == digest and cached.is_fresh(now):
+            user = await self.store.get_user(cached.user_uuid)
+            if user is not None:
+                self.metrics.cache_lookups.labels("l2", "hit").inc()
+                identity = Identity(
+                    user, cached.token_uuid, cached.scopes, cached.cluster_id, cached.expires_at
+                )
+                self.cache.put(key, L1Entry(identity, cached.refreshes_at, now))
+                return identity
+        self.metrics.cache_lookups.labels("l2", "miss").inc()
+        if stale is None and cached is not None and cached.secret_digest == digest:
+            stale = await self._stale_from_l2(cached)
+
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            identity, refreshes_at = await self._ask_issuer(token, digest)
+            outcome = "accepted"
+        except IssuerRejected as exc:
+            outcome = "rejected"
+            self.cache.reject(key, exc.message)
+            raise
+        except (RemoteError, FederationError) as exc:
+            outcome = "unreachable" if isinstance(exc, RemoteError) else "invalid"
+            usable = stale is not None and stale.usable_stale(
+                datetime.now(UTC), self.stale_if_error
+            )
+            if usable and exc.status_code >= 500:
+                outcome = "stale"
+                log.warning(
+                    "validation token=%s issuer=%s outcome=stale reason=%r",
+                    token.uuid,
+                    token.issuer,
+                    exc.message,
+                )
+                assert stale is not None
+                return stale.identity
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            self.metrics.validations.labels(token.issuer, outcome).inc()
+            self.metrics.validation_seconds.labels(token.issuer).observe(elapsed)
+            log.info(
+                "validation token=%s issuer=%s outcome=%s duration_ms=%.1f",
+                token.uuid,
+                token.issuer,
+                outcome,
+                elapsed * 1000,
+            )
+        self.cache.put(key, L1Entry(identity, refreshes_at, datetime.now(UTC)))
+        return identity
+
+    async def _stale_from_l2(self, cached: CachedToken) -> L1Entry | None:
+        user = await self.store.get_user(cached.user_uuid)
+        if user is None:
+            return None
+        identity = Identity(
+            user, cached.token_uuid, cached.scopes, cached.cluster_id, cached.expires_at
+        )
+        return L1Entry(identity, cached.refreshes_at, cached.last_used_at)
+
+    async def _ask_issuer(self, token: Token, digest: str) -> tuple[Identity, datetime]:
+        issuer = token.issuer
+        assert issuer is not None and token.uuid is not None
+        # The issuer accepts its own secret or the one salted for us; an unsalted token
+        # is salted for us first, so its bare secret goes no further than it already has.
+        outgoing = token if token.is_salted else salt(token, self.local_id)
+        params = {"remote": self.local_id}
+        answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
+        record = _judge_token_answer(answer, token)
+        user = await self._user_from_issuer(token, outgoing, record["owner_uuid"])
+
+        now = datetime.now(UTC)
+        expires_at = record["expires_at"]
+        if expires_at is not None and expires_at <= now:
+            raise IssuerRejected("token has expired at its issuer")
+        refreshes_at = now + self.refresh
+        if expires_at is not None:
+            refreshes_at = min(refreshes_at, expires_at)
+        identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
+        await self.store.save_token(
+            CachedToken(
+                token_uuid=token.uuid,
+                user_uuid=user.uuid,
+                cluster_id=issuer,
+                secret_digest=digest,
+                scopes=record["scopes"],
+                expires_at=expires_at,
+                refreshes_at=refreshes_at,
+                validated_at=now,
+                last_used_at=now,
+            )
+        )
+        return identity, refreshes_at
+
+    async def _user_from_issuer(self, token: Token, outgoing: Token, owner_uuid: str) -> UserRecord:
+        issuer = token.issuer
+        assert issuer is not None
+        try:
+            answer = await self.remote.request(
+                issuer, "GET", USER_PATH, token=outgoing, params={"remote": self.local_id}
+            )
+            failure: FederationError | None = None
+            if answer.status_code != 200:
+                failure = FederationError(
+                    f"issuer {issuer} answered {answer.status_code} for the token's user",
+                    status_code=answer.status_code,
+                )
+        except RemoteError as exc:
+            failure = exc
+        if failure is not None:
+            # SPEC 3.2: a failed user call falls back on the mirror we already have.
+            mirror = await self.store.get_user(owner_uuid)
+            if mirror is None:
+                raise failure
+            return mirror
+        remote_user = _parse_remote_user(answer, issuer, owner_uuid)
+        if remote_user.uuid == anonymous_user_uuid(issuer):
+            local_anonymous = await self.store.get_user(anonymous_user_uuid(self.local_id))
+            if local_anonymous is None:
+                raise Unauthorized("this cluster has no anonymous user to map the remote one to")
+            return local_anonymous
+        return await self.store.mirror_user(remote_user, self._policy(issuer))
+
+    def _policy(self, issuer: str) -> MirrorPolicy:
+        remote = self.remote.clusters.get(issuer)
+        return MirrorPolicy(
+            login=issuer == self.config.login_cluster,
+            trusted=bool(remote and remote.activate_users) or self.config.new_users_are_active,
+            autosetup=self.config.auto_setup_new_users,
+        )
+
+    def _secret_digest(self, secret: str) -> str:
+        return hmac.new(self._digest_key, secret.encode(), hashlib.sha256).hexdigest()
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._background) + list(self._flights.values()):
+            task.cancel()
+        self._background.clear()
+
+
+def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
+    """SPEC 3.2's table for the token call: the checked record, or the error to answer."""
+    issuer = token.issuer
+    if 400 <= answer.status_code < 500:
+        raise IssuerRejected(f"issuer {issuer} rejected the token ({answer.status_code})")
+    if answer.status_code >= 500:
+        raise FederationError(
+            f"issuer {issuer} failed ({answer.status_code})", status_code=answer.status_code
+        )
+    body = answer.json_object() if answer.status_code == 200 else None
+    if body is None:
+        raise Unauthorized(f"issuer {issuer} did not answer with a token record")
+    uuid, owner_uuid = body.get("uuid"), body.get("owner_uuid")
+    if not is_uuid(uuid, type_=TOKEN_TYPE) or uuid[:5] != issuer or uuid != token.uuid:
+        raise Unauthorized(f"issuer {issuer} answered for a different or malformed token UUID")
+    if not is_uuid(owner_uuid, type_=USER_TYPE) or owner_uuid[:5] != issuer:
+        raise Unauthorized(f"issuer {issuer} vouched for a user that is not its own")
+    scopes = body.get("scopes", ["all"])
+    if scopes is None:
+        scopes = ["all"]
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise Unauthorized(f"issuer {issuer} answered with malformed scopes")
+    return {
+        "owner_uuid": owner_uuid,
+        "scopes": tuple(scopes),
+        "expires_at": _parse_time(body.get("expires_at"), issuer),
+    }
+
+
+def _parse_remote_user(answer: RemoteResponse, issuer: str, owner_uuid: str) -> RemoteUser:
+    body = answer.json_object()
+    if body is None:
+        raise Unauthorized(f"issuer {issuer} did not answer with a user record")
+    uuid = body.get("uuid")
+    if not is_uuid(uuid, type_=USER_TYPE) or uuid[:5] != issuer:
+        raise Unauthorized(f"issuer {issuer} vouched for a user that is not its own")
+    if uuid != owner_uuid:
+        raise Unauthorized(f"issuer {issuer} answered with a user that does not own the token")
+
+    def text(name: str) -> str | None:
+        value = body.get(name)
+        return value if isinstance(value, str) else None
+
+    def flag(name: str) -> bool | None:
+        value = body.get(name)
+        return value if isinstance(value, bool) else None
+
+    return RemoteUser(
+        uuid=uuid,
+        email=text("email"),
+        username=text("username"),
+        first_name=text("first_name"),
+        last_name=text("last_name"),
+        is_admin=flag("is_admin"),
+        is_active=flag("is_active"),
+        is_invited=flag("is_invited"),
+    )
+
+
+def _parse_time(value: object, issuer: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise Unauthorized(f"issuer {issuer} answered with a malformed expires_at")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Unauthorized(f"issuer {issuer} answered with a malformed expires_at") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
