@@ -162,6 +162,15 @@ def salt(token: Token, remote: str) -> Token:
     return Token(uuid=token.uuid, secret=salted_secret(token.secret, remote))
 
 
+def for_issuer(token: Token, local_id: str) -> Token:
+    """The form of a foreign token this cluster presents to its issuer (with ?remote=us).
+
+    A token already salted (presumably for us) goes as presented; an unsalted one is
+    salted for us first, so its bare secret travels no further than it already has.
+    """
+    return token if token.is_salted else salt(token, local_id)
+
+
 def secrets_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 

@@ -28,8 +28,8 @@ from .tokens import (
     USER_TYPE,
     Token,
     anonymous_user_uuid,
+    for_issuer,
     is_uuid,
-    salt,
 )
 
 log = logging.getLogger("clusterfed.validation")
@@ -180,9 +180,7 @@ class TokenValidator:
     async def _ask_issuer(self, token: Token, digest: str) -> tuple[Identity, datetime]:
         issuer = token.issuer
         assert issuer is not None and token.uuid is not None
-        # The issuer accepts its own secret or the one salted for us; an unsalted token
-        # is salted for us first, so its bare secret goes no further than it already has.
-        outgoing = token if token.is_salted else salt(token, self.local_id)
+        outgoing = for_issuer(token, self.local_id)
         params = {"remote": self.local_id}
         answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
         record = _judge_token_answer(answer, token)

@@ -1,0 +1,1 @@
+"""Benchmarks: each module has ``main()`` and prints ratios measured in one run."""
