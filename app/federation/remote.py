@@ -29,6 +29,8 @@ from .tokens import Token
 log = logging.getLogger("clusterfed.remote")
 
 RETRY_STATUSES = frozenset({429, 502, 503})
+# A persistently failing remote must cost a bounded number of calls, not RemoteTimeout.
+MAX_ATTEMPTS = 3
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 1.0
 # Connection reset and friends: the peer was there and dropped us; worth another try.
@@ -176,7 +178,9 @@ class RemoteClient:
 
 
 async def _backoff(attempt: int, deadline: float) -> bool:
-    """Sleep before another attempt; False when there is no time left for one."""
+    """Sleep before another attempt; False when attempts or time have run out."""
+    if attempt >= MAX_ATTEMPTS:
+        return False
     delay = random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)))
     if time.monotonic() + delay >= deadline:
         return False

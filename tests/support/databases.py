@@ -11,14 +11,31 @@ import asyncio
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 
 from app.migrate import upgrade
 
 PG_ADMIN_DSN = os.environ.get("CLUSTERFED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+T = TypeVar("T")
+
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` on a fresh thread: safe from sync code and from inside a running loop
+    (async fixtures), where ``asyncio.run`` and Alembic's env.py would refuse."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    return run_blocking(asyncio.run, coro)
 
 
 def postgres_unavailable_reason() -> str | None:
@@ -29,7 +46,7 @@ def postgres_unavailable_reason() -> str | None:
         await conn.close()
 
     try:
-        asyncio.run(probe())
+        run_coroutine(probe())
     except Exception as exc:  # any failure to connect means "not available here"
         return f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {type(exc).__name__}: {exc}"
     return None
@@ -62,12 +79,12 @@ class DatabaseFactory:
         self._created = []
         if self.backend == "sqlite":
             self._template = str(self.workdir / "template.db")
-            upgrade(f"sqlite+aiosqlite:///{self._template}")
+            run_blocking(upgrade, f"sqlite+aiosqlite:///{self._template}")
         else:
             self._template = f"cf_tmpl_{secrets.token_hex(4)}"
-            asyncio.run(_pg_admin(f'CREATE DATABASE "{self._template}"'))
+            run_coroutine(_pg_admin(f'CREATE DATABASE "{self._template}"'))
             self._created.append(self._template)
-            upgrade(_pg_url(self._template))
+            run_blocking(upgrade, _pg_url(self._template))
 
     def new_url(self, name: str = "db") -> str:
         if self.backend == "sqlite":
@@ -75,7 +92,7 @@ class DatabaseFactory:
             shutil.copyfile(self._template, path)
             return f"sqlite+aiosqlite:///{path}"
         dbname = f"cf_{name}_{secrets.token_hex(4)}"
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{dbname}" TEMPLATE "{self._template}"'))
+        run_coroutine(_pg_admin(f'CREATE DATABASE "{dbname}" TEMPLATE "{self._template}"'))
         assert self._created is not None
         self._created.append(dbname)
         return _pg_url(dbname)

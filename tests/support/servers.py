@@ -241,3 +241,10 @@ def running(server: ClusterProcess) -> Iterator[Cluster]:
         yield server.start()
     finally:
         server.stop()
+
+
+def local_config(cluster_id: str, database_url: str, **kwargs: Any) -> Any:
+    """A ClusterConfig for an in-process app, built through the real config parser."""
+    from app.federation.config import parse_config
+
+    return parse_config(cluster_config(cluster_id, database_url, **kwargs), source="<test>")

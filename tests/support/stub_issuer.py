@@ -1,0 +1,116 @@
+"""A stub issuer cluster that answers the two validation calls however a test says.
+
+It is a real HTTP server (run it with ``ServerThread``) so the middleware's client,
+timeouts and parsing are exercised for real; only the answers are scripted. Use the real
+cluster (``ClusterProcess``) for well-behaved issuers and this one to misbehave on
+purpose: error statuses, HTML, wrong prefixes, hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from app.federation.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
+
+TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
+USER_PATH = "/arvados/v1/users/current"
+
+
+@dataclass
+class Answer:
+    """What the stub says for one path: a JSON body with a status, raw HTML, or a hang."""
+
+    status: int = 200
+    json: Any = None
+    html: str | None = None
+    hang: float = 0.0
+
+
+@dataclass
+class StubUser:
+    uuid: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "arvados#user", "uuid": self.uuid, **self.fields}
+
+
+class StubIssuer:
+    def __init__(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
+        self.calls: Counter[str] = Counter()
+        self.tokens: dict[str, StubUser] = {}  # token uuid -> its user
+        self.overrides: dict[str, Answer] = {}  # path -> scripted answer
+        self.app = Starlette(routes=[Route(TOKEN_PATH, self._token), Route(USER_PATH, self._user)])
+
+    def issue(self, **user_fields: Any) -> tuple[str, StubUser]:
+        """A new token for a new user with the given fields; returns (v2 token, user)."""
+        user = StubUser(new_uuid(self.cluster_id, USER_TYPE), user_fields)
+        return self.issue_for(user), user
+
+    def issue_for(self, user: StubUser) -> str:
+        token_uuid = new_uuid(self.cluster_id, TOKEN_TYPE)
+        self.tokens[token_uuid] = user
+        return f"v2/{token_uuid}/{new_secret()}"
+
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    async def _scripted(self, path: str) -> Response | None:
+        answer = self.overrides.get(path)
+        if answer is None:
+            return None
+        if answer.hang:
+            await asyncio.sleep(answer.hang)
+        if answer.html is not None:
+            return HTMLResponse(answer.html, status_code=answer.status)
+        return JSONResponse(
+            answer.json if answer.json is not None else {"errors": ["scripted"]},
+            status_code=answer.status,
+        )
+
+    def _presented(self, request: Request) -> tuple[str, StubUser] | None:
+        header = request.headers.get("authorization", "")
+        try:
+            token = parse_token(header.removeprefix("Bearer "))
+        except ValueError:
+            return None
+        user = self.tokens.get(token.uuid or "")
+        return (token.uuid, user) if token.uuid and user else None
+
+    async def _token(self, request: Request) -> Response:
+        self.calls[TOKEN_PATH] += 1
+        scripted = await self._scripted(TOKEN_PATH)
+        if scripted is not None:
+            return scripted
+        presented = self._presented(request)
+        if presented is None:
+            return JSONResponse({"errors": ["unknown token"]}, status_code=401)
+        token_uuid, user = presented
+        return JSONResponse(
+            {
+                "kind": "arvados#apiClientAuthorization",
+                "uuid": token_uuid,
+                "owner_uuid": user.uuid,
+                "expires_at": None,
+                "scopes": ["all"],
+            }
+        )
+
+    async def _user(self, request: Request) -> Response:
+        self.calls[USER_PATH] += 1
+        scripted = await self._scripted(USER_PATH)
+        if scripted is not None:
+            return scripted
+        presented = self._presented(request)
+        if presented is None:
+            return JSONResponse({"errors": ["unknown token"]}, status_code=401)
+        return JSONResponse(presented[1].record())
