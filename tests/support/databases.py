@@ -99,7 +99,7 @@ class DatabaseFactory:
 
     def close(self) -> None:
         if self.backend == "postgresql" and self._created:
-            asyncio.run(
+            run_coroutine(
                 _pg_admin(
                     *(
                         f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
