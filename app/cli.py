@@ -177,9 +177,12 @@ def cmd_tokens_create(args: argparse.Namespace, config: ClusterConfig) -> int:
     from .cluster.services.users import get_user
 
     try:
-        expires_in = parse_duration(args.expires_in) if args.expires_in else None
+        expires_in = parse_duration(args.expires_in) if args.expires_in is not None else None
     except ValueError as exc:
         raise CommandError(f"--expires-in: {exc}") from None
+    if expires_in is not None and expires_in <= 0:
+        # Zero would otherwise read as "no expiry" further down: a token that never expires.
+        raise CommandError("--expires-in must be greater than zero (omit it for no expiry)")
 
     async def work(session: Any) -> int:
         if await get_user(session, uuid=args.user) is None:
@@ -219,3 +222,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CommandError) as exc:
         print(f"clusterfed: error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, CommandError) else 2
+    except Exception as exc:
+        message = _database_error_message(exc)
+        if message is None:
+            raise
+        print(f"clusterfed: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _database_error_message(exc: Exception) -> str | None:
+    """A one-line message for a database that is unreachable or not migrated, else None.
+
+    Such a database is an operator's mistake, not a bug: it deserves a message, not a
+    traceback. The message never carries the URL (it may hold a password).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not isinstance(exc, SQLAlchemyError | OSError):
+        return None
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (
+        f"database error: {detail[0] if detail else type(exc).__name__} "
+        "(is the database reachable, and has `clusterfed db upgrade` been run?)"
+    )
