@@ -7,7 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
 
+from app.cluster.auth import resolve_caller
+from app.federation.config import ClusterConfig
+from app.federation.errors import Unauthorized
 from app.federation.tokens import parse_token, salt
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import Cluster, ClusterProcess, cluster_config, running
@@ -62,11 +66,69 @@ async def test_salted_token_accepted_only_with_matching_remote(home: Cluster) ->
     assert get(home, USERS_CURRENT, salted, remote="qr1hi").status_code == 401
 
 
-async def test_salted_token_refused_on_other_endpoints(home: Cluster) -> None:
+@pytest.mark.parametrize("path", ["/_health/ping", "/metrics"])
+async def test_salted_token_refused_on_other_endpoints(home: Cluster, path: str) -> None:
     _, token = await home.new_user()
-    response = get(home, "/_health/ping", salted_for(token, "c97qk"), remote="c97qk")
+    response = get(home, path, salted_for(token, "c97qk"), remote="c97qk")
     assert response.status_code == 401
     assert set(response.json()) == {"errors", "error_token"}
+
+
+def http_request(method: str, path: str, token: str, remote: str) -> Request:
+    return Request(
+        {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": f"remote={remote}".encode(),
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+        }
+    )
+
+
+async def test_salted_token_reaches_only_the_spec_routes(databases: DatabaseFactory) -> None:
+    """SPEC 3.1's allowlist, checked where it is enforced: most routes do not exist yet."""
+    cluster = Cluster("qr1hi", 0, databases.new_url())
+    user_uuid, token = await cluster.new_user()
+    salted = salted_for(token, "c97qk")
+    config = ClusterConfig(cluster_id="qr1hi", database_url=cluster.database_url)
+    routes = {
+        ("GET", TOKEN_CURRENT): True,
+        ("HEAD", TOKEN_CURRENT): True,
+        ("GET", USERS_CURRENT): True,
+        ("GET", "/arvados/v1/groups"): True,
+        ("POST", "/federation/v1/permission_checks"): True,
+        ("GET", "/arvados/v1/groups/qr1hi-j7d0g-000000000000000"): False,
+        ("GET", "/arvados/v1/users"): False,
+        ("GET", f"/arvados/v1/users/{user_uuid}"): False,
+        ("PUT", USERS_CURRENT): False,
+        ("GET", "/arvados/v1/collections"): False,
+        ("POST", "/arvados/v1/collections"): False,
+        ("GET", "/federation/v1/token_cache"): False,
+        ("GET", "/federation/v1/permission_checks"): False,
+        ("GET", "/metrics"): False,
+    }
+    reached: dict[tuple[str, str], bool] = {}
+    async with cluster.session() as session:
+        for method, path in routes:
+            try:
+                caller = await resolve_caller(
+                    http_request(method, path, salted, "c97qk"), session, config
+                )
+            except Unauthorized:
+                reached[method, path] = False
+            else:
+                assert caller is not None and caller.user.uuid == user_uuid
+                assert caller.salted_for == "c97qk"
+                reached[method, path] = True
+        # The same token unsalted reaches everything its scopes allow.
+        for method, path in routes:
+            caller = await resolve_caller(
+                http_request(method, path, token, "c97qk"), session, config
+            )
+            assert caller is not None and caller.salted_for is None
+    assert reached == routes
 
 
 async def test_expired_token_is_refused(home: Cluster) -> None:
