@@ -1,4 +1,5 @@
-"""Tables of the example cluster: users, tokens it issued, and the federation cache.
+"""Tables of the example cluster: users, tokens, the federation cache, and the objects
+(groups, collections, links) that permissions are about.
 
 Local token secrets are kept in the clear because verifying a salted token needs them
 (``HMAC(secret, remote)``), as in Arvados. The federation cache never holds a secret:
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, utcnow
@@ -75,3 +76,59 @@ class FederationPurge(Base):
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "value": self.value}
+
+
+class Group(Base):
+    """A project (a folder of objects) or a role (a set of users that permissions name)."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(27), unique=True)
+    owner_uuid: Mapped[str] = mapped_column(String(27), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    group_class: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(Text)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(27), unique=True)
+    owner_uuid: Mapped[str] = mapped_column(String(27), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    manifest_text: Mapped[str] = mapped_column(Text, default="")
+    portable_data_hash: Mapped[str] = mapped_column(String(64), index=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+
+
+class Link(Base):
+    """A typed edge between two objects; ``link_class == "permission"`` grants access.
+
+    The composite indexes serve the permission walk in both directions: from a user or
+    role to what it may reach (tail), and from an object to who may reach it (head).
+    """
+
+    __tablename__ = "links"
+    __table_args__ = (
+        Index("ix_links_tail_uuid_link_class", "tail_uuid", "link_class"),
+        Index("ix_links_head_uuid_link_class", "head_uuid", "link_class"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(27), unique=True)
+    owner_uuid: Mapped[str] = mapped_column(String(27), index=True)
+    link_class: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    tail_uuid: Mapped[str | None] = mapped_column(String(27))
+    head_uuid: Mapped[str | None] = mapped_column(String(27))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
