@@ -6,11 +6,13 @@ A run without PostgreSQL skips the PostgreSQL half with the reason; under CI
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import hypothesis  # noqa: F401  (imported early: a late import in pytest's summary hook trips a CPython 3.11 AST bug)
 import pytest
 from fastapi import FastAPI
 
@@ -85,9 +87,27 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client talking to ``app`` in process, with the app's lifespan running."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+class asgi_client:
+    """An httpx client talking to ``app`` in process, with the app's lifespan running.
+
+    ``async with asgi_client(app) as client`` tears down deterministically; ``async for``
+    is kept for older call sites.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self._stack.enter_async_context(self.app.router.lifespan_context(self.app))
+        transport = httpx.ASGITransport(app=self.app)
+        return await self._stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def __aiter__(self) -> AsyncIterator[httpx.AsyncClient]:
+        async with self as client:
             yield client

@@ -8,7 +8,6 @@ fixture), which is what lets the hypothesis tests stay plain synchronous functio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ class App:
 def app(session_databases: DatabaseFactory) -> Iterator[App]:
     database_url = session_databases.new_url("malformed")
     config = ClusterConfig(cluster_id=CLUSTER_ID, database_url=database_url)
-    client_context = contextlib.asynccontextmanager(asgi_client)(create_app(config))
+    client_context = asgi_client(create_app(config))
     with asyncio.Runner() as runner:
         client = runner.run(client_context.__aenter__())
         try:

@@ -37,7 +37,7 @@ async def c97qk(issuer: StubIssuer, databases: DatabaseFactory) -> AsyncIterator
         },
         federation={"RemoteTimeout": f"{REMOTE_TIMEOUT}s"},
     )
-    async for client in asgi_client(create_app(config)):
+    async with asgi_client(create_app(config)) as client:
         yield client
 
 

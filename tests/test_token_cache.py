@@ -49,7 +49,7 @@ async def c97qk(
         federation=federation,
     )
     app = create_app(config)
-    async for client in asgi_client(app):
+    async with asgi_client(app) as client:
         yield client, app
 
 
