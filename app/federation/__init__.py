@@ -15,6 +15,7 @@ from .errors import FederationError
 from .identity import Identity, RemoteUser, UserRecord, foreign_identity, get_identity
 from .middleware import FederationMiddleware
 from .mirroring import MirrorPolicy
+from .permissions import PermissionAnswer, RemotePermissions, RemotePermissionsDep
 from .service import Federation, RemoteStatus
 from .store import CachedToken, FederationStore, PurgeEvent
 
@@ -28,7 +29,10 @@ __all__ = [
     "FederationStore",
     "Identity",
     "MirrorPolicy",
+    "PermissionAnswer",
     "PurgeEvent",
+    "RemotePermissions",
+    "RemotePermissionsDep",
     "RemoteStatus",
     "RemoteUser",
     "UserRecord",

@@ -22,6 +22,7 @@ from .circuit import STATE_VALUES
 from .config import ClusterConfig
 from .identity import Identity
 from .metrics import FederationMetrics
+from .permissions import RemotePermissions
 from .remote import RemoteClient
 from .store import FederationStore
 from .tokens import Token
@@ -54,6 +55,7 @@ class Federation:
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
+        self.permissions = RemotePermissions(config, self.remote)
         self._purge_cursor = 0
         self._poller: asyncio.Task[None] | None = None
         self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))

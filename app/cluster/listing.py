@@ -1,0 +1,195 @@
+"""Arvados list parameters: ``filters``, ``order``, ``limit``, ``offset``; one implementation.
+
+``filters`` is a JSON array of ``[attribute, operator, operand]``; ``order`` is
+``"attr [asc|desc]"``, comma-separated or a JSON list (a ``table.`` prefix, as the SDK
+sends, is accepted). Anything malformed is a :class:`BadListParameter` (422), never a
+database error: attributes are checked against the resource's own list, operands
+against the column's type, before any SQL is built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, false, func, not_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.federation.errors import Unprocessable
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+DEFAULT_ORDER = "modified_at desc"
+COMPARISONS = {"<", "<=", ">", ">="}
+OPERATORS = COMPARISONS | {"=", "!=", "like", "ilike", "in", "not in", "is_a"}
+# Arvados kinds for is_a, by UUID type.
+KIND_TYPES = {
+    "arvados#user": "tpzed",
+    "arvados#group": "j7d0g",
+    "arvados#collection": "4zz18",
+    "arvados#link": "o0j2j",
+    "arvados#apiClientAuthorization": "gj3su",
+}
+
+
+class BadListParameter(Unprocessable):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    filters: list[Any]
+    order: list[str]
+    limit: int
+    offset: int
+
+
+def parse_params(
+    *, filters: str | None, order: str | None, limit: str | None, offset: str | None
+) -> ListParams:
+    return ListParams(
+        filters=_json_list(filters, "filters") if filters else [],
+        order=_order_terms(order),
+        limit=_int(limit, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT),
+        offset=_int(offset, "offset", 0, 0, None),
+    )
+
+
+def _json_list(text: str, name: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise BadListParameter(f"{name} is not valid JSON") from None
+    if not isinstance(value, list):
+        raise BadListParameter(f"{name} must be a JSON array")
+    return value
+
+
+def _order_terms(order: str | None) -> list[str]:
+    if not order:
+        return [DEFAULT_ORDER]
+    if order.lstrip().startswith("["):
+        terms = _json_list(order, "order")
+        if not all(isinstance(term, str) for term in terms):
+            raise BadListParameter("order must be a list of strings")
+        return terms
+    return [term for term in order.split(",") if term.strip()]
+
+
+def _int(text: str | None, name: str, default: int, low: int, high: int | None) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadListParameter(f"{name} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BadListParameter(f"{name} must be {bound}")
+    return value
+
+
+Attributes = Mapping[str, InstrumentedAttribute[Any]]
+
+
+def where_clauses(filters: list[Any], attributes: Attributes) -> list[ColumnElement[bool]]:
+    return [_clause(item, attributes) for item in filters]
+
+
+def _clause(item: Any, attributes: Attributes) -> ColumnElement[bool]:
+    if not (isinstance(item, list) and len(item) == 3):
+        raise BadListParameter("each filter must be [attribute, operator, operand]")
+    name, operator, operand = item
+    if not isinstance(name, str) or name.split(".")[-1] not in attributes:
+        raise BadListParameter(f"cannot filter on {name!r}; filterable: {', '.join(attributes)}")
+    if not isinstance(operator, str) or operator.lower() not in OPERATORS:
+        raise BadListParameter(f"unknown filter operator {operator!r}")
+    column = attributes[name.split(".")[-1]]
+    operator = operator.lower()
+    if operator == "is_a":
+        kinds = operand if isinstance(operand, list) else [operand]
+        if not kinds or not all(kind in KIND_TYPES for kind in kinds):
+            raise BadListParameter(f"is_a needs one or more of {', '.join(KIND_TYPES)}")
+        return or_(*(column.like(f"_____-{KIND_TYPES[kind]}-%") for kind in kinds))
+    if operator in ("in", "not in"):
+        if not isinstance(operand, list):
+            raise BadListParameter(f"{operator!r} needs a list operand")
+        values = [_operand(column, value, name) for value in operand]
+        if not values:
+            # IN () is not valid SQL everywhere: nothing is in an empty list.
+            return false() if operator == "in" else not_(false())
+        return column.in_(values) if operator == "in" else column.not_in(values)
+    if operand is None and operator in ("=", "!="):
+        return column.is_(None) if operator == "=" else column.is_not(None)
+    value = _operand(column, operand, name)
+    if operator in ("like", "ilike"):
+        if not isinstance(value, str):
+            raise BadListParameter(f"{operator!r} needs a string operand")
+        return column.like(value) if operator == "like" else column.ilike(value)
+    return {
+        "=": column.__eq__,
+        "!=": column.__ne__,
+        "<": column.__lt__,
+        "<=": column.__le__,
+        ">": column.__gt__,
+        ">=": column.__ge__,
+    }[operator](value)
+
+
+def _operand(column: InstrumentedAttribute[Any], value: Any, name: str) -> Any:
+    python_type = column.type.python_type
+    if python_type is datetime:
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+            else:
+                if parsed.tzinfo is not None:
+                    return parsed
+        raise BadListParameter(f"{name} needs an ISO 8601 timestamp with a time zone")
+    if python_type is str and isinstance(value, str):
+        return value
+    if python_type is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise BadListParameter(f"{name} cannot be compared with {type(value).__name__}")
+
+
+def order_by(
+    terms: list[str], attributes: Attributes, tiebreak: InstrumentedAttribute[Any]
+) -> list[ColumnElement[Any]]:
+    clauses = []
+    for term in terms:
+        parts = term.split()
+        if not 1 <= len(parts) <= 2:
+            raise BadListParameter(f"cannot order by {term!r}")
+        name = parts[0].split(".")[-1]
+        direction = parts[1].lower() if len(parts) == 2 else "asc"
+        if name not in attributes or direction not in ("asc", "desc"):
+            raise BadListParameter(f"cannot order by {term!r}")
+        column = attributes[name]
+        clauses.append(column.desc() if direction == "desc" else column.asc())
+    # A unique tiebreak keeps pages consistent when the ordered values repeat.
+    clauses.append(tiebreak.asc())
+    return clauses
+
+
+async def run_list(
+    session: AsyncSession,
+    query: Select[Any],
+    params: ListParams,
+    attributes: Attributes,
+    tiebreak: InstrumentedAttribute[Any],
+) -> tuple[list[Any], int]:
+    """The page of rows and ``items_available`` for ``query`` under ``params``."""
+    query = query.where(*where_clauses(params.filters, attributes))
+    ordering = order_by(params.order, attributes, tiebreak)
+    available = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(*ordering).limit(params.limit).offset(params.offset)
+    )
+    return list(rows), int(available or 0)

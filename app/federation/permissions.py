@@ -1,0 +1,187 @@
+"""The calling side of remote permission checks (SPEC 3.3).
+
+    answer = await federation.permissions.check(
+        issuer_token=token, user_uuid=user, target_uuid=project, permission="can_write"
+    )
+    if not answer.allowed: ...
+
+A cluster asks cluster X about a user only when X issued the user's token and the
+target is X's: the token goes to X in the form X already knows (``tokens.for_issuer``),
+so no cluster learns a credential it could replay elsewhere. Anything else is refused
+with 422 before a byte leaves this process.
+
+Answers, allowed and denied alike, are cached for ``PermissionCacheTTL`` keyed by
+(user, target, permission): a permission revoked at home takes effect here within
+that time. Failures are not cached, and they fail closed: a home cluster that cannot
+answer makes the check raise ``BadGateway``/``GatewayTimeout``, never "allowed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
+
+from cachetools import TTLCache
+from fastapi import Depends
+from starlette.requests import Request
+
+from .config import ClusterConfig
+from .errors import BadGateway, Unauthorized, Unprocessable
+from .remote import RemoteClient
+from .tokens import MalformedToken, Token, for_issuer, is_uuid, parse_authorization, uuid_cluster
+
+CHECK_PATH = "/federation/v1/permission_checks"
+PERMISSIONS = ("can_read", "can_write", "can_manage")
+CACHE_SIZE = 10_000
+THIRD_CLUSTER_REASON = (
+    "forwarding a token salted for us to a third cluster would hand that cluster the "
+    "user's identity here"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionAnswer:
+    allowed: bool
+    user_uuid: str
+    target_uuid: str
+    permission: str
+    reason: str
+    cluster_id: str  # the cluster that answered
+    cached: bool = False
+
+
+class RemotePermissions:
+    def __init__(self, config: ClusterConfig, remote: RemoteClient) -> None:
+        self.local_id = config.cluster_id
+        self.remote = remote
+        ttl = config.federation.permission_cache_ttl
+        # A TTL of 0 turns caching off; TTLCache would otherwise keep entries for 0 s
+        # only by accident of timing.
+        self.cache: TTLCache[tuple[str, str, str], PermissionAnswer] | None = (
+            TTLCache(maxsize=CACHE_SIZE, ttl=ttl) if ttl > 0 else None
+        )
+        self._inflight: dict[tuple[str, str, str], asyncio.Future[PermissionAnswer]] = {}
+
+    async def check(
+        self, *, issuer_token: Token, user_uuid: str, target_uuid: str, permission: str
+    ) -> PermissionAnswer:
+        home = self._home_to_ask(issuer_token, user_uuid, target_uuid, permission)
+        key = (user_uuid, target_uuid, permission)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return replace(hit, cached=True)
+        # Concurrent identical checks share one call to the home cluster.
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[PermissionAnswer] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            answer = await self._ask(home, issuer_token, user_uuid, target_uuid, permission)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # a failure nobody else awaited must not warn at shutdown
+            raise
+        else:
+            future.set_result(answer)
+            if self.cache is not None:
+                self.cache[key] = answer
+            return answer
+        finally:
+            del self._inflight[key]
+
+    def _home_to_ask(self, token: Token, user_uuid: str, target_uuid: str, permission: str) -> str:
+        if permission not in PERMISSIONS:
+            raise Unprocessable(f"permission must be one of {', '.join(PERMISSIONS)}")
+        if not is_uuid(target_uuid):
+            raise Unprocessable("target is not a well-formed UUID")
+        target_cluster = uuid_cluster(target_uuid)
+        if target_cluster == self.local_id:
+            raise Unprocessable(f"{target_uuid} is on this cluster; it is decided here")
+        if token.issuer != target_cluster or uuid_cluster(user_uuid) != target_cluster:
+            issuer = token.issuer or "this cluster"
+            raise Unprocessable(
+                f"cannot ask {target_cluster} whether {user_uuid} may use {target_uuid}: "
+                f"only the user's home cluster is asked, and this user's token was issued "
+                f"by {issuer}; {THIRD_CLUSTER_REASON}"
+            )
+        return target_cluster
+
+    async def _ask(
+        self, home: str, token: Token, user_uuid: str, target_uuid: str, permission: str
+    ) -> PermissionAnswer:
+        answer = await self.remote.request(
+            home,
+            "POST",
+            CHECK_PATH,
+            token=for_issuer(token, self.local_id),
+            params={"remote": self.local_id},
+            json_body={"target_uuid": target_uuid, "permission": permission},
+        )
+        if answer.status_code == 401:
+            raise Unauthorized(f"{home} did not accept the user's token for a permission check")
+        if answer.status_code != 200:
+            raise BadGateway(
+                f"{home} could not answer a permission check (status {answer.status_code})"
+            )
+        body = answer.json_object()
+        if not _valid(body, user_uuid, target_uuid, permission):
+            raise BadGateway(f"{home} gave an invalid answer to a permission check")
+        assert body is not None
+        return PermissionAnswer(
+            allowed=body["allowed"],
+            user_uuid=user_uuid,
+            target_uuid=target_uuid,
+            permission=permission,
+            reason=body["reason"] if isinstance(body.get("reason"), str) else "",
+            cluster_id=home,
+        )
+
+    def forget(self, *, user_uuid: str | None = None) -> None:
+        """Drop cached answers (all, or one user's)."""
+        if self.cache is None:
+            return
+        for key in [k for k in self.cache if user_uuid is None or k[0] == user_uuid]:
+            self.cache.pop(key, None)
+
+
+def _valid(body: dict[str, Any] | None, user_uuid: str, target_uuid: str, permission: str) -> bool:
+    # The answer must be about the question asked: a home cluster answering for another
+    # user, target or level is broken or confused, and a confused "yes" must not count.
+    return (
+        body is not None
+        and isinstance(body.get("allowed"), bool)
+        and body.get("user_uuid") == user_uuid
+        and body.get("target_uuid") == target_uuid
+        and body.get("permission") == permission
+    )
+
+
+def request_token(request: Request) -> Token:
+    """The request's token, re-read from its Authorization header.
+
+    The middleware keeps no token in the identity (its cache must not hold tokens), so
+    the calling side reads it again here when it needs to present it to the issuer.
+    """
+    try:
+        token = parse_authorization(request.headers.get("authorization"))
+    except MalformedToken as exc:
+        raise Unauthorized(f"malformed credential: {exc}") from None
+    if token is None:
+        raise Unauthorized("this request needs a token (Authorization: Bearer <token>)")
+    return token
+
+
+def get_remote_permissions(request: Request) -> RemotePermissions:
+    """FastAPI dependency: the checker of the ``Federation`` at ``app.state.federation``."""
+    federation = getattr(request.app.state, "federation", None)
+    permissions = getattr(federation, "permissions", None)
+    if not isinstance(permissions, RemotePermissions):
+        raise RuntimeError("app.state.federation must be the app's Federation")
+    return permissions
+
+
+RemotePermissionsDep = Annotated[RemotePermissions, Depends(get_remote_permissions)]
