@@ -14,7 +14,7 @@ from .bootstrap import ensure_builtin_users
 from .database import Database
 from .errors import install_error_handlers
 from .federation_store import SqlFederationStore
-from .routers import current, ops
+from .routers import admin_page, current, ops, token_cache
 
 
 def create_app(config: ClusterConfig) -> FastAPI:
@@ -41,5 +41,7 @@ def create_app(config: ClusterConfig) -> FastAPI:
     install_error_handlers(app)
     app.include_router(current.router)
     app.include_router(ops.router)
+    app.include_router(token_cache.router)
+    app.include_router(admin_page.router)
     app.add_middleware(FederationMiddleware, federation=federation)
     return app
