@@ -40,6 +40,12 @@ class FederationMetrics:
             "Entries in this process's L1 token cache",
             registry=self.registry,
         )
+        # Bound once: resolving labels takes a lock and a dict lookup, and the L1 path
+        # runs on every request with a foreign token.
+        self.l1_hit = self.cache_lookups.labels("l1", "hit")
+        self.l1_miss = self.cache_lookups.labels("l1", "miss")
+        self.l2_hit = self.cache_lookups.labels("l2", "hit")
+        self.l2_miss = self.cache_lookups.labels("l2", "miss")
         self.purges = Counter(
             "clusterfed_token_cache_purges",
             "Purges applied to this process's L1 cache",

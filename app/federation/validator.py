@@ -92,12 +92,12 @@ class TokenValidator:
         now = datetime.now(UTC)
         entry = self.cache.get(key)
         if entry is not None and entry.fresh(now):
-            self.metrics.cache_lookups.labels("l1", "hit").inc()
+            self.metrics.l1_hit.inc()
             if now - entry.last_touched >= TOUCH_INTERVAL:
                 entry.last_touched = now
                 self._in_background(self.store.touch_token(entry.identity.token_uuid, now))
             return entry.identity
-        self.metrics.cache_lookups.labels("l1", "miss").inc()
+        self.metrics.l1_miss.inc()
         rejection = self.cache.rejection(key)
         if rejection is not None:
             raise Unauthorized(rejection)
@@ -119,13 +119,13 @@ class TokenValidator:
         if cached is not None and cached.secret_digest == digest and cached.is_fresh(now):
             user = await self.store.get_user(cached.user_uuid)
             if user is not None:
-                self.metrics.cache_lookups.labels("l2", "hit").inc()
+                self.metrics.l2_hit.inc()
                 identity = Identity(
                     user, cached.token_uuid, cached.scopes, cached.cluster_id, cached.expires_at
                 )
                 self.cache.put(key, L1Entry(identity, cached.refreshes_at, now))
                 return identity
-        self.metrics.cache_lookups.labels("l2", "miss").inc()
+        self.metrics.l2_miss.inc()
         if stale is None and cached is not None and cached.secret_digest == digest:
             stale = await self._stale_from_l2(cached)
 
