@@ -14,7 +14,7 @@ from .bootstrap import ensure_builtin_users
 from .database import Database
 from .errors import install_error_handlers
 from .federation_store import SqlFederationStore
-from .routers import admin_page, current, ops, token_cache
+from .routers import admin_page, current, objects, ops, permission_checks, token_cache
 
 
 def create_app(config: ClusterConfig) -> FastAPI:
@@ -43,5 +43,8 @@ def create_app(config: ClusterConfig) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(token_cache.router)
     app.include_router(admin_page.router)
+    app.include_router(permission_checks.router)
+    for router in objects.routers:
+        app.include_router(router)
     app.add_middleware(FederationMiddleware, federation=federation)
     return app

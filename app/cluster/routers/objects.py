@@ -1,0 +1,203 @@
+"""Arvados-shaped endpoints for groups, collections and links: one router per resource.
+
+Get, list, create, update (PUT and PATCH alike, partial, as Arvados does) and delete.
+Bodies come wrapped the way Arvados clients send them (``{"collection": {...}}``) or
+bare. Every route answers from the caller's point of view: a list holds only what the
+caller may read, and an object they may not read is 404 whether or not it exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import exists, or_, select
+from starlette.requests import Request
+
+from app.federation.errors import NotFound, Unprocessable
+from app.federation.permissions import RemotePermissionsDep
+from app.federation.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
+
+from ..access import Access
+from ..deps import CallerDep, ConfigDep, SessionDep
+from ..listing import parse_params, run_list
+from ..models import Collection, Group, Link
+from ..permissions import LEVELS, reachable, readable_clause
+from ..services.objects import (
+    COLLECTIONS,
+    LINKS,
+    RESOURCES,
+    Model,
+    Resource,
+    portable_data_hash,
+    to_json,
+)
+
+
+async def get_access(
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    config: ConfigDep,
+    remote: RemotePermissionsDep,
+) -> Access:
+    return Access(caller, session, request, config.cluster_id, remote)
+
+
+AccessDep = Annotated[Access, Depends(get_access)]
+AnyBody = Annotated[dict[str, Any], Body()]
+
+
+def _parse(resource: Resource, schema: type[BaseModel], body: dict[str, Any]) -> BaseModel:
+    inner = body.get(resource.singular)
+    if set(body) == {resource.singular} and isinstance(inner, dict):
+        body = inner
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        # The one validation error handler renders it as the SPEC's 422 body.
+        raise RequestValidationError(exc.errors(include_context=False)) from None
+
+
+async def _row(access: Access, resource: Resource, uuid: str) -> Model:
+    # The same words as Access.require gives an unreadable object: no existence leak.
+    missing = NotFound(f"{uuid} not found")
+    if not is_uuid(uuid, type_=resource.uuid_type):
+        raise missing
+    row = await access.session.scalar(select(resource.model).where(resource.model.uuid == uuid))
+    if row is None:
+        raise missing
+    return row
+
+
+async def _check_link(access: Access, values: dict[str, Any]) -> None:
+    """A permission link is a grant: only who may manage its head may make one."""
+    if values.get("link_class") != "permission":
+        return
+    if values.get("name") not in LEVELS:
+        raise Unprocessable("a permission link's name must be can_read, can_write or can_manage")
+    tail = values.get("tail_uuid")
+    if not tail or uuid_type(tail) not in (USER_TYPE, GROUP_TYPE):
+        raise Unprocessable("a permission link's tail_uuid must be a user or a role")
+    await access.require(values["head_uuid"], "can_manage")
+
+
+def _collection_hash(values: dict[str, Any], given: str | None) -> None:
+    computed = portable_data_hash(values.get("manifest_text") or "")
+    if given is not None and given != computed:
+        raise Unprocessable(f"portable_data_hash {given} does not match manifest_text")
+    values["portable_data_hash"] = computed
+
+
+async def _owns_anything(access: Access, uuid: str) -> bool:
+    query = select(
+        or_(*(exists().where(model.owner_uuid == uuid) for model in (Group, Collection, Link)))
+    )
+    return bool(await access.session.scalar(query))
+
+
+def build_router(resource: Resource) -> APIRouter:
+    router = APIRouter(prefix=f"/arvados/v1/{resource.plural}", tags=[resource.plural])
+    model = resource.model
+    attributes = resource.attributes()
+
+    @router.get("")
+    async def list_objects(
+        access: AccessDep,
+        filters: Annotated[str | None, Query()] = None,
+        order: Annotated[str | None, Query()] = None,
+        limit: Annotated[str | None, Query()] = None,
+        offset: Annotated[str | None, Query()] = None,
+    ) -> dict[str, Any]:
+        params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
+        query = select(model)
+        if not access.caller.user.is_admin:
+            roots = await access.remote_roots(model)
+            down = reachable(access.user_uuid, roots=roots)
+            query = query.where(readable_clause(model, down, access.user_uuid))
+        rows, available = await run_list(access.session, query, params, attributes, model.uuid)
+        return {
+            "kind": f"{resource.kind}List",
+            "etag": "",
+            "self_link": "",
+            "items": [to_json(resource, row) for row in rows],
+            "items_available": available,
+            "offset": params.offset,
+            "limit": params.limit,
+        }
+
+    @router.get("/{uuid}")
+    async def get_object(uuid: str, access: AccessDep) -> dict[str, Any]:
+        row = await _row(access, resource, uuid)
+        await access.require(uuid, "can_read")
+        return to_json(resource, row)
+
+    @router.post("")
+    async def create_object(body: AnyBody, access: AccessDep) -> dict[str, Any]:
+        data = _parse(resource, resource.create, body)
+        access.require_active("create objects")
+        values = data.model_dump(exclude={"portable_data_hash"})
+        values["owner_uuid"] = values.get("owner_uuid") or access.user_uuid
+        await access.require_owner(values["owner_uuid"])
+        if resource is COLLECTIONS:
+            _collection_hash(values, getattr(data, "portable_data_hash", None))
+        if resource is LINKS:
+            await _check_link(access, values)
+        row = model(uuid=new_uuid(access.local_id, resource.uuid_type), **values)
+        access.session.add(row)
+        await access.session.flush()
+        return to_json(resource, row)
+
+    async def update_object(uuid: str, body: AnyBody, access: AccessDep) -> dict[str, Any]:
+        data = _parse(resource, resource.update, body)
+        access.require_active("update objects")
+        row = await _row(access, resource, uuid)
+        await access.require(uuid, "can_write")
+        values = data.model_dump(exclude_unset=True, exclude={"portable_data_hash"})
+        if values.get("owner_uuid") is None:
+            values.pop("owner_uuid", None)
+        elif values["owner_uuid"] != row.owner_uuid:
+            await access.require_owner(values["owner_uuid"])
+        if isinstance(row, Link):
+            await _check_link(access, {**_link_values(row), **values})
+        if isinstance(row, Collection) and (
+            "manifest_text" in values or "portable_data_hash" in data.model_fields_set
+        ):
+            values.setdefault("manifest_text", row.manifest_text)
+            _collection_hash(values, getattr(data, "portable_data_hash", None))
+        for name, value in values.items():
+            setattr(row, name, value)
+        await access.session.flush()
+        await access.session.refresh(row)
+        return to_json(resource, row)
+
+    router.add_api_route("/{uuid}", update_object, methods=["PUT", "PATCH"])
+
+    @router.delete("/{uuid}")
+    async def delete_object(uuid: str, access: AccessDep) -> dict[str, Any]:
+        access.require_active("delete objects")
+        row = await _row(access, resource, uuid)
+        await access.require(uuid, "can_write")
+        if isinstance(row, Link):
+            await _check_link(access, _link_values(row))
+        if isinstance(row, Group) and await _owns_anything(access, uuid):
+            raise Unprocessable(f"{uuid} is not empty; move or delete what it holds first")
+        await access.session.delete(row)
+        await access.session.flush()
+        return to_json(resource, row)
+
+    return router
+
+
+def _link_values(row: Link) -> dict[str, Any]:
+    return {
+        "link_class": row.link_class,
+        "name": row.name,
+        "tail_uuid": row.tail_uuid,
+        "head_uuid": row.head_uuid,
+    }
+
+
+routers = [build_router(resource) for resource in RESOURCES]

@@ -1,0 +1,72 @@
+"""Request bodies of the object endpoints, validated at the edge.
+
+Unknown attributes are refused (422) rather than dropped: a misspelt ``owner_uuid``
+silently ignored would leave an object somewhere its owner did not intend.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Uuid = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{15}$")]
+Name = Annotated[str, StringConstraints(max_length=255)]
+Permission = Literal["can_read", "can_write", "can_manage"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GroupCreate(_Body):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    group_class: Literal["project", "role"]
+    owner_uuid: Uuid | None = None
+    description: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class GroupUpdate(_Body):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    owner_uuid: Uuid | None = None
+    description: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class CollectionCreate(_Body):
+    name: Name | None = None
+    owner_uuid: Uuid | None = None
+    description: str | None = None
+    manifest_text: str = ""
+    portable_data_hash: str | None = None  # checked against manifest_text if given
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class CollectionUpdate(_Body):
+    name: Name | None = None
+    owner_uuid: Uuid | None = None
+    description: str | None = None
+    manifest_text: str | None = None
+    portable_data_hash: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class LinkCreate(_Body):
+    link_class: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: Name | None = None
+    tail_uuid: Uuid | None = None
+    head_uuid: Uuid
+    owner_uuid: Uuid | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class LinkUpdate(_Body):
+    name: Name | None = None
+    owner_uuid: Uuid | None = None
+    properties: dict[str, Any] | None = None
+
+
+class PermissionCheck(_Body):
+    target_uuid: Uuid
+    permission: Permission
