@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import delete, func, select, update
 
+from app.cluster.models import ApiClientAuthorization, FederationTokenCache, User
 from app.federation.tokens import parse_token, salt
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
@@ -72,10 +74,6 @@ async def test_revoked_token_is_trusted_until_refresh(pair: tuple[Cluster, Clust
     salted = salted_for(token, "c97qk")
     assert call(c97qk, USERS_CURRENT, salted).status_code == 200
     async with qr1hi.session() as session:
-        from sqlalchemy import delete
-
-        from app.cluster.models import ApiClientAuthorization
-
         await session.execute(
             delete(ApiClientAuthorization).where(
                 ApiClientAuthorization.uuid == parse_token(token).uuid
@@ -84,3 +82,70 @@ async def test_revoked_token_is_trusted_until_refresh(pair: tuple[Cluster, Clust
     assert call(c97qk, USERS_CURRENT, salted).status_code == 200  # still cached
     await asyncio.sleep(2.2)
     assert call(c97qk, USERS_CURRENT, salted).status_code == 401
+
+
+async def test_deactivation_at_the_issuer_reaches_the_mirror_after_refresh(
+    pair: tuple[Cluster, Cluster],
+) -> None:
+    qr1hi, c97qk = pair
+    user_uuid, token = await qr1hi.new_user()
+    assert call(c97qk, USERS_CURRENT, token).json()["is_active"] is True
+    async with qr1hi.session() as session:  # what unsetup does on the home cluster
+        await session.execute(
+            update(User).where(User.uuid == user_uuid).values(is_active=False, is_invited=False)
+        )
+    await asyncio.sleep(2.2)
+    body = call(c97qk, USERS_CURRENT, token).json()
+    assert (body["uuid"], body["is_active"], body["is_invited"]) == (user_uuid, False, False)
+
+
+async def test_foreign_token_scopes_are_enforced(pair: tuple[Cluster, Cluster]) -> None:
+    qr1hi, c97qk = pair
+    user_uuid, _ = await qr1hi.new_user()
+    scoped = await qr1hi.new_token(user_uuid, scopes=["GET /arvados/v1/users/current"])
+    assert call(c97qk, USERS_CURRENT, scoped).status_code == 200
+    assert call(c97qk, TOKEN_CURRENT, scoped).status_code == 200  # always allowed
+    refused = call(c97qk, "/arvados/v1/collections", scoped)
+    assert refused.status_code == 403
+    assert "scopes" in refused.json()["errors"][0]
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, Cluster]]:
+    workdir: Path = tmp_path_factory.mktemp("workers")
+    home = ClusterProcess(cluster_config("qr1hi", session_databases.new_url("qr1hi")), workdir)
+    with running(home) as qr1hi:
+        config = cluster_config(
+            "c97qk",
+            session_databases.new_url("c97qk"),
+            remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
+        )
+        with running(ClusterProcess(config, workdir, workers=2)) as c97qk:
+            yield qr1hi, c97qk
+
+
+async def test_two_workers_racing_on_one_token_leave_one_row(
+    two_workers: tuple[Cluster, Cluster],
+) -> None:
+    qr1hi, c97qk = two_workers
+    user_uuid, token = await qr1hi.new_user()
+    headers = {"Authorization": f"Bearer {token}"}
+    # Fresh connections per request, so the kernel spreads them over both workers.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=c97qk.base_url, limits=limits, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(client.get(USERS_CURRENT, headers=headers) for _ in range(200))
+        )
+    assert {r.status_code for r in responses} == {200}
+    async with c97qk.session() as session:
+        rows = await session.scalar(
+            select(func.count())
+            .select_from(FederationTokenCache)
+            .where(FederationTokenCache.token_uuid == parse_token(token).uuid)
+        )
+        mirrors = await session.scalar(
+            select(func.count()).select_from(User).where(User.uuid == user_uuid)
+        )
+    assert (rows, mirrors) == (1, 1)
