@@ -10,6 +10,7 @@ from app.federation.errors import Unauthorized
 
 from ..auth import is_management_token
 from ..deps import ConfigDep
+from ..l2_metrics import refresh_l2_metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -30,6 +31,7 @@ async def ping(request: Request, config: ConfigDep) -> dict[str, str]:
 @router.get("/metrics")
 async def metrics(request: Request, config: ConfigDep) -> Response:
     _require_management_token(request, config)
+    await refresh_l2_metrics(request.app)
     return Response(
         generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST
     )
