@@ -141,7 +141,8 @@ def _clause(item: Any, attributes: Attributes) -> ColumnElement[bool]:
 
 
 def _operand(column: InstrumentedAttribute[Any], value: Any, name: str) -> Any:
-    python_type = column.type.python_type
+    # UTCDateTime is a TypeDecorator: the Python type is its implementation's.
+    python_type = getattr(column.type, "impl", column.type).python_type
     if python_type is datetime:
         if isinstance(value, str):
             try:
