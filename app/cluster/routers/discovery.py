@@ -1,0 +1,277 @@
+"""The Arvados discovery document, which Arvados SDKs build their client from.
+
+``arvados.api()`` fetches ``GET /discovery/v1/apis/arvados/v1/rest`` and hands it to
+googleapiclient, which turns every ``resources.<name>.methods.<m>`` entry into a Python
+method. A method described here but not served would be a promise the server breaks,
+so the document is filtered against the app's own routes: a resource row below shows
+up only once a router serving it is registered.
+
+The route needs no credential: Arvados serves this document publicly, and clients fetch
+it before they use their token for anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ..deps import ConfigDep
+
+DISCOVERY_PATH = "/discovery/v1/apis/arvados/v1/rest"
+SERVICE_PATH = "arvados/v1/"
+# Arvados's defaults. This server runs no Keep, but SDK code paths read these keys
+# (Collection.save_new reads defaultCollectionReplication) and other clients expect them.
+DEFAULT_COLLECTION_REPLICATION = 2
+BLOB_SIGNATURE_TTL = 1_209_600
+REVISION = "20250101"
+
+_PATH_PARAM = re.compile(r"\{[^}]*\}")
+
+router = APIRouter(tags=["discovery"])
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One Arvados resource: its collection name (``collections``), schema name, the
+    attributes it has beyond the common ones, and the methods it may offer."""
+
+    name: str
+    schema: str
+    kind: str
+    fields: tuple[tuple[str, str], ...]
+    methods: tuple[str, ...] = ("get", "list", "create", "update", "delete")
+
+    @property
+    def singular(self) -> str:
+        # The key a create/update body wraps its object in: {"collection": {...}}.
+        return self.name.removesuffix("s")
+
+
+_COMMON = (
+    ("uuid", "string"),
+    ("owner_uuid", "string"),
+    ("created_at", "datetime"),
+    ("modified_at", "datetime"),
+)
+_USER_FIELDS = (
+    ("email", "string"),
+    ("username", "string"),
+    ("first_name", "string"),
+    ("last_name", "string"),
+    ("full_name", "string"),
+    ("is_admin", "boolean"),
+    ("is_active", "boolean"),
+    ("is_invited", "boolean"),
+    ("prefs", "Hash"),
+)
+
+RESOURCES = (
+    Resource("users", "User", "arvados#user", _USER_FIELDS, ("current", "get", "list")),
+    Resource(
+        "api_client_authorizations",
+        "ApiClientAuthorization",
+        "arvados#apiClientAuthorization",
+        (("expires_at", "datetime"), ("scopes", "array")),
+        ("current",),
+    ),
+    Resource(
+        "groups",
+        "Group",
+        "arvados#group",
+        (
+            ("name", "string"),
+            ("group_class", "string"),
+            ("description", "text"),
+            ("properties", "Hash"),
+        ),
+    ),
+    Resource(
+        "collections",
+        "Collection",
+        "arvados#collection",
+        (
+            ("name", "string"),
+            ("description", "text"),
+            ("manifest_text", "text"),
+            ("portable_data_hash", "string"),
+            ("properties", "Hash"),
+        ),
+    ),
+    Resource(
+        "links",
+        "Link",
+        "arvados#link",
+        (
+            ("link_class", "string"),
+            ("name", "string"),
+            ("tail_uuid", "string"),
+            ("head_uuid", "string"),
+            ("properties", "Hash"),
+        ),
+    ),
+)
+
+_UUID = {"type": "string", "required": True, "location": "path", "description": "object UUID"}
+# googleapiclient JSON-encodes "array" and "object" parameters (the SDK patches _cast),
+# which is the form the list endpoints parse.
+_SELECT = {"type": "array", "location": "query", "description": "attributes to return"}
+_CLUSTER_ID = {
+    "type": "string",
+    "location": "query",
+    "description": "cluster to send the request to (SPEC 3.6)",
+}
+_LIST_PARAMETERS = {
+    "filters": {"type": "array", "location": "query"},
+    "order": {"type": "array", "location": "query"},
+    "select": _SELECT,
+    "limit": {"type": "integer", "location": "query", "default": "100"},
+    "offset": {"type": "integer", "location": "query", "default": "0"},
+    "cluster_id": _CLUSTER_ID,
+}
+
+
+def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
+    """(HTTP method, path under servicePath, the rest of the method description)."""
+    obj = {"$ref": resource.schema}
+    body = {"required": True, "properties": {resource.singular: obj}}
+    table: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "current": ("GET", f"{resource.name}/current", {"response": obj}),
+        "get": (
+            "GET",
+            f"{resource.name}/{{uuid}}",
+            {"parameters": {"uuid": _UUID, "select": _SELECT}, "response": obj},
+        ),
+        "list": (
+            "GET",
+            resource.name,
+            {"parameters": _LIST_PARAMETERS, "response": {"$ref": f"{resource.schema}List"}},
+        ),
+        "create": (
+            "POST",
+            resource.name,
+            {"parameters": {"cluster_id": _CLUSTER_ID}, "request": body, "response": obj},
+        ),
+        "update": (
+            "PUT",
+            f"{resource.name}/{{uuid}}",
+            {"parameters": {"uuid": _UUID}, "request": body, "response": obj},
+        ),
+        "delete": (
+            "DELETE",
+            f"{resource.name}/{{uuid}}",
+            {"parameters": {"uuid": _UUID}, "response": obj},
+        ),
+    }
+    return table[name]
+
+
+def _served_routes(openapi: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(HTTP method, path with parameter names blanked) -> the query parameters it reads.
+
+    Read from the app's OpenAPI schema, FastAPI's public account of its routes and of
+    every parameter their dependencies read.
+    """
+    served: dict[tuple[str, str], set[str]] = {}
+    for path, operations in openapi.get("paths", {}).items():
+        for method, operation in operations.items():
+            reads = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+            served[(method.upper(), _PATH_PARAM.sub("{}", path))] = reads
+    return served
+
+
+def _property(type_: str) -> dict[str, Any]:
+    # googleapiclient renders every schema into method docstrings while building the
+    # client, and raises KeyError on an "array" without "items". Our arrays hold strings.
+    if type_ == "array":
+        return {"type": "array", "items": {"type": "string"}}
+    return {"type": type_}
+
+
+def _schemas(resource: Resource) -> dict[str, Any]:
+    properties = {"kind": {"type": "string", "default": resource.kind}} | {
+        name: _property(type_) for name, type_ in (*_COMMON, *resource.fields)
+    }
+    list_kind = f"{resource.kind}List"
+    return {
+        resource.schema: {"id": resource.schema, "type": "object", "properties": properties},
+        f"{resource.schema}List": {
+            "id": f"{resource.schema}List",
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "default": list_kind},
+                "items": {"type": "array", "items": {"$ref": resource.schema}},
+                "items_available": {"type": "integer"},
+                "offset": {"type": "integer"},
+                "limit": {"type": "integer"},
+            },
+        },
+    }
+
+
+def discovery_document(
+    *, cluster_id: str, root_url: str, openapi: dict[str, Any]
+) -> dict[str, Any]:
+    served = _served_routes(openapi)
+    resources: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for resource in RESOURCES:
+        methods = {}
+        for name in resource.methods:
+            http_method, path, rest = _method(resource, name)
+            reads = served.get((http_method, _PATH_PARAM.sub("{}", f"/{SERVICE_PATH}{path}")))
+            if reads is None:
+                continue
+            # Only the query parameters the route reads: googleapiclient refuses any other
+            # keyword client-side, which beats the server silently ignoring it.
+            parameters = {
+                key: spec
+                for key, spec in rest.pop("parameters", {}).items()
+                if spec["location"] == "path" or key in reads
+            }
+            methods[name] = {
+                "id": f"arvados.{resource.name}.{name}",
+                "path": path,
+                "httpMethod": http_method,
+                "parameters": parameters,
+                **rest,
+            }
+            if "{uuid}" in path:
+                methods[name]["parameterOrder"] = ["uuid"]
+        if methods:
+            resources[resource.name] = {"methods": methods}
+            schemas |= _schemas(resource)
+    return {
+        "kind": "discovery#restDescription",
+        "discoveryVersion": "v1",
+        "id": "arvados:v1",
+        "name": "arvados",
+        "version": "v1",
+        "revision": REVISION,
+        "title": "Arvados API (clusterfed)",
+        "protocol": "rest",
+        # The scheme and host the client used, so a client behind TLS or a proxy (uvicorn
+        # honours X-Forwarded-Proto from trusted proxies) is sent back the same way.
+        "rootUrl": root_url,
+        "servicePath": SERVICE_PATH,
+        "basePath": f"/{SERVICE_PATH}",
+        # No batchPath: this server has no batch endpoint, and googleapiclient only
+        # needs the key for new_batch_http_request().
+        "uuidPrefix": cluster_id,
+        "defaultCollectionReplication": DEFAULT_COLLECTION_REPLICATION,
+        "blobSignatureTtl": BLOB_SIGNATURE_TTL,
+        "parameters": {},
+        "resources": resources,
+        "schemas": schemas,
+    }
+
+
+@router.get(DISCOVERY_PATH)
+async def discovery(request: Request, config: ConfigDep) -> dict[str, Any]:
+    return discovery_document(
+        cluster_id=config.cluster_id,
+        root_url=str(request.base_url),
+        openapi=request.app.openapi(),
+    )
