@@ -102,6 +102,9 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
     from .migrate import upgrade
 
     upgrade(config.database_url)
+    tls: dict[str, str] = {}
+    if config.tls_certificate:
+        tls = {"ssl_certfile": config.tls_certificate, "ssl_keyfile": config.tls_key}
     if args.workers > 1:
         # Worker processes rebuild the app from the environment, so the path must be there.
         if config.source != "<built-in default>":
@@ -113,11 +116,12 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
             port=args.port,
             workers=args.workers,
             log_level="info",
+            **tls,
         )
     else:
         from .cluster.app import create_app
 
-        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info", **tls)
     return 0
 
 

@@ -79,6 +79,10 @@ class ClusterConfig:
     auto_setup_new_users: bool = False
     new_users_are_active: bool = False
     federation: FederationSettings = field(default_factory=FederationSettings)
+    # Serve HTTPS with these PEM files. Arvados clients only speak https to
+    # ARVADOS_API_HOST, so a cluster they use directly needs TLS (or a proxy doing it).
+    tls_certificate: str = ""
+    tls_key: str = ""
     source: str = "<built-in default>"
 
     def with_changes(self, **changes: Any) -> ClusterConfig:
@@ -166,6 +170,7 @@ def parse_config(document: object, *, source: str = "<config>") -> ClusterConfig
             "Login",
             "Users",
             "Federation",
+            "TLS",
         },
     )
     database = reader.mapping(body.get("Database", {}), f"{at}.Database")
@@ -209,8 +214,24 @@ def parse_config(document: object, *, source: str = "<config>") -> ClusterConfig
             users.get("NewUsersAreActive", False), f"{at}.Users.NewUsersAreActive"
         ),
         federation=_federation(reader, body.get("Federation", {}), f"{at}.Federation"),
+        **_tls(reader, body.get("TLS", {}), f"{at}.TLS"),
         source=source,
     )
+
+
+def _tls(reader: _Reader, value: object, at: str) -> dict[str, str]:
+    spec = reader.mapping(value, at)
+    reader.warn_unknown(spec, at, {"Certificate", "Key"})
+    paths = {}
+    for key, attr in (("Certificate", "tls_certificate"), ("Key", "tls_key")):
+        # Arvados writes these as file:// URLs; a bare path is accepted too.
+        path = reader.string(spec.get(key, ""), f"{at}.{key}").removeprefix("file://")
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{reader.source}: {at}.{key}: no such file: {path}")
+        paths[attr] = path
+    if bool(paths["tls_certificate"]) != bool(paths["tls_key"]):
+        raise ConfigError(f"{reader.source}: {at}: Certificate and Key must be set together")
+    return paths
 
 
 def _remote_clusters(

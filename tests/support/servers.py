@@ -76,11 +76,12 @@ class Cluster:
     port: int
     database_url: str
     config_path: Path | None = None
+    scheme: str = "http"
     _users: int = field(default=0)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def host(self) -> str:
@@ -128,7 +129,11 @@ def wait_until_serving(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before serving")
         try:
-            if httpx.get(f"{base_url}/_health/ping", headers=headers, timeout=1).status_code == 200:
+            # verify=False: TLS test clusters serve self-signed certificates.
+            response = httpx.get(
+                f"{base_url}/_health/ping", headers=headers, timeout=1, verify=False
+            )
+            if response.status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -145,11 +150,13 @@ class ClusterProcess:
         self.config_path = workdir / f"{cluster_id}-{self.port}.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"{cluster_id}-{self.port}.log"
+        body = config["Clusters"][cluster_id]
         self.cluster = Cluster(
             cluster_id,
             self.port,
-            config["Clusters"][cluster_id]["Database"]["URL"],
+            body["Database"]["URL"],
             self.config_path,
+            scheme="https" if body.get("TLS", {}).get("Certificate") else "http",
         )
         self.workers = workers
         self.proc: subprocess.Popen | None = None
