@@ -125,7 +125,9 @@ async def admin_page(request: Request, session: SessionDep, config: ConfigDep) -
     except FederationError as exc:
         return _login_page(request, exc)
     try:
-        filters = PageFilters.model_validate(dict(request.query_params))
+        # The filter form submits its empty fields too: empty means "any".
+        given = {k: v for k, v in request.query_params.items() if v != ""}
+        filters = PageFilters.model_validate(given)
         error, status = None, 200
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
