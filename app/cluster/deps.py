@@ -31,7 +31,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 ConfigDep = Annotated[ClusterConfig, Depends(get_config)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent. FastAPI's default ("request")
+# commits afterwards, so a client's next request could miss its own write, and a failed
+# commit would follow a 200.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_optional_caller(
