@@ -19,6 +19,10 @@ from .tokens import MalformedToken, bearer_credential, parse_token, scope_allows
 
 AUTHORIZATION = b"authorization"
 V2_PREFIX = "v2/"
+# Served to anyone, as Arvados does. Clients send their token with every request,
+# including the discovery document they build themselves from; validating it here would
+# let a scoped token or an issuer outage stop a client from being built at all.
+PUBLIC_PATHS = frozenset({"/discovery/v1/apis/arvados/v1/rest"})
 
 
 class FederationMiddleware:
@@ -28,7 +32,7 @@ class FederationMiddleware:
         self.local_id = federation.cluster_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         header = _authorization(scope)

@@ -1,0 +1,233 @@
+"""The real Arvados Python SDK against real cluster processes serving HTTPS.
+
+``arvados.api(host=...)`` always speaks https and builds its client from our discovery
+document, so everything below goes through TLS, googleapiclient's method generation and
+the SDK's own error mapping. qr1hi issues tokens; c97qk trusts qr1hi and reaches it over
+TLS with ``Insecure: true`` (a self-signed certificate).
+
+SDK calls block, so the async tests run them in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import arvados
+import arvados.collection
+import arvados.config
+import httpx
+import pytest
+
+from app.federation.tokens import parse_token, salt
+from tests.support.databases import DatabaseFactory
+from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
+from tests.support.tls import self_signed
+
+T = TypeVar("T")
+MANIFEST = ". 37b51d194a7513e45b56f6524f2d51f2+3 0:3:bar.txt\n"
+
+
+@pytest.fixture(scope="module")
+def pair(
+    session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, Cluster]]:
+    workdir: Path = tmp_path_factory.mktemp("sdk")
+    cert, key = self_signed(workdir)
+    tls = {"Certificate": str(cert), "Key": str(key)}
+    home_config = cluster_config("qr1hi", session_databases.new_url("qr1hi"))
+    home_config["Clusters"]["qr1hi"]["TLS"] = tls
+    with running(ClusterProcess(home_config, workdir)) as qr1hi:
+        remote = {**remote_entry(qr1hi.port), "Scheme": "https", "Insecure": True}
+        config = cluster_config(
+            "c97qk",
+            session_databases.new_url("c97qk"),
+            remotes={"qr1hi": {**remote, "ActivateUsers": True}},
+        )
+        config["Clusters"]["c97qk"]["TLS"] = tls
+        with running(ClusterProcess(config, workdir)) as c97qk:
+            yield qr1hi, c97qk
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK reads ~/.config/arvados/settings.conf and ARVADOS_* variables, and caches
+    # discovery documents under ~/.cache: none of the developer's may leak in.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    for name in ("ARVADOS_API_HOST", "ARVADOS_API_TOKEN", "ARVADOS_API_HOST_INSECURE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(arvados.config, "_settings", None)
+
+
+def sdk(cluster: Cluster, token: str) -> Any:
+    # cache=False: discovery documents are cached by URL, and ports are reused.
+    # num_retries=0: a failure should fail the test now, not after minutes of backoff.
+    return arvados.api(
+        "v1", host=cluster.host, token=token, insecure=True, cache=False, num_retries=0
+    )
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    return await asyncio.to_thread(call)
+
+
+def salted_for(token: str, remote: str) -> str:
+    return salt(parse_token(token), remote).encode()
+
+
+def foreign_looking_token(issuer: str) -> str:
+    return f"v2/{issuer}-gj3su-{secrets.token_hex(8)[:15]}/{secrets.token_hex(20)}"
+
+
+async def test_local_token_reads_the_current_user(pair: tuple[Cluster, Cluster]) -> None:
+    qr1hi, _ = pair
+    user_uuid, token = await qr1hi.new_user(email="ann@qr1hi.example", first_name="Ann")
+    api = sdk(qr1hi, token)
+    user = await in_thread(lambda: api.users().current().execute())
+    assert (user["uuid"], user["email"], user["first_name"]) == (
+        user_uuid,
+        "ann@qr1hi.example",
+        "Ann",
+    )
+    # The SDK keeps the discovery document: it names this cluster and the URL we used.
+    assert api._rootDesc["uuidPrefix"] == "qr1hi"
+    assert api._rootDesc["rootUrl"] == f"https://{qr1hi.host}/"
+
+
+@pytest.mark.parametrize("form", ["as issued", "salted for c97qk"])
+async def test_home_token_works_through_the_sdk_on_the_remote(
+    pair: tuple[Cluster, Cluster], form: str
+) -> None:
+    qr1hi, c97qk = pair
+    user_uuid, token = await qr1hi.new_user(email="bob@qr1hi.example", last_name="Bob")
+    presented = token if form == "as issued" else salted_for(token, "c97qk")
+    api = sdk(c97qk, presented)
+    user = await in_thread(lambda: api.users().current().execute())
+    authorization = await in_thread(lambda: api.api_client_authorizations().current().execute())
+    assert (user["uuid"], user["email"], user["last_name"]) == (
+        user_uuid,
+        "bob@qr1hi.example",
+        "Bob",
+    )
+    assert user["is_active"] is True  # ActivateUsers: the mirror, not qr1hi's row
+    assert api._rootDesc["uuidPrefix"] == "c97qk"
+    assert authorization["uuid"] == parse_token(token).uuid
+    assert authorization["owner_uuid"] == user_uuid
+    assert "api_token" not in authorization
+
+
+@pytest.mark.parametrize("where", ["local token", "token the issuer rejects"])
+async def test_invalid_token_is_an_api_error_401_with_the_server_message(
+    pair: tuple[Cluster, Cluster], where: str
+) -> None:
+    qr1hi, c97qk = pair
+    if where == "local token":
+        cluster, token = qr1hi, foreign_looking_token("qr1hi")
+    else:
+        cluster, token = c97qk, foreign_looking_token("qr1hi")
+    async with httpx.AsyncClient(verify=False) as client:
+        direct = await client.get(
+            f"{cluster.base_url}/arvados/v1/users/current",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert direct.status_code == 401
+    message = direct.json()["errors"][0]
+
+    with pytest.raises(arvados.errors.ApiError) as caught:
+        await in_thread(lambda: sdk(cluster, token).users().current().execute())
+    assert caught.value.resp.status == 401
+    assert caught.value.reason == message  # the SPEC body's errors, as the SDK shows them
+    assert message in str(caught.value)
+
+
+async def test_environment_configuration_reaches_the_cluster(
+    pair: tuple[Cluster, Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's recipe: ARVADOS_API_HOST, ARVADOS_API_TOKEN, ARVADOS_API_HOST_INSECURE."""
+    qr1hi, c97qk = pair
+    user_uuid, token = await qr1hi.new_user()
+    monkeypatch.setenv("ARVADOS_API_HOST", c97qk.host)
+    monkeypatch.setenv("ARVADOS_API_TOKEN", token)
+    monkeypatch.setenv("ARVADOS_API_HOST_INSECURE", "true")
+    api = arvados.api("v1", cache=False, num_retries=0)
+    assert (await in_thread(lambda: api.users().current().execute()))["uuid"] == user_uuid
+
+
+async def test_scoped_foreign_token_can_still_build_a_client(
+    pair: tuple[Cluster, Cluster],
+) -> None:
+    # The SDK sends its token with the discovery request too. A token scoped to
+    # users/current must still get the (public) document, or no client can be built.
+    qr1hi, c97qk = pair
+    user_uuid, _ = await qr1hi.new_user()
+    token = await qr1hi.new_token(user_uuid, scopes=["GET /arvados/v1/users/current"])
+    api = sdk(c97qk, salted_for(token, "c97qk"))
+    assert (await in_thread(lambda: api.users().current().execute()))["uuid"] == user_uuid
+
+
+async def test_collections_round_trip_through_the_sdk(pair: tuple[Cluster, Cluster]) -> None:
+    qr1hi, _ = pair
+    user_uuid, token = await qr1hi.new_user()
+    api = sdk(qr1hi, token)
+    name = f"sdk-{secrets.token_hex(4)}"
+
+    def round_trip() -> tuple[dict[str, Any], ...]:
+        body = {"collection": {"name": name, "manifest_text": MANIFEST}}
+        created = api.collections().create(body=body).execute()
+        fetched = api.collections().get(uuid=created["uuid"]).execute()
+        listed = (
+            api.collections()
+            .list(filters=[["name", "=", name]], order=["created_at desc"], limit=5)
+            .execute()
+        )
+        updated = (
+            api.collections()
+            .update(uuid=created["uuid"], body={"collection": {"name": f"{name}-renamed"}})
+            .execute()
+        )
+        return created, fetched, listed, updated
+
+    created, fetched, listed, updated = await in_thread(round_trip)
+    assert created["uuid"].startswith("qr1hi-4zz18-") and created["owner_uuid"] == user_uuid
+    assert fetched["manifest_text"] == MANIFEST
+    assert fetched["portable_data_hash"] == created["portable_data_hash"]
+    assert [item["uuid"] for item in listed["items"]] == [created["uuid"]]
+    assert listed["items_available"] == 1
+    assert updated["name"] == f"{name}-renamed"
+
+    # The SDK's high-level reader parses the manifest it fetched through our API.
+    reader = await in_thread(
+        lambda: arvados.collection.CollectionReader(created["uuid"], api_client=api)
+    )
+    assert list(reader.keys()) == ["bar.txt"]
+    assert reader.portable_data_hash() == created["portable_data_hash"]
+
+    await in_thread(lambda: api.collections().delete(uuid=created["uuid"]).execute())
+    with pytest.raises(arvados.errors.ApiError) as caught:
+        await in_thread(lambda: api.collections().get(uuid=created["uuid"]).execute())
+    assert caught.value.resp.status == 404
+
+
+async def test_each_write_is_visible_to_the_next_request(pair: tuple[Cluster, Cluster]) -> None:
+    # The SDK, like any client, reads back right after a write: the server must have
+    # committed before it answered.
+    qr1hi, _ = pair
+    _, token = await qr1hi.new_user()
+    api = sdk(qr1hi, token)
+
+    def write_then_read() -> list[tuple[str, str | None]]:
+        uuid = api.collections().create(body={"collection": {"name": "v0"}}).execute()["uuid"]
+        seen = []
+        for version in range(1, 21):
+            body = {"collection": {"name": f"v{version}"}}
+            api.collections().update(uuid=uuid, body=body).execute()
+            seen.append((f"v{version}", api.collections().get(uuid=uuid).execute()["name"]))
+        return seen
+
+    for wrote, read in await in_thread(write_then_read):
+        assert read == wrote
