@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.federation import Federation, FederationMiddleware
+from app.federation import FederatedRouter, Federation, FederationMiddleware
 from app.federation.config import ClusterConfig
 
 from .bootstrap import ensure_builtin_users
@@ -47,5 +47,8 @@ def create_app(config: ClusterConfig) -> FastAPI:
     app.include_router(permission_checks.router)
     for router in objects.routers:
         app.include_router(router)
+    # Added first, so it runs inside FederationMiddleware: foreign tokens are validated
+    # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
+    app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)
     return app

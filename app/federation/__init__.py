@@ -1,8 +1,9 @@
 """clusterfed's federation core: mount it into any Starlette or FastAPI server.
 
-    from app.federation import Federation, FederationMiddleware, load_config
+    from app.federation import FederatedRouter, Federation, FederationMiddleware, load_config
 
     federation = Federation(load_config(path), MyStore())
+    app.add_middleware(FederatedRouter, federation=federation)  # optional: SPEC 3.6
     app.add_middleware(FederationMiddleware, federation=federation)
 
 The host supplies storage (:class:`FederationStore`) and reads the caller's identity
@@ -16,6 +17,7 @@ from .identity import Identity, RemoteUser, UserRecord, foreign_identity, get_id
 from .middleware import FederationMiddleware
 from .mirroring import MirrorPolicy
 from .permissions import PermissionAnswer, RemotePermissions, RemotePermissionsDep
+from .routing import FederatedRouter
 from .service import Federation, RemoteStatus
 from .store import CachedToken, FederationStore, PurgeEvent
 
@@ -23,6 +25,7 @@ __all__ = [
     "CachedToken",
     "ClusterConfig",
     "ConfigError",
+    "FederatedRouter",
     "Federation",
     "FederationError",
     "FederationMiddleware",

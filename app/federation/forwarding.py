@@ -1,0 +1,102 @@
+"""What every forwarded request shares: the caller's token salted for the target, the
+loop-protection check, and turning a remote's answer into ours.
+
+A remote's answer is relayed with its status and its JSON body (re-rendered, so nothing
+but JSON reaches the caller: an HTML error page from a proxy in front of the remote is a
+502 here, not something for a client to parse).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
+
+from .errors import BadGateway, FederationError, RemoteError, Unauthorized, Unprocessable
+from .manifests import hint_answer
+from .remote import HOP_HEADER, RemoteResponse
+from .tokens import CannotResalt, MalformedToken, Token, parse_authorization, salt
+
+AUTHORIZATION = b"authorization"
+HOP_HEADER_BYTES = HOP_HEADER.encode()
+MAX_RELAYED_MESSAGE = 300
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def was_forwarded(scope: Scope) -> bool:
+    """A request another cluster forwarded to us: it is served here or nowhere."""
+    return header(scope, HOP_HEADER_BYTES) is not None
+
+
+def token_for(scope: Scope, cluster_id: str) -> Token | None:
+    """The caller's token as it may be sent to ``cluster_id``; None for an anonymous call."""
+    try:
+        token = parse_authorization(header(scope, AUTHORIZATION))
+    except MalformedToken as exc:
+        raise Unauthorized(f"malformed credential: {exc}") from None
+    if token is None:
+        return None
+    if not token.is_v2:
+        raise Unprocessable(
+            f"this request must go to cluster {cluster_id}, and a v1 token cannot be "
+            "sent to another cluster; use a v2 token"
+        )
+    try:
+        return salt(token, cluster_id)
+    except CannotResalt:
+        raise Unprocessable(
+            f"this request must go to cluster {cluster_id}, but the token presented is "
+            "already salted for this cluster and cannot be salted again; present the "
+            "unsalted token"
+        ) from None
+
+
+def remote_json(response: RemoteResponse, cluster_id: str) -> Any:
+    if response.truncated:
+        raise BadGateway(f"cluster {cluster_id} answered with a body larger than allowed")
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        raise BadGateway(
+            f"cluster {cluster_id} answered {response.status_code} with a body that is not JSON"
+        ) from None
+
+
+def relay(response: RemoteResponse, cluster_id: str, *, hints: bool) -> Response:
+    """Our answer for a request forwarded whole to ``cluster_id``."""
+    if not response.content and not response.truncated:
+        return Response(status_code=response.status_code)
+    body = remote_json(response, cluster_id)
+    if hints and 200 <= response.status_code < 300:
+        hint_answer(body, cluster_id)
+    return JSONResponse(body, status_code=response.status_code)
+
+
+def first_error(body: Any) -> str:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], str):
+        return errors[0][:MAX_RELAYED_MESSAGE]
+    return "no error message"
+
+
+def part_failed(cluster_id: str, status: int, body: Any) -> FederationError:
+    """The error for a whole merged list when one cluster's part of it failed.
+
+    A 401 from a remote becomes 502: the caller's credentials are fine here, and a 401
+    would make a client drop a token that works. Other 4xx keep their status (a filter
+    the clusters refuse is the caller's to fix); a 5xx keeps its status, as a RemoteError.
+    """
+    message = f"cluster {cluster_id} answered {status}: {first_error(body)}"
+    if status == 401:
+        return BadGateway(message)
+    if status >= 500:
+        return RemoteError(message, status_code=status)
+    return FederationError(message, status_code=status)

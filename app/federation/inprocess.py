@@ -1,0 +1,93 @@
+"""Calling the wrapped ASGI app in process, and replaying a request body we had to read.
+
+The local part of a fan-out is served by the host app itself, through a synthetic scope
+that keeps the caller's headers and ``state`` (so the host sees the same caller), with a
+``send`` that captures the answer instead of writing it to the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope
+
+# Headers that describe the original body; a synthetic request carries its own.
+BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    status_code: int
+    content: bytes
+
+
+async def read_body(receive: Receive, *, limit: int = MAX_BODY_BYTES) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body)  # the client went away; what we have is all there is
+        body.extend(message.get("body", b""))
+        if len(body) > limit:
+            raise BodyTooLarge(f"request body is larger than {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``body`` once, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def with_body(scope: Scope, body: bytes, content_type: bytes = b"application/json") -> Scope:
+    """``scope`` with headers describing ``body`` instead of the original one."""
+    headers = [(name, value) for name, value in scope["headers"] if name not in BODY_HEADERS]
+    if body:
+        headers += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    return {**scope, "headers": headers}
+
+
+async def call_app(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    *,
+    method: str,
+    path: str,
+    query_string: bytes,
+) -> Captured:
+    """``app``'s answer to a body-less ``method path?query_string`` from the same caller."""
+    child = with_body(scope, b"")
+    child.update(
+        method=method,
+        path=path,
+        raw_path=path.encode(),
+        query_string=query_string,
+        state=dict(scope.get("state", {})),
+    )
+    status = 500
+    chunks: list[bytes] = []
+
+    async def capture(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(child, replay(b"", receive), capture)
+    return Captured(status, b"".join(chunks))

@@ -1,0 +1,249 @@
+"""``FederatedRouter``: pure ASGI; sends requests about other clusters' objects there (SPEC 3.6).
+
+    app.add_middleware(FederatedRouter, federation=federation)
+    app.add_middleware(FederationMiddleware, federation=federation)  # outermost
+
+- ``GET/PUT/PATCH/DELETE /arvados/v1/<resource>/<uuid>`` for a UUID of another cluster
+  goes to that cluster, with the caller's token salted for it; its answer is ours.
+- ``POST /arvados/v1/<resource>`` goes to another cluster when the query or the body says
+  ``cluster_id=<id>``, or when its ``owner_uuid`` is a project (group) of another cluster.
+  Only a project: a foreign user's UUID as owner is how that user owns objects *here*.
+- ``GET /arvados/v1/<resource>`` with ``cluster_id`` goes to that cluster; with
+  ``federated=true`` or with ``uuid`` filters naming other clusters it is merged
+  (``lists``). Anything else is the host's.
+
+Mount it inside ``FederationMiddleware``: a foreign token is then validated and its scopes
+enforced before anything is sent on its behalf, and the local part of a fan-out sees the
+identity the middleware left in ``scope["state"]``. The middleware never rewrites the
+``Authorization`` header, so the router still salts the caller's original token.
+
+A request that arrives with the loop-protection header (another cluster forwarded it) is
+served here or nowhere: a UUID of a third cluster then answers 404 from the host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import BadGateway, FederationError, NotFound, Unprocessable
+from .forwarding import first_error, part_failed, relay, remote_json, token_for, was_forwarded
+from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
+from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
+from .merge import Page
+from .service import Federation
+from .tokens import GROUP_TYPE, is_cluster_id, is_uuid, uuid_cluster
+
+log = logging.getLogger("clusterfed.routing")
+
+API_PREFIX = "/arvados/v1/"
+ROUTED_RESOURCES = ("collections", "groups", "links")
+OBJECT_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+BODY_METHODS = frozenset({"PUT", "PATCH", "POST"})
+HINTED_RESOURCE = "collections"
+
+
+class FederatedRouter:
+    def __init__(
+        self, app: ASGIApp, *, federation: Federation, resources: Collection[str] = ROUTED_RESOURCES
+    ) -> None:
+        self.app = app
+        self.remote = federation.remote
+        self.local_id = federation.cluster_id
+        remotes = federation.config.remote_clusters
+        self.known = frozenset(remotes)
+        self.proxies = tuple(sorted(cluster for cluster, spec in remotes.items() if spec.proxy))
+        self.resources = frozenset(resources)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or was_forwarded(scope):
+            await self.app(scope, receive, send)
+            return
+        route = self._route(scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        resource, uuid = route
+        response: Response | None = None
+        try:
+            if uuid is not None:
+                response = await self._object(scope, receive, resource, uuid)
+            elif scope["method"] == "GET":
+                response = await self._list(scope, receive, resource)
+            elif scope["method"] == "POST":
+                body = await read_body(receive)
+                target, sent = self._create_target(scope, resource, body)
+                if target is not None:
+                    response = await self._forward(scope, target, resource, "POST", content=sent)
+                else:
+                    # The body is read now: the host gets it (unchanged unless it carried
+                    # our cluster_id) through a replaying receive.
+                    scope = scope if sent == body else with_body(scope, sent)
+                    receive = replay(sent, receive)
+        except BodyTooLarge as exc:
+            response = FederationError(str(exc), status_code=413).response()
+        except FederationError as exc:
+            response = exc.response()
+        if response is None:
+            await self.app(scope, receive, send)
+        else:
+            await response(scope, receive, send)
+
+    def _route(self, path: str) -> tuple[str, str | None] | None:
+        if not path.startswith(API_PREFIX):
+            return None
+        parts = path[len(API_PREFIX) :].split("/")
+        if parts[0] not in self.resources or len(parts) > 2:
+            return None
+        return parts[0], (parts[1] or None) if len(parts) == 2 else None
+
+    def _check_cluster(self, cluster_id: Any) -> str:
+        if not is_cluster_id(cluster_id):
+            raise Unprocessable("cluster_id must be 5 characters of [a-z0-9]")
+        if cluster_id != self.local_id and cluster_id not in self.known:
+            raise Unprocessable(f"cluster_id {cluster_id} is neither this cluster nor a remote")
+        return cluster_id
+
+    def _remote_for(self, uuid: str) -> str:
+        cluster = uuid_cluster(uuid)
+        if cluster not in self.known:
+            # Never contacted: only RemoteClusters are, and nothing here can hold it.
+            raise NotFound(f"{uuid} is on cluster {cluster}, which is not a remote of this one")
+        return cluster
+
+    async def _object(
+        self, scope: Scope, receive: Receive, resource: str, uuid: str
+    ) -> Response | None:
+        method = scope["method"]
+        if not is_uuid(uuid) or uuid_cluster(uuid) == self.local_id or method not in OBJECT_METHODS:
+            return None
+        cluster = self._remote_for(uuid)
+        content = await read_body(receive) if method in BODY_METHODS else None
+        return await self._forward(scope, cluster, resource, method, content=content)
+
+    def _create_target(self, scope: Scope, resource: str, body: bytes) -> tuple[str | None, bytes]:
+        """Where a create goes (None: here), and the body to send there."""
+        cluster: Any = dict(_query(scope)).get("cluster_id")
+        try:
+            document = json.loads(body) if body else None
+        except (ValueError, UnicodeDecodeError):
+            return None, body  # not JSON: the host refuses it in its own words
+        if isinstance(document, dict) and "cluster_id" in document:
+            # A routing parameter, not an attribute: no cluster would accept it in a body.
+            in_body = document.pop("cluster_id")
+            cluster = cluster if cluster is not None else in_body
+            body = json.dumps(document).encode()
+        if cluster is not None:
+            self._check_cluster(cluster)
+            return (None if cluster == self.local_id else cluster), body
+        owner = _owner_uuid(document, resource)
+        if is_uuid(owner, type_=GROUP_TYPE) and uuid_cluster(owner) != self.local_id:
+            return self._remote_for(owner), body
+        return None, body
+
+    async def _list(self, scope: Scope, receive: Receive, resource: str) -> Response | None:
+        query = _query(scope)
+        cluster = dict(query).get("cluster_id")
+        if cluster is not None:
+            if self._check_cluster(cluster) == self.local_id:
+                return None
+            return await self._forward(scope, cluster, resource, "GET")
+        plan = plan_list(
+            scope["path"],
+            resource,
+            query,
+            local_id=self.local_id,
+            known=self.known,
+            proxies=self.proxies,
+        )
+        if plan is None:
+            return None
+
+        async def fetch(
+            cluster: str, params: list[tuple[str, str]], offset: int, asked: int
+        ) -> Page:
+            if cluster == self.local_id:
+                return await self._local_page(scope, receive, params, offset, asked)
+            return await self._remote_page(scope, cluster, params, offset, asked)
+
+        return JSONResponse(await run_list(plan, fetch, local_id=self.local_id))
+
+    async def _local_page(
+        self,
+        scope: Scope,
+        receive: Receive,
+        params: list[tuple[str, str]],
+        offset: int,
+        asked: int,
+    ) -> Page:
+        captured = await call_app(
+            self.app,
+            scope,
+            receive,
+            method="GET",
+            path=scope["path"],
+            query_string=urlencode(params).encode(),
+        )
+        try:
+            body = json.loads(captured.content)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if captured.status_code != 200:
+            # Our own refusal (bad filters, bad credentials) is the caller's answer as is.
+            raise FederationError(first_error(body), status_code=captured.status_code)
+        page = page_from_answer(self.local_id, body, offset=offset, requested=asked)
+        if page is None:
+            raise FederationError("this cluster's own list answer was not a list")
+        return page
+
+    async def _remote_page(
+        self, scope: Scope, cluster: str, params: list[tuple[str, str]], offset: int, asked: int
+    ) -> Page:
+        response = await self.remote.request(
+            cluster, "GET", f"{scope['path']}?{urlencode(params)}", token=token_for(scope, cluster)
+        )
+        body = remote_json(response, cluster)
+        if response.status_code != 200:
+            raise part_failed(cluster, response.status_code, body)
+        page = page_from_answer(cluster, body, offset=offset, requested=asked)
+        if page is None:
+            raise BadGateway(f"cluster {cluster} did not answer with a list")
+        return page
+
+    async def _forward(
+        self,
+        scope: Scope,
+        cluster: str,
+        resource: str,
+        method: str,
+        *,
+        content: bytes | None = None,
+    ) -> Response:
+        token = token_for(scope, cluster)
+        query = [(key, value) for key, value in _query(scope) if key not in ROUTING_PARAMS]
+        path = scope["path"] + (f"?{urlencode(query)}" if query else "")
+        headers = {"content-type": "application/json"} if content else None
+        log.debug("forwarding %s %s to %s", method, scope["path"], cluster)
+        response = await self.remote.request(
+            cluster, method, path, token=token, content=content or None, headers=headers
+        )
+        return relay(response, cluster, hints=resource == HINTED_RESOURCE)
+
+
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    return parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+
+
+def _owner_uuid(document: Any, resource: str) -> Any:
+    if not isinstance(document, dict):
+        return None
+    inner = document.get(resource.removesuffix("s"))
+    if set(document) == {resource.removesuffix("s")} and isinstance(inner, dict):
+        document = inner
+    return document.get("owner_uuid")
