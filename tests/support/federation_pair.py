@@ -84,7 +84,24 @@ def federation_pair(
         )
         process = ClusterProcess(config, workdir, workers=workers)
         with running(process) as c97qk:
+            _assert_ours(process, issuer)
             yield Pair(qr1hi, c97qk, issuer, process)
+
+
+def _assert_ours(process: ClusterProcess, issuer: ClusterProcess) -> None:
+    """Fail loudly if the port answered for a server other than the one just started.
+
+    Other test runs on the machine pick free ports the same way and use the same
+    ManagementToken; a port taken between choosing and binding would otherwise make
+    the health check pass against a stranger, and the test fail much later.
+    """
+    for server in (issuer, process):
+        assert server.proc is not None and server.proc.poll() is None, server.log()[-2000:]
+    remotes = httpx.get(
+        f"{process.cluster.base_url}/federation/v1/remote_clusters", headers=MANAGEMENT
+    )
+    hosts = [item["host"] for item in remotes.json()["items"]] if remotes.is_success else []
+    assert hosts == [issuer.cluster.host], f"port {process.port} is not our c97qk: {remotes.text}"
 
 
 def call(cluster: Cluster, token: str, path: str = USERS_CURRENT) -> httpx.Response:
