@@ -172,7 +172,7 @@ async def bench_database(label: str, url: str, graph: dict[str, Any]) -> None:
                 assert level == 2, level
 
             async def listing() -> None:
-                down = reachable(user)
+                down = reachable(user, dialect=session.get_bind().dialect.name)
                 rows = await session.scalars(
                     select(Collection.uuid)
                     .where(readable_clause(Collection, down, user))

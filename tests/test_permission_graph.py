@@ -6,10 +6,11 @@ link, role membership (and its cap), cycles, and the listing walk agreeing with 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cluster.db import create_engine, create_sessionmaker
@@ -73,7 +74,7 @@ async def level(session: AsyncSession, who: str, what: str) -> int:
 
 
 async def readable(session: AsyncSession, who: str) -> set[str]:
-    down = reachable(who)
+    down = reachable(who, dialect=session.get_bind().dialect.name)
     rows = await session.scalars(
         select(Collection.uuid).where(readable_clause(Collection, down, who))
     )
@@ -178,3 +179,35 @@ async def test_owner_root_finds_the_remote_project_at_the_top(session: AsyncSess
     thing = await collection(session, inner)
     assert await owner_root(session, thing, local_id="zzzzz") == remote_project
     assert await owner_root(session, await collection(session, user()), local_id="zzzzz") is None
+
+
+async def test_long_chains_of_both_edge_kinds_agree_up_and_down(session: AsyncSession) -> None:
+    # The walk's step is SQL of its own shape on each database (see permissions._walk);
+    # this checks it against the rule on a graph where every step matters: the weakest
+    # edge along a long chain, a better path found late, and a cycle through the chain.
+    owner, ann = user(), user()
+    roles = [await project(session, owner, "role") for _ in range(4)]
+    await grant(session, ann, roles[0], "can_manage")
+    for tail, head in itertools.pairwise(roles):
+        await grant(session, tail, head, "can_manage")
+    await grant(session, roles[-1], roles[0], "can_manage")  # a cycle of roles
+    chain = [await project(session, owner)]
+    for _ in range(12):
+        chain.append(await project(session, chain[-1]))
+    await grant(session, roles[-1], chain[0], "can_read")  # the weak edge, far from ann
+    deep = await collection(session, chain[-1])
+    assert await level(session, ann, deep) == READ
+    # A better path into the middle of the chain lifts everything below it only.
+    await grant(session, roles[2], chain[6], "can_write")
+    assert await level(session, ann, deep) == WRITE
+    assert await level(session, ann, chain[5]) == READ
+    # A link from the bottom of the chain back to a role: a cycle through both edge kinds.
+    await grant(session, chain[-1], roles[1], "can_manage")
+    assert await level(session, ann, deep) == WRITE
+    down = reachable(ann, dialect=session.get_bind().dialect.name)
+    query = select(down.c.uuid, func.max(down.c.level)).group_by(down.c.uuid)
+    best = {node: best for node, best in await session.execute(query)}
+    for node in chain:
+        assert best[node] == await level(session, ann, node)
+    assert deep in await readable(session, ann)
+    assert await level(session, user(), deep) == 0

@@ -115,7 +115,8 @@ def build_router(resource: Resource) -> APIRouter:
         query = select(model)
         if not access.caller.user.is_admin:
             roots = await access.remote_roots(model)
-            down = reachable(access.user_uuid, roots=roots)
+            dialect = access.session.get_bind().dialect.name
+            down = reachable(access.user_uuid, dialect=dialect, roots=roots)
             query = query.where(readable_clause(model, down, access.user_uuid))
         rows, available = await run_list(access.session, query, params, attributes, model.uuid)
         return {
