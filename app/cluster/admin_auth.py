@@ -21,9 +21,9 @@ from app.federation.config import ClusterConfig
 from app.federation.errors import Forbidden, Unauthorized
 from app.federation.tokens import MalformedToken, parse_token, scope_allows, secrets_equal
 
-# _local_caller is the one implementation of "this local secret is valid"; the page
+# local_caller is the one implementation of "this local secret is valid"; the page
 # needs it for a credential that arrives in a cookie instead of the Authorization header.
-from .auth import Caller, _local_caller, is_management_token, resolve_caller
+from .auth import Caller, is_management_token, local_caller, resolve_caller
 from .deps import ConfigDep, SessionDep
 
 
@@ -78,7 +78,7 @@ async def admin_for_credential(
             identity.expires_at,
         )
     else:
-        caller = await _local_caller(token, request, session, config)
+        caller = await local_caller(token, request, session, config)
         if caller.salted_for:
             raise Unauthorized("a salted token is only accepted by the validation endpoints")
     if not scope_allows(caller.scopes, method, path):

@@ -78,7 +78,7 @@ async def resolve_caller(
     if token.issuer not in (None, config.cluster_id):
         # Only the federation middleware may accept a foreign token.
         raise Unauthorized("token was not issued by this cluster and is not accepted here")
-    caller = await _local_caller(token, request, session, config)
+    caller = await local_caller(token, request, session, config)
     method, path = request.method.upper(), request.url.path
     if (
         caller.salted_for
@@ -90,7 +90,7 @@ async def resolve_caller(
     return caller
 
 
-async def _local_caller(
+async def local_caller(
     token: Token, request: Request, session: AsyncSession, config: ClusterConfig
 ) -> Caller:
     if (

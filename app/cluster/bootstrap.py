@@ -2,37 +2,42 @@
 
 from __future__ import annotations
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.federation.tokens import anonymous_user_uuid, system_user_uuid
 
 from .models import User
-from .services.users import get_user
+from .upsert import insert_for
 
 
 async def ensure_builtin_users(session: AsyncSession, cluster_id: str) -> None:
+    """Create them if missing. Every worker of ``serve --workers N`` runs this at startup
+    at the same moment, so it is an insert that ignores conflicts, not check-then-insert
+    (which lets two workers both see "missing" and one of them die on the unique key)."""
     builtins = [
-        User(
-            uuid=system_user_uuid(cluster_id),
-            username="root",
-            first_name="root",
-            last_name="",
-            email=None,
-            is_admin=True,
-            is_active=True,
-            is_invited=True,
-        ),
-        User(
-            uuid=anonymous_user_uuid(cluster_id),
-            username="anonymous",
-            first_name="Anonymous",
-            last_name="",
-            email=None,
-            is_active=True,
-            is_invited=True,
-        ),
+        {
+            "uuid": system_user_uuid(cluster_id),
+            "username": "root",
+            "first_name": "root",
+            "is_admin": True,
+        },
+        {
+            "uuid": anonymous_user_uuid(cluster_id),
+            "username": "anonymous",
+            "first_name": "Anonymous",
+            "is_admin": False,
+        },
     ]
-    for user in builtins:
-        if await get_user(session, uuid=user.uuid) is None:
-            session.add(user)
+    for values in builtins:
+        statement = insert_for(session, User).values(
+            **values,
+            last_name="",
+            email=None,
+            is_active=True,
+            is_invited=True,
+            created_at=func.now(),
+            modified_at=func.now(),
+        )
+        await session.execute(statement.on_conflict_do_nothing())
     await session.commit()
