@@ -228,7 +228,40 @@ def walk(qr1hi: Cluster, c97qk: Cluster) -> None:
     print("  the next request re-validates alice at qr1hi:")
     c97qk.call("GET", "/arvados/v1/users/current", alice_for_c97qk, expect=200)
 
-    step("5. A salted token is only good for validation: elsewhere on qr1hi it is refused")
+    step("5. Alice reads the c97qk collection through her home cluster (routed there)")
+    routed = qr1hi.call("GET", path, alice_token, expect=200)
+    print(f"    manifest as relayed by qr1hi: {routed['manifest_text'].strip()!r}")
+    if "+K@c97qk" not in routed["manifest_text"]:
+        raise DemoFailed("the routed manifest lacks the +K@c97qk hint")
+
+    step("6. Alice searches both clusters at once; results merged in order, paged")
+    qr1hi.call(
+        "POST",
+        "/arvados/v1/collections",
+        alice_token,
+        expect=200,
+        json={"collection": {"name": "sample-5678", "manifest_text": MANIFEST}},
+    )
+    search = {
+        "federated": "true",
+        "filters": '[["name", "like", "sample-%"]]',
+        "order": "name asc",
+        "limit": "1",
+    }
+    first = qr1hi.call("GET", "/arvados/v1/collections", alice_token, expect=200, params=search)
+    second = qr1hi.call(
+        "GET",
+        "/arvados/v1/collections",
+        alice_token,
+        expect=200,
+        params={**search, "next_page": first["next_page"]},
+    )
+    names = [item["name"] for item in first["items"] + second["items"]]
+    print(f"    two pages of one: {names} (items_available={first['items_available']})")
+    if names != ["sample-1234", "sample-5678"]:
+        raise DemoFailed("the federated search did not come back merged in order")
+
+    step("7. A salted token is only good for validation: elsewhere on qr1hi it is refused")
     qr1hi.call(
         "GET", "/arvados/v1/users/current", alice_for_c97qk, expect=200, params={"remote": "c97qk"}
     )
