@@ -6,6 +6,7 @@ the table later does not reach a response unless someone adds it here on purpose
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -39,17 +40,8 @@ class TokenCacheItem(BaseModel):
 
     @classmethod
     def of(cls, entry: CacheEntry) -> TokenCacheItem:
-        return cls(
-            token_uuid=entry.token_uuid,
-            user_uuid=entry.user_uuid,
-            cluster_id=entry.cluster_id,
-            scopes=list(entry.scopes),
-            expires_at=entry.expires_at,
-            refreshes_at=entry.refreshes_at,
-            validated_at=entry.validated_at,
-            last_used_at=entry.last_used_at,
-            state=entry.state,
-        )
+        # Reads exactly the fields declared above, whatever else ``entry`` carries.
+        return cls.model_validate(entry, from_attributes=True)
 
 
 class TokenCacheList(BaseModel):
@@ -99,16 +91,7 @@ class RemoteClusterStatus(BaseModel):
 
     @classmethod
     def of(cls, status: RemoteStatus, cached_tokens: int) -> RemoteClusterStatus:
-        return cls(
-            cluster_id=status.cluster_id,
-            host=status.host,
-            reachable=status.reachable,
-            last_success=status.last_success,
-            last_error=status.last_error,
-            last_error_at=status.last_error_at,
-            circuit_state=status.circuit_state,
-            cached_tokens=cached_tokens,
-        )
+        return cls.model_validate({**asdict(status), "cached_tokens": cached_tokens})
 
 
 class RemoteClusterList(BaseModel):
