@@ -12,7 +12,11 @@ from fastapi import APIRouter, FastAPI, Query
 from googleapiclient.discovery import build_from_document
 
 from app.cluster.app import create_app
+from app.cluster.database import Database
+from app.cluster.federation_store import SqlFederationStore
 from app.cluster.routers import discovery
+from app.federation import FederatedRouter, Federation
+from app.federation.lists import ROUTING_PARAMS
 from app.federation.middleware import PUBLIC_PATHS
 from tests.support.servers import local_config
 
@@ -68,15 +72,21 @@ async def test_root_url_is_where_the_client_called(base_url: str) -> None:
     assert doc["uuidPrefix"] == "qr1hi"
 
 
-def test_googleapiclient_builds_the_full_server_document() -> None:
-    app = create_app(CONFIG)
+def full_document(app: FastAPI) -> dict[str, Any]:
     with warnings.catch_warnings():
         # FastAPI warns about PUT and PATCH sharing one handler; not this test's business.
         warnings.simplefilter("ignore", UserWarning)
         openapi = app.openapi()
-    doc = discovery.discovery_document(
-        cluster_id="qr1hi", root_url="https://qr1hi.example/", openapi=openapi
+    return discovery.discovery_document(
+        cluster_id="qr1hi",
+        root_url="https://qr1hi.example/",
+        openapi=openapi,
+        routed=discovery.routed_resources(app),
     )
+
+
+def test_googleapiclient_builds_the_full_server_document() -> None:
+    doc = full_document(create_app(CONFIG))
     client = build_from_document(doc, http=httplib2.Http())
     request = client.collections().list(filters='[["name","=","x"]]', limit=5)
     assert request.uri.startswith("https://qr1hi.example/arvados/v1/collections?")
@@ -93,3 +103,55 @@ def test_googleapiclient_builds_the_full_server_document() -> None:
 
 def test_the_middleware_lets_the_document_through() -> None:
     assert discovery.DISCOVERY_PATH in PUBLIC_PATHS
+
+
+def test_the_routers_parameters_are_described_where_it_is_mounted() -> None:
+    # Everything the router reads from a list's query, and nothing else, is described.
+    assert set(discovery.ROUTER_PARAMETERS["list"]) == ROUTING_PARAMS
+    doc = full_document(create_app(CONFIG))
+    resources = doc["resources"]
+    for name in ("collections", "groups", "links"):
+        methods = resources[name]["methods"]
+        listing = methods["list"]["parameters"]
+        assert {"cluster_id", "federated", "next_page"} <= set(listing), name
+        assert listing["federated"]["type"] == "boolean"
+        assert "cluster_id" in methods["create"]["parameters"], name
+        assert "cluster_id" not in methods["update"]["parameters"], name
+        schema = name.removesuffix("s").capitalize()
+        assert doc["schemas"][f"{schema}List"]["properties"]["next_page"] == {"type": "string"}
+    # users are not routed: their list stays the host's alone.
+    for method in resources["users"]["methods"].values():
+        assert not set(method["parameters"]) & ROUTING_PARAMS
+    assert "next_page" not in doc["schemas"]["UserList"]["properties"]
+
+    client = build_from_document(doc, http=httplib2.Http())
+    request = client.collections().list(federated=True, next_page="abc", cluster_id="c97qk")
+    assert "federated=true" in request.uri and "next_page=abc" in request.uri
+    assert "cluster_id=c97qk" in request.uri
+    created = client.groups().create(cluster_id="c97qk", body={"group": {}})
+    assert created.uri.endswith("/arvados/v1/groups?cluster_id=c97qk&alt=json")
+
+
+async def test_without_the_router_its_parameters_are_not_described() -> None:
+    doc = await fetch(partial_app(), "http://testserver")
+    assert sorted(doc["resources"]["collections"]["methods"]["list"]["parameters"]) == [
+        "filters",
+        "limit",
+    ]
+    assert "next_page" not in doc["schemas"]["CollectionList"]["properties"]
+
+
+async def test_only_the_resources_the_router_serves_get_its_parameters() -> None:
+    # Never started: the router only reads the federation's configuration when built.
+    federation = Federation(CONFIG, SqlFederationStore(Database(CONFIG.database_url)))
+    app = partial_app()
+    app.add_middleware(FederatedRouter, federation=federation, resources=("groups",))
+    assert discovery.routed_resources(app) == {"groups"}
+    doc = await fetch(app, "http://testserver")
+    assert "federated" not in doc["resources"]["collections"]["methods"]["list"]["parameters"]
+
+    app = partial_app()
+    app.add_middleware(FederatedRouter, federation=federation)
+    doc = await fetch(app, "http://testserver")
+    listing = doc["resources"]["collections"]["methods"]["list"]["parameters"]
+    assert sorted(listing) == ["cluster_id", "federated", "filters", "limit", "next_page"]

@@ -6,6 +6,10 @@ method. A method described here but not served would be a promise the server bre
 so the document is filtered against the app's own routes: a resource row below shows
 up only once a router serving it is registered.
 
+Parameters that ``FederatedRouter`` handles (SPEC 3.6) never reach a FastAPI route, so the
+OpenAPI schema cannot vouch for them. They are described from ``ROUTER_PARAMETERS`` for
+the resources the router serves, and only when the app mounts it (``routed_resources``).
+
 The route needs no credential: Arvados serves this document publicly, and clients fetch
 it before they use their token for anything.
 """
@@ -13,10 +17,13 @@ it before they use their token for anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
+
+from app.federation.routing import ROUTED_RESOURCES, FederatedRouter
 
 from ..deps import ConfigDep
 
@@ -118,18 +125,43 @@ _UUID = {"type": "string", "required": True, "location": "path", "description": 
 # googleapiclient JSON-encodes "array" and "object" parameters (the SDK patches _cast),
 # which is the form the list endpoints parse.
 _SELECT = {"type": "array", "location": "query", "description": "attributes to return"}
-_CLUSTER_ID = {
-    "type": "string",
-    "location": "query",
-    "description": "cluster to send the request to (SPEC 3.6)",
-}
 _LIST_PARAMETERS = {
     "filters": {"type": "array", "location": "query"},
     "order": {"type": "array", "location": "query"},
     "select": _SELECT,
     "limit": {"type": "integer", "location": "query", "default": "100"},
     "offset": {"type": "integer", "location": "query", "default": "0"},
-    "cluster_id": _CLUSTER_ID,
+}
+_CREATE_PARAMETERS = {
+    "ensure_unique_name": {
+        "type": "boolean",
+        "location": "query",
+        "default": "false",
+        "description": 'if the name is taken in the owner, append " (<UTC timestamp>)" to it',
+    },
+}
+_CLUSTER_ID = {
+    "type": "string",
+    "location": "query",
+    "description": "the cluster to send the request to (SPEC 3.6)",
+}
+# What FederatedRouter reads from the query of a list and of a create, per method name.
+ROUTER_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
+    "list": {
+        "cluster_id": _CLUSTER_ID,
+        "federated": {
+            "type": "boolean",
+            "location": "query",
+            "default": "false",
+            "description": "merge this cluster's list with every Proxy remote's (SPEC 3.6)",
+        },
+        "next_page": {
+            "type": "string",
+            "location": "query",
+            "description": "the cursor a merged list answered with: its next page",
+        },
+    },
+    "create": {"cluster_id": _CLUSTER_ID},
 }
 
 
@@ -152,7 +184,7 @@ def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
         "create": (
             "POST",
             resource.name,
-            {"parameters": {"cluster_id": _CLUSTER_ID}, "request": body, "response": obj},
+            {"parameters": _CREATE_PARAMETERS, "request": body, "response": obj},
         ),
         "update": (
             "PUT",
@@ -182,6 +214,15 @@ def _served_routes(openapi: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     return served
 
 
+def routed_resources(app: FastAPI) -> frozenset[str]:
+    """The resources whose requests a ``FederatedRouter`` mounted on ``app`` handles."""
+    routed: set[str] = set()
+    for middleware in app.user_middleware:
+        if isinstance(middleware.cls, type) and issubclass(middleware.cls, FederatedRouter):
+            routed |= set(middleware.kwargs.get("resources", ROUTED_RESOURCES))
+    return frozenset(routed)
+
+
 def _property(type_: str) -> dict[str, Any]:
     # googleapiclient renders every schema into method docstrings while building the
     # client, and raises KeyError on an "array" without "items". Our arrays hold strings.
@@ -190,7 +231,7 @@ def _property(type_: str) -> dict[str, Any]:
     return {"type": type_}
 
 
-def _schemas(resource: Resource) -> dict[str, Any]:
+def _schemas(resource: Resource, *, routed: bool) -> dict[str, Any]:
     properties = {"kind": {"type": "string", "default": resource.kind}} | {
         name: _property(type_) for name, type_ in (*_COMMON, *resource.fields)
     }
@@ -206,14 +247,21 @@ def _schemas(resource: Resource) -> dict[str, Any]:
                 "items_available": {"type": "integer"},
                 "offset": {"type": "integer"},
                 "limit": {"type": "integer"},
+                # A merged list's cursor; null on its last page.
+                **({"next_page": {"type": "string"}} if routed else {}),
             },
         },
     }
 
 
 def discovery_document(
-    *, cluster_id: str, root_url: str, openapi: dict[str, Any]
+    *,
+    cluster_id: str,
+    root_url: str,
+    openapi: dict[str, Any],
+    routed: Collection[str] = frozenset(),
 ) -> dict[str, Any]:
+    """``routed``: the resources a mounted ``FederatedRouter`` serves (``routed_resources``)."""
     served = _served_routes(openapi)
     resources: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
@@ -231,6 +279,8 @@ def discovery_document(
                 for key, spec in rest.pop("parameters", {}).items()
                 if spec["location"] == "path" or key in reads
             }
+            if resource.name in routed:
+                parameters |= ROUTER_PARAMETERS.get(name, {})
             methods[name] = {
                 "id": f"arvados.{resource.name}.{name}",
                 "path": path,
@@ -242,7 +292,7 @@ def discovery_document(
                 methods[name]["parameterOrder"] = ["uuid"]
         if methods:
             resources[resource.name] = {"methods": methods}
-            schemas |= _schemas(resource)
+            schemas |= _schemas(resource, routed=resource.name in routed)
     return {
         "kind": "discovery#restDescription",
         "discoveryVersion": "v1",
@@ -274,4 +324,5 @@ async def discovery(request: Request, config: ConfigDep) -> dict[str, Any]:
         cluster_id=config.cluster_id,
         root_url=str(request.base_url),
         openapi=request.app.openapi(),
+        routed=routed_resources(request.app),
     )
