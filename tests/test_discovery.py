@@ -116,6 +116,8 @@ def test_the_routers_parameters_are_described_where_it_is_mounted() -> None:
         assert {"cluster_id", "federated", "next_page"} <= set(listing), name
         assert listing["federated"]["type"] == "boolean"
         assert "cluster_id" in methods["create"]["parameters"], name
+        # The host serves this one: it shows up because the create route reads it.
+        assert methods["create"]["parameters"]["ensure_unique_name"]["type"] == "boolean"
         assert "cluster_id" not in methods["update"]["parameters"], name
         schema = name.removesuffix("s").capitalize()
         assert doc["schemas"][f"{schema}List"]["properties"]["next_page"] == {"type": "string"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, utcnow
@@ -79,9 +79,22 @@ class FederationPurge(Base):
 
 
 class Group(Base):
-    """A project (a folder of objects) or a role (a set of users that permissions name)."""
+    """A project (a folder of objects) or a role (a set of users that permissions name).
+
+    A project's name is unique in its owner, as in Arvados; a role's need not be.
+    """
 
     __tablename__ = "groups"
+    __table_args__ = (
+        Index(
+            "uq_groups_owner_uuid_name",
+            "owner_uuid",
+            "name",
+            unique=True,
+            sqlite_where=text("group_class = 'project'"),
+            postgresql_where=text("group_class = 'project'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uuid: Mapped[str] = mapped_column(String(27), unique=True)
@@ -95,7 +108,10 @@ class Group(Base):
 
 
 class Collection(Base):
+    """A manifest of blocks; its name, when it has one, is unique in its owner."""
+
     __tablename__ = "collections"
+    __table_args__ = (Index("uq_collections_owner_uuid_name", "owner_uuid", "name", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uuid: Mapped[str] = mapped_column(String(27), unique=True)

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 Uuid = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{15}$")]
 Name = Annotated[str, StringConstraints(max_length=255)]
 Permission = Literal["can_read", "can_write", "can_manage"]
+
+
+def _cluster_default(value: Any) -> None:
+    if value is not None:
+        raise ValueError(
+            "this cluster stores no blocks (it runs no Keep), so there is nothing to replicate; "
+            "only null, the cluster default, is accepted"
+        )
+
+
+# Arvados clients send it: Collection.save_new always does, null unless told otherwise.
+Replication = Annotated[None, BeforeValidator(_cluster_default)]
 
 
 class _Body(BaseModel):
@@ -41,6 +53,7 @@ class CollectionCreate(_Body):
     manifest_text: str = ""
     portable_data_hash: str | None = None  # checked against manifest_text if given
     properties: dict[str, Any] = Field(default_factory=dict)
+    replication_desired: Replication = None
 
 
 class CollectionUpdate(_Body):
@@ -50,6 +63,7 @@ class CollectionUpdate(_Body):
     manifest_text: str | None = None
     portable_data_hash: str | None = None
     properties: dict[str, Any] | None = None
+    replication_desired: Replication = None
 
 
 class LinkCreate(_Body):

@@ -2,7 +2,10 @@
 
 Get, list, create, update (PUT and PATCH alike, partial, as Arvados does) and delete.
 Bodies come wrapped the way Arvados clients send them (``{"collection": {...}}``) or
-bare. Every route answers from the caller's point of view: a list holds only what the
+bare. Collection and project names are unique in their owner (``services.names``); a
+create may ask for ``ensure_unique_name`` to be renamed rather than refused.
+
+Every route answers from the caller's point of view: a list holds only what the
 caller may read, and an object they may not read is 404 whether or not it exists.
 """
 
@@ -14,6 +17,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import exists, or_, select
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
 from app.federation.errors import NotFound, Unprocessable
@@ -25,6 +29,7 @@ from ..deps import CallerDep, ConfigDep, SessionDep
 from ..listing import parse_params, run_list
 from ..models import Collection, Group, Link
 from ..permissions import LEVELS, reachable, readable_clause
+from ..services.names import has_unique_name, insert_uniquely_named, name_taken
 from ..services.objects import (
     COLLECTIONS,
     LINKS,
@@ -47,6 +52,9 @@ async def get_access(
 
 
 AccessDep = Annotated[Access, Depends(get_access)]
+# Accepted in bodies, never stored: a hash is computed from the manifest, and a
+# replication level can only be the cluster default (see schemas.Replication).
+NOT_STORED = frozenset({"portable_data_hash", "replication_desired"})
 AnyBody = Annotated[dict[str, Any], Body()]
 
 
@@ -136,19 +144,33 @@ def build_router(resource: Resource) -> APIRouter:
         return to_json(resource, row)
 
     @router.post("")
-    async def create_object(body: AnyBody, access: AccessDep) -> dict[str, Any]:
+    async def create_object(
+        body: AnyBody,
+        access: AccessDep,
+        ensure_unique_name: Annotated[bool, Query()] = False,
+    ) -> dict[str, Any]:
         data = _parse(resource, resource.create, body)
         access.require_active("create objects")
-        values = data.model_dump(exclude={"portable_data_hash"})
+        values = data.model_dump(exclude=NOT_STORED)
         values["owner_uuid"] = values.get("owner_uuid") or access.user_uuid
         await access.require_owner(values["owner_uuid"])
         if resource is COLLECTIONS:
             _collection_hash(values, getattr(data, "portable_data_hash", None))
         if resource is LINKS:
             await _check_link(access, values)
-        row = model(uuid=new_uuid(access.local_id, resource.uuid_type), **values)
-        access.session.add(row)
-        await access.session.flush()
+        values["uuid"] = new_uuid(access.local_id, resource.uuid_type)
+        if has_unique_name(model, values):
+            row = await insert_uniquely_named(
+                access.session,
+                model,
+                values,
+                singular=resource.singular,
+                ensure_unique_name=ensure_unique_name,
+            )
+        else:
+            row = model(**values)
+            access.session.add(row)
+            await access.session.flush()
         return to_json(resource, row)
 
     async def update_object(uuid: str, body: AnyBody, access: AccessDep) -> dict[str, Any]:
@@ -156,7 +178,7 @@ def build_router(resource: Resource) -> APIRouter:
         access.require_active("update objects")
         row = await _row(access, resource, uuid)
         await access.require(uuid, "can_write")
-        values = data.model_dump(exclude_unset=True, exclude={"portable_data_hash"})
+        values = data.model_dump(exclude_unset=True, exclude=NOT_STORED)
         if values.get("owner_uuid") is None:
             values.pop("owner_uuid", None)
         elif values["owner_uuid"] != row.owner_uuid:
@@ -170,7 +192,13 @@ def build_router(resource: Resource) -> APIRouter:
             _collection_hash(values, getattr(data, "portable_data_hash", None))
         for name, value in values.items():
             setattr(row, name, value)
-        await access.session.flush()
+        named, owner = row.name, row.owner_uuid
+        try:
+            await access.session.flush()
+        except IntegrityError:
+            # Renamed, or moved, onto a name its (new) owner holds: the only unique rule
+            # an update can break. The request's session is rolled back with the error.
+            raise name_taken(resource.singular, named, owner) from None
         await access.session.refresh(row)
         return to_json(resource, row)
 
