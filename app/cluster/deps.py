@@ -15,7 +15,9 @@ from app.federation.errors import Unauthorized
 from .auth import Caller, resolve_caller
 
 
-def get_config(request: Request) -> ClusterConfig:
+# Dependencies are async even when they do no I/O: FastAPI runs a plain ``def``
+# dependency in a worker thread, a thread hop per request for a dictionary lookup.
+async def get_config(request: Request) -> ClusterConfig:
     return request.app.state.config
 
 

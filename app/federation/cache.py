@@ -8,10 +8,9 @@ be served is decided by its own timestamps (``fresh`` / ``usable_stale``). Rejec
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cachetools import TTLCache
@@ -23,11 +22,19 @@ from .identity import Identity
 class L1Entry:
     identity: Identity
     refreshes_at: datetime
-    last_touched: datetime  # when last_used_at was last written to L2
+    touched_at: float  # epoch seconds when last_used_at was last written to L2
+    # The hit path compares one float (epoch seconds) instead of building and comparing
+    # timezone-aware datetimes on every request: min(refreshes_at, expires_at).
+    fresh_until: float = field(init=False)
 
-    def fresh(self, now: datetime) -> bool:
+    def __post_init__(self) -> None:
         expires_at = self.identity.expires_at
-        return now < self.refreshes_at and (expires_at is None or now < expires_at)
+        until = self.refreshes_at if expires_at is None else min(self.refreshes_at, expires_at)
+        self.fresh_until = until.timestamp()
+
+    def fresh(self, now: float) -> bool:
+        """``now`` is ``time.time()``."""
+        return now < self.fresh_until
 
     def usable_stale(self, now: datetime, stale_if_error: float) -> bool:
         """May this entry be served while its issuer cannot be reached (StaleIfError)?"""
@@ -49,7 +56,8 @@ class TokenCache:
         self._negative_enabled = negative_ttl > 0
 
     def key(self, issuer: str, token: str) -> bytes:
-        return hmac.new(self._key, f"{issuer}\0{token}".encode(), hashlib.sha256).digest()
+        # hmac.digest is the one-shot C path: no HMAC object per request.
+        return hmac.digest(self._key, f"{issuer}\0{token}".encode(), "sha256")
 
     def get(self, key: bytes) -> L1Entry | None:
         return self._entries.get(key)

@@ -175,8 +175,10 @@ def request_token(request: Request) -> Token:
     return token
 
 
-def get_remote_permissions(request: Request) -> RemotePermissions:
-    """FastAPI dependency: the checker of the ``Federation`` at ``app.state.federation``."""
+async def get_remote_permissions(request: Request) -> RemotePermissions:
+    """FastAPI dependency: the checker of the ``Federation`` at ``app.state.federation``.
+
+    Async although it does no I/O: FastAPI would run a plain ``def`` in a worker thread."""
     federation = getattr(request.app.state, "federation", None)
     permissions = getattr(federation, "permissions", None)
     if not isinstance(permissions, RemotePermissions):

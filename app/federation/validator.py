@@ -38,7 +38,7 @@ TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
 USER_PATH = "/arvados/v1/users/current"
 # last_used_at is bookkeeping for operators; writing it on every cache hit would put a
 # database write on the hot path, so it is written at most once a minute per token.
-TOUCH_INTERVAL = timedelta(seconds=60)
+TOUCH_INTERVAL_SECONDS = 60.0
 
 
 class IssuerRejected(Unauthorized):
@@ -89,13 +89,14 @@ class TokenValidator:
                 raise Unauthorized(f"login cluster {issuer} has no RemoteClusters entry")
             raise Unauthorized(f"tokens issued by cluster {issuer} are not accepted here")
         key = self.cache.key(issuer, token.encode())
-        now = datetime.now(UTC)
+        now = time.time()
         entry = self.cache.get(key)
         if entry is not None and entry.fresh(now):
             self.metrics.l1_hit.inc()
-            if now - entry.last_touched >= TOUCH_INTERVAL:
-                entry.last_touched = now
-                self._in_background(self.store.touch_token(entry.identity.token_uuid, now))
+            if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
+                entry.touched_at = now
+                used_at = datetime.fromtimestamp(now, UTC)
+                self._in_background(self.store.touch_token(entry.identity.token_uuid, used_at))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = self.cache.rejection(key)
@@ -123,7 +124,7 @@ class TokenValidator:
                 identity = Identity(
                     user, cached.token_uuid, cached.scopes, cached.cluster_id, cached.expires_at
                 )
-                self.cache.put(key, L1Entry(identity, cached.refreshes_at, now))
+                self.cache.put(key, L1Entry(identity, cached.refreshes_at, now.timestamp()))
                 return identity
         self.metrics.l2_miss.inc()
         if stale is None and cached is not None and cached.secret_digest == digest:
@@ -165,7 +166,7 @@ class TokenValidator:
                 outcome,
                 elapsed * 1000,
             )
-        self.cache.put(key, L1Entry(identity, refreshes_at, datetime.now(UTC)))
+        self.cache.put(key, L1Entry(identity, refreshes_at, time.time()))
         return identity
 
     async def _stale_from_l2(self, cached: CachedToken) -> L1Entry | None:
@@ -175,7 +176,7 @@ class TokenValidator:
         identity = Identity(
             user, cached.token_uuid, cached.scopes, cached.cluster_id, cached.expires_at
         )
-        return L1Entry(identity, cached.refreshes_at, cached.last_used_at)
+        return L1Entry(identity, cached.refreshes_at, cached.last_used_at.timestamp())
 
     async def _ask_issuer(self, token: Token, digest: str) -> tuple[Identity, datetime]:
         issuer = token.issuer
