@@ -151,12 +151,10 @@ async def _with_session(config: ClusterConfig, work: Callable[[Any], Awaitable[i
 def cmd_users_create(args: argparse.Namespace, config: ClusterConfig) -> int:
     from .cluster.services.users import create_user, get_user
 
-    if args.uuid and not (
-        is_uuid(args.uuid, type_=USER_TYPE) and args.uuid.startswith(config.cluster_id)
-    ):
-        raise CommandError(
-            f"--uuid must be a user UUID of this cluster ({config.cluster_id}-tpzed-...)"
-        )
+    # Any well-formed user UUID: a remote user's UUID pre-creates their mirror (SPEC 5,
+    # "a remote user that a local admin pre-created as active").
+    if args.uuid and not is_uuid(args.uuid, type_=USER_TYPE):
+        raise CommandError("--uuid must be a user UUID (<cluster>-tpzed-<15 of [a-z0-9]>)")
 
     async def work(session: Any) -> int:
         if args.uuid and await get_user(session, uuid=args.uuid) is not None:

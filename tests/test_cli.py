@@ -180,6 +180,31 @@ def test_users_create_prints_a_uuid_of_the_cluster_and_sets_flags(
     assert carol is not None and (carol.email, carol.username) == ("c@x.example", "carol")
 
 
+def test_users_create_can_pre_create_a_remote_users_mirror(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    # SPEC 5: "a remote user that a local admin pre-created as active stays active".
+    url = databases.new_url()
+    config = str(write_config(tmp_path, url))
+    remote_uuid = "c97qk-tpzed-precreatedmirr0"
+    printed = ok(
+        clusterfed(
+            "users",
+            "create",
+            "--email",
+            "r@c97qk.example",
+            "--active",
+            "--uuid",
+            remote_uuid,
+            "--config",
+            config,
+            cwd=tmp_path,
+        )
+    )
+    mirror = read_user(url, remote_uuid)
+    assert printed == remote_uuid and mirror is not None and mirror.is_active
+
+
 def get(cluster: Cluster, path: str, token: str) -> httpx.Response:
     return httpx.get(f"{cluster.base_url}{path}", headers={"Authorization": f"Bearer {token}"})
 

@@ -110,6 +110,18 @@ async def test_foreign_token_scopes_are_enforced(pair: tuple[Cluster, Cluster]) 
     assert "scopes" in refused.json()["errors"][0]
 
 
+async def test_token_scoped_to_collections_works_on_another_cluster(
+    pair: tuple[Cluster, Cluster],
+) -> None:
+    # Validation asks the issuer for users/current with remote=c97qk: scopes must not
+    # block that call, or a scoped token could never be used away from home.
+    qr1hi, c97qk = pair
+    user_uuid, _ = await qr1hi.new_user()
+    scoped = await qr1hi.new_token(user_uuid, scopes=["GET /arvados/v1/collections"])
+    assert call(c97qk, "/arvados/v1/collections", scoped).status_code == 200
+    assert call(c97qk, USERS_CURRENT, scoped).status_code == 403  # outside its scopes here
+
+
 @pytest.fixture(scope="module")
 def two_workers(
     session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory

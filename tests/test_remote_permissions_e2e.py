@@ -8,6 +8,7 @@ not be asked about at qr1hi.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,9 @@ async def scene(trio: Trio) -> Scene:
 
 async def move(trio: Trio, s: Scene, target: str) -> httpx.Response:
     """On c97qk: create a collection as the qr1hi user, then move it into ``target``."""
-    collection = await made(trio.c97qk, s.token, "collections", {"name": "results"})
+    # A fresh name each time: (owner, name) is unique, and one user moves several.
+    name = f"results-{secrets.token_hex(4)}"
+    collection = await made(trio.c97qk, s.token, "collections", {"name": name})
     return await api(
         trio.c97qk, "PATCH", f"collections/{collection}", s.token, {"owner_uuid": target}
     )

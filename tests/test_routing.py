@@ -325,6 +325,7 @@ async def test_a_forwarded_request_is_never_forwarded_again(trio: Trio) -> None:
 
 async def test_bad_input_is_a_4xx_with_the_spec_body(trio: Trio) -> None:
     zb_user, zb_token = await trio.zbbbb.new_user()
+    _, c9_token = await trio.c97qk.new_user()
     _, token = await trio.qr1hi.new_user()
     remote = create_collection(trio, token, cluster_id="c97qk", name="x")["uuid"]
     cases = [
@@ -349,6 +350,9 @@ async def test_bad_input_is_a_4xx_with_the_spec_body(trio: Trio) -> None:
         ),
         # A zbbbb token already salted for qr1hi cannot be salted again for c97qk.
         ("GET", f"{COLLECTIONS}/{remote}", salted(zb_token, "qr1hi"), {}, None, 422),
+        # A c97qk token salted for qr1hi, sent back to c97qk for a c97qk object: c97qk
+        # would take it as a salted-only token and refuse it, so it is not forwarded.
+        ("GET", f"{COLLECTIONS}/{remote}", salted(c9_token, "qr1hi"), {}, None, 422),
     ]
     for method, path, credential, params, body, status in cases:
         response = api(trio.qr1hi, method, path, credential, params=params, body=body)

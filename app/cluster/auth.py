@@ -85,9 +85,20 @@ async def resolve_caller(
         and (method if method != "HEAD" else "GET", path) not in SALTED_TOKEN_ROUTES
     ):
         raise Unauthorized("a salted token is only accepted by the federation validation endpoints")
-    if not scope_allows(caller.scopes, method, path):
+    if not (scope_allows(caller.scopes, method, path) or _is_validation_call(request)):
         raise Forbidden(f"token scopes do not allow {method} {path}")
     return caller
+
+
+def _is_validation_call(request: Request) -> bool:
+    """``GET users/current?remote=R``: another cluster validating this token (SPEC 3.2
+    step 3). Scopes do not stop it, or a scoped token could never be used elsewhere; it
+    reveals nothing but the token owner's own record."""
+    return (
+        request.method in ("GET", "HEAD")
+        and request.url.path == "/arvados/v1/users/current"
+        and is_cluster_id(request.query_params.get("remote", ""))
+    )
 
 
 async def local_caller(

@@ -59,6 +59,9 @@ def utcnow() -> datetime:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    # Bound parameters include token secrets (v1 lookups) and cache digests; a database
+    # error must not carry them into a log line.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         ensure_sqlite_dir(url)
         # WAL lets the several worker processes of `serve --workers N` read while one writes;

@@ -38,15 +38,21 @@ class CircuitBreaker:
             return HALF_OPEN
         return OPEN
 
-    def allow(self) -> bool:
-        """May a request go out now? In half-open, only one trial at a time."""
+    def allow(self) -> bool | None:
+        """May a request go out now? None: no. False: yes. True: yes, as the one trial
+        of the half-open state; its caller must end it (``end_trial``) however it ends."""
         state = self.state
         if state == CLOSED:
-            return True
+            return False
         if state == HALF_OPEN and not self.trial_in_flight:
             self.trial_in_flight = True
             return True
-        return False
+        return None
+
+    def end_trial(self) -> None:
+        """The trial ended without a verdict (cancelled, or an unexpected error): let the
+        next request try, instead of refusing every request until a restart."""
+        self.trial_in_flight = False
 
     def record_success(self) -> None:
         self.consecutive_failures = 0

@@ -50,6 +50,10 @@ def token_for(scope: Scope, cluster_id: str) -> Token | None:
             "sent to another cluster; use a v2 token"
         )
     try:
+        if token.is_salted:
+            # Salted for us, it cannot be salted again, and sent unchanged to its issuer
+            # it would be refused there (a salted token is good only for validation).
+            raise CannotResalt("already salted")
         return salt(token, cluster_id)
     except CannotResalt:
         raise Unprocessable(
@@ -62,9 +66,11 @@ def token_for(scope: Scope, cluster_id: str) -> Token | None:
 def remote_json(response: RemoteResponse, cluster_id: str) -> Any:
     if response.truncated:
         raise BadGateway(f"cluster {cluster_id} answered with a body larger than allowed")
+    if response.unreadable:
+        raise BadGateway(f"cluster {cluster_id} answered with a body that cannot be decoded")
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise BadGateway(
             f"cluster {cluster_id} answered {response.status_code} with a body that is not JSON"
         ) from None
@@ -72,7 +78,7 @@ def remote_json(response: RemoteResponse, cluster_id: str) -> Any:
 
 def relay(response: RemoteResponse, cluster_id: str, *, hints: bool) -> Response:
     """Our answer for a request forwarded whole to ``cluster_id``."""
-    if not response.content and not response.truncated:
+    if not response.content and not (response.truncated or response.unreadable):
         return Response(status_code=response.status_code)
     body = remote_json(response, cluster_id)
     if hints and 200 <= response.status_code < 300:

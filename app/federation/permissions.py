@@ -61,7 +61,7 @@ class RemotePermissions:
         self.cache: TTLCache[tuple[str, str, str], PermissionAnswer] | None = (
             TTLCache(maxsize=CACHE_SIZE, ttl=ttl) if ttl > 0 else None
         )
-        self._inflight: dict[tuple[str, str, str], asyncio.Future[PermissionAnswer]] = {}
+        self._inflight: dict[tuple[str, str, str], asyncio.Task[PermissionAnswer]] = {}
 
     async def check(
         self, *, issuer_token: Token, user_uuid: str, target_uuid: str, permission: str
@@ -70,28 +70,31 @@ class RemotePermissions:
         key = (user_uuid, target_uuid, permission)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return replace(hit, cached=True)
-        # Concurrent identical checks share one call to the home cluster.
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[PermissionAnswer] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            answer = await self._ask(home, issuer_token, user_uuid, target_uuid, permission)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # a failure nobody else awaited must not warn at shutdown
-            raise
-        else:
-            future.set_result(answer)
-            if self.cache is not None:
-                self.cache[key] = answer
-            return answer
-        finally:
-            del self._inflight[key]
+        # Concurrent identical checks share one call to the home cluster. It runs as its
+        # own task and everyone, its starter included, awaits it shielded: a caller that
+        # goes away must not cancel the answer the others are waiting for.
+        flight = self._inflight.get(key)
+        if flight is None:
+            flight = asyncio.create_task(
+                self._ask_and_cache(key, home, issuer_token, user_uuid, target_uuid, permission)
+            )
+            self._inflight[key] = flight
+            flight.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(flight)
+
+    async def _ask_and_cache(
+        self,
+        key: tuple[str, str, str],
+        home: str,
+        token: Token,
+        user_uuid: str,
+        target_uuid: str,
+        permission: str,
+    ) -> PermissionAnswer:
+        answer = await self._ask(home, token, user_uuid, target_uuid, permission)
+        if self.cache is not None:  # answers only: failures raise before this
+            self.cache[key] = answer
+        return answer
 
     def _home_to_ask(self, token: Token, user_uuid: str, target_uuid: str, permission: str) -> str:
         if permission not in PERMISSIONS:

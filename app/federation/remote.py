@@ -45,14 +45,15 @@ class RemoteResponse:
     content: bytes
     truncated: bool
     headers: Mapping[str, str]
+    unreadable: bool = False  # the body could not be decoded (a broken gzip stream, say)
 
     def json_object(self) -> dict[str, Any] | None:
         """The body as a JSON object, or None if it is anything else (HTML, garbage...)."""
-        if self.truncated:
+        if self.truncated or self.unreadable:
             return None
         try:
             body = json.loads(self.content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return None
         return body if isinstance(body, dict) else None
 
@@ -105,7 +106,8 @@ class RemoteClient:
         if remote is None:
             raise Unauthorized(f"cluster {cluster_id} is not in RemoteClusters")
         circuit = self.circuits[cluster_id]
-        if not circuit.allow():
+        trial = circuit.allow()
+        if trial is None:
             raise BadGateway(f"remote cluster {cluster_id} is unreachable (circuit open)")
         request_headers = dict(headers or {})
         if token is not None:
@@ -143,10 +145,15 @@ class RemoteClient:
         except httpx.TimeoutException:
             circuit.record_failure("timeout")
             raise GatewayTimeout(f"remote cluster {cluster_id} did not answer in time") from None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
+            # Transport failures, and answers httpx cannot read (a broken gzip body, say):
+            # either way no usable answer came back.
             reason = _describe(exc)
             circuit.record_failure(reason)
             raise BadGateway(f"remote cluster {cluster_id}: {reason}") from exc
+        finally:
+            if trial:
+                circuit.end_trial()  # a no-op when a verdict was recorded above
 
     async def _send(
         self,
@@ -164,14 +171,19 @@ class RemoteClient:
         response = await client.send(request, stream=True)
         try:
             body = bytearray()
-            truncated = False
-            async for chunk in response.aiter_bytes():
-                body.extend(chunk)
-                if len(body) > self.max_bytes:
-                    truncated = True
-                    break
+            truncated = unreadable = False
+            try:
+                async for chunk in response.aiter_bytes():
+                    body.extend(chunk)
+                    if len(body) > self.max_bytes:
+                        truncated = True
+                        break
+            except httpx.DecodingError:
+                # The remote answered, so it is reachable; what it said is unusable, which
+                # the caller judges like any other invalid answer.
+                unreadable = True
             return RemoteResponse(
-                response.status_code, bytes(body), truncated, dict(response.headers)
+                response.status_code, bytes(body), truncated, dict(response.headers), unreadable
             )
         finally:
             await response.aclose()
@@ -188,9 +200,11 @@ async def _backoff(attempt: int, deadline: float) -> bool:
     return True
 
 
-def _describe(exc: httpx.TransportError) -> str:
+def _describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.ConnectError):
         return "connection failed"
     if isinstance(exc, TRANSIENT_ERRORS):
         return "connection reset"
+    if isinstance(exc, httpx.DecodingError):
+        return "unreadable answer"
     return type(exc).__name__

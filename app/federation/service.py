@@ -30,6 +30,9 @@ from .validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
 
+# How far behind the purge cursor each poll looks again (see apply_pending_purges).
+PURGE_LOOKBACK_IDS = 100
+
 
 @dataclass(frozen=True, slots=True)
 class RemoteStatus:
@@ -57,6 +60,7 @@ class Federation:
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
         self.permissions = RemotePermissions(config, self.remote)
         self._purge_cursor = 0
+        self._applied: set[int] = set()
         self._poller: asyncio.Task[None] | None = None
         self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
         for cluster_id, circuit in self.remote.circuits.items():
@@ -69,7 +73,10 @@ class Federation:
         return self.config.cluster_id
 
     async def start(self) -> None:
+        # Purges logged before this process started concern an L1 it never had.
         self._purge_cursor = await self.store.latest_purge_id()
+        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
+        self._applied = {event.id for event in await self.store.purges_after(low)}
         self._poller = asyncio.create_task(self._poll_purges(), name="clusterfed-purge-poller")
 
     async def aclose(self) -> None:
@@ -90,11 +97,20 @@ class Federation:
         return self.validator.cache.invalidate(kind, value)
 
     async def apply_pending_purges(self) -> int:
-        """Apply purges other workers logged since the last look; returns how many."""
-        events = await self.store.purges_after(self._purge_cursor)
+        """Apply purges other workers logged since the last look; returns how many.
+
+        On PostgreSQL a purge's id is drawn at insert but seen at commit, so purge 5 can
+        appear after purge 6 has been read. Each look re-reads a window of ids behind
+        the cursor and skips the ones already applied, so a late commit is not lost.
+        """
+        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
+        events = [e for e in await self.store.purges_after(low) if e.id not in self._applied]
         for event in events:
             self.invalidate(event.kind, event.value)
+            self._applied.add(event.id)
             self._purge_cursor = max(self._purge_cursor, event.id)
+        floor = self._purge_cursor - PURGE_LOOKBACK_IDS
+        self._applied = {purge_id for purge_id in self._applied if purge_id > floor}
         return len(events)
 
     async def _poll_purges(self) -> None:

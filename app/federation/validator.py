@@ -28,8 +28,8 @@ from .tokens import (
     USER_TYPE,
     Token,
     anonymous_user_uuid,
-    for_issuer,
     is_uuid,
+    secrets_equal,
 )
 
 log = logging.getLogger("clusterfed.validation")
@@ -72,6 +72,11 @@ class TokenValidator:
         self._digest_key = hashlib.sha256(
             f"clusterfed-l2\0{self.local_id}\0{config.system_root_token}".encode()
         ).digest()
+        if not config.system_root_token and config.remote_clusters:
+            log.warning(
+                "SystemRootToken is not set: the token-cache digests are keyed by the "
+                "cluster ID alone; set it so they are keyed by a secret"
+            )
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -117,7 +122,9 @@ class TokenValidator:
         now = datetime.now(UTC)
         digest = self._secret_digest(token.secret)
         cached = await self.store.load_token(token.uuid)
-        if cached is not None and cached.secret_digest == digest and cached.is_fresh(now):
+        # A known UUID with another secret is never served from cache (SPEC 4).
+        same_secret = cached is not None and secrets_equal(cached.secret_digest, digest)
+        if cached is not None and same_secret and cached.is_fresh(now):
             user = await self.store.get_user(cached.user_uuid)
             if user is not None:
                 self.metrics.l2_hit.inc()
@@ -127,7 +134,7 @@ class TokenValidator:
                 self.cache.put(key, L1Entry(identity, cached.refreshes_at, now.timestamp()))
                 return identity
         self.metrics.l2_miss.inc()
-        if stale is None and cached is not None and cached.secret_digest == digest:
+        if stale is None and cached is not None and same_secret:
             stale = await self._stale_from_l2(cached)
 
         started = time.monotonic()
@@ -181,7 +188,9 @@ class TokenValidator:
     async def _ask_issuer(self, token: Token, digest: str) -> tuple[Identity, datetime]:
         issuer = token.issuer
         assert issuer is not None and token.uuid is not None
-        outgoing = for_issuer(token, self.local_id)
+        # SPEC 3.2 step 3: the token goes to its issuer as presented. The issuer accepts
+        # its own secret and the one salted for us alike, and it issued both.
+        outgoing = token
         params = {"remote": self.local_id}
         answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
         record = _judge_token_answer(answer, token)
@@ -218,11 +227,15 @@ class TokenValidator:
                 issuer, "GET", USER_PATH, token=outgoing, params={"remote": self.local_id}
             )
             failure: FederationError | None = None
-            if answer.status_code != 200:
+            if answer.status_code >= 400:
                 failure = FederationError(
                     f"issuer {issuer} answered {answer.status_code} for the token's user",
                     status_code=answer.status_code,
                 )
+            elif answer.status_code != 200:
+                # A 204 or a redirect is no answer to "who is this?", and relaying such
+                # a status would tell the client it succeeded.
+                raise Unauthorized(f"issuer {issuer} did not answer with a user record")
         except RemoteError as exc:
             failure = exc
         if failure is not None:
@@ -264,6 +277,10 @@ class TokenValidator:
 def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
     """SPEC 3.2's table for the token call: the checked record, or the error to answer."""
     issuer = token.issuer
+    if answer.status_code == 429:
+        # Still rate-limited after the retries: the issuer said "not now", not "no".
+        # Answering 503 keeps it out of the negative cache and lets StaleIfError apply.
+        raise FederationError(f"issuer {issuer} is rate-limiting validations", status_code=503)
     if 400 <= answer.status_code < 500:
         raise IssuerRejected(f"issuer {issuer} rejected the token ({answer.status_code})")
     if answer.status_code >= 500:

@@ -32,6 +32,8 @@ class Answer:
     json: Any = None
     html: str | None = None
     hang: float = 0.0
+    raw: bytes | None = None  # sent as is, with ``headers``
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -70,6 +72,8 @@ class StubIssuer:
             return None
         if answer.hang:
             await asyncio.sleep(answer.hang)
+        if answer.raw is not None:
+            return Response(answer.raw, status_code=answer.status, headers=answer.headers)
         if answer.html is not None:
             return HTMLResponse(answer.html, status_code=answer.status)
         return JSONResponse(

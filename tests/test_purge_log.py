@@ -1,0 +1,36 @@
+"""Purges logged by other workers reach this worker's L1 even when they commit out of
+id order (PostgreSQL draws ids at insert and shows rows at commit)."""
+
+from __future__ import annotations
+
+from app.cluster.database import Database
+from app.cluster.federation_store import SqlFederationStore
+from app.cluster.models import FederationPurge
+from app.federation.service import Federation
+from tests.support.databases import DatabaseFactory
+from tests.support.servers import local_config
+
+
+async def log_purge(database: Database, purge_id: int, value: str) -> None:
+    async with database.sessionmaker() as session:
+        session.add(FederationPurge(id=purge_id, kind="user", value=value))
+        await session.commit()
+
+
+async def test_a_purge_committed_after_a_later_one_is_still_applied(
+    databases: DatabaseFactory,
+) -> None:
+    url = databases.new_url("purges")
+    database = Database(url)
+    await database.start()
+    federation = Federation(local_config("c97qk", url), SqlFederationStore(database))
+    try:
+        await federation.start()
+        await log_purge(database, 6, "qr1hi-tpzed-aaaaaaaaaaaaaaa")  # the later id commits first
+        assert await federation.apply_pending_purges() == 1
+        await log_purge(database, 5, "qr1hi-tpzed-bbbbbbbbbbbbbbb")  # then the earlier one
+        assert await federation.apply_pending_purges() == 1
+        assert await federation.apply_pending_purges() == 0  # and nothing twice
+    finally:
+        await federation.aclose()
+        await database.dispose()

@@ -1,0 +1,106 @@
+"""Failure paths of the outbound side: the circuit's half-open trial and the permission
+single flight must survive a caller that is cancelled mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.federation.permissions import RemotePermissions
+from app.federation.remote import RemoteClient
+from app.federation.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
+from tests.support.servers import ServerThread, local_config, remote_entry
+
+CHECK_DELAY = 0.3
+
+
+# The user the stub answers about: set by the test, so the answer matches the question.
+ANSWER_FOR: dict[str, str] = {}
+
+
+async def slow_permission_check(request: Request) -> JSONResponse:
+    await asyncio.sleep(CHECK_DELAY)
+    body = await request.json()
+    return JSONResponse(
+        {
+            "allowed": True,
+            "user_uuid": ANSWER_FOR["user"],
+            "target_uuid": body["target_uuid"],
+            "permission": body["permission"],
+            "reason": "granted",
+        }
+    )
+
+
+async def hang(_: Request) -> JSONResponse:
+    await asyncio.sleep(30)
+    return JSONResponse({})
+
+
+@pytest.fixture
+def qr1hi() -> Iterator[ServerThread]:
+    app = Starlette(
+        routes=[
+            Route("/federation/v1/permission_checks", slow_permission_check, methods=["POST"]),
+            Route("/hang", hang),
+        ]
+    )
+    with ServerThread(app) as server:
+        yield server
+
+
+def config_for(port: int):
+    return local_config(
+        "c97qk",
+        "sqlite+aiosqlite:///:memory:",
+        remotes={"qr1hi": remote_entry(port)},
+        federation={"RemoteTimeout": "5s"},
+    )
+
+
+async def test_cancelled_half_open_trial_lets_the_next_request_try(qr1hi: ServerThread) -> None:
+    client = RemoteClient(config_for(qr1hi.port))
+    circuit = client.circuits["qr1hi"]
+    circuit.open_seconds = 0.05
+    for _ in range(circuit.failure_threshold):
+        circuit.record_failure("test")
+    await asyncio.sleep(0.06)  # half-open: the next request is the one trial
+    trial = asyncio.create_task(client.request("qr1hi", "GET", "/hang", token=None))
+    await asyncio.sleep(0.2)
+    trial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    await client.aclose()
+    assert circuit.allow() is True  # a new trial may go out; the circuit is not stuck
+
+
+async def test_cancelling_the_first_permission_check_does_not_cancel_the_others(
+    qr1hi: ServerThread,
+) -> None:
+    config = config_for(qr1hi.port)
+    client = RemoteClient(config)
+    permissions = RemotePermissions(config, client)
+    user = new_uuid("qr1hi", USER_TYPE)
+    token = parse_token(f"v2/{new_uuid('qr1hi', TOKEN_TYPE)}/{new_secret()}")
+    target = new_uuid("qr1hi", "j7d0g")
+    ANSWER_FOR["user"] = user
+
+    async def ask() -> bool:
+        answer = await permissions.check(
+            issuer_token=token, user_uuid=user, target_uuid=target, permission="can_write"
+        )
+        return answer.allowed
+
+    leader = asyncio.create_task(ask())
+    await asyncio.sleep(0.05)
+    follower = asyncio.create_task(ask())
+    await asyncio.sleep(0.05)
+    leader.cancel()
+    assert await follower is True
+    await client.aclose()
