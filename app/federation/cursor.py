@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import Unprocessable
+from .jsonbody import loads_client_json
 
 VERSION = 1
 MAX_CURSOR_LENGTH = 4096
@@ -44,7 +45,7 @@ def decode_cursor(cursor: str, digest: str, clusters: Sequence[str]) -> dict[str
         raise invalid
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        document = json.loads(raw)
+        document = loads_client_json(raw)
     except (ValueError, binascii.Error):
         raise invalid from None
     if not isinstance(document, dict) or document.get("v") != VERSION:

@@ -22,6 +22,7 @@ from typing import Any
 
 from .cursor import decode_cursor, encode_cursor, query_digest
 from .errors import Unprocessable
+from .jsonbody import loads_client_json
 from .manifests import hint_collection
 from .merge import OrderTerm, Page, merge_pages, parse_order
 from .tokens import is_uuid, uuid_cluster
@@ -135,7 +136,7 @@ def plan_list(
     federated = flag(params, "federated")
     cursor = params.get("next_page")
     try:
-        filters = json.loads(params["filters"]) if params.get("filters") else []
+        filters = loads_client_json(params["filters"]) if params.get("filters") else []
     except ValueError:
         filters = None
     if not isinstance(filters, list):

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import Unprocessable
+from .jsonbody import loads_client_json
 
 DEFAULT_ORDER = ("modified_at desc",)
 TIEBREAK = "uuid"
@@ -69,9 +70,9 @@ def parse_order(order: str | None) -> list[OrderTerm]:
         texts: list[Any] = list(DEFAULT_ORDER)
     elif order.lstrip().startswith("["):
         try:
-            texts = json.loads(order)
-        except ValueError:
-            raise Unprocessable("order is not valid JSON") from None
+            texts = loads_client_json(order)
+        except ValueError as exc:
+            raise Unprocessable(f"order: {exc}") from None
         if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
             raise Unprocessable("order must be a list of strings")
     else:

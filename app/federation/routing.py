@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import BadGateway, FederationError, NotFound, Unprocessable
 from .forwarding import first_error, part_failed, relay, remote_json, token_for, was_forwarded
 from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
+from .jsonbody import loads_client_json
 from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
 from .merge import Page
 from .service import Federation
@@ -131,8 +132,8 @@ class FederatedRouter:
         """Where a create goes (None: here), and the body to send there."""
         cluster: Any = dict(_query(scope)).get("cluster_id")
         try:
-            document = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
+            document = loads_client_json(body) if body else None
+        except ValueError:
             return None, body  # not JSON: the host refuses it in its own words
         if isinstance(document, dict) and "cluster_id" in document:
             # A routing parameter, not an attribute: no cluster would accept it in a body.
@@ -192,7 +193,7 @@ class FederatedRouter:
         )
         try:
             body = json.loads(captured.content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             body = None
         if captured.status_code != 200:
             # Our own refusal (bad filters, bad credentials) is the caller's answer as is.
