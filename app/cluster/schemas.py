@@ -8,10 +8,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
+from app.federation.jsonbody import check_document, check_text
+
+# Every client string that is stored: NUL or a lone surrogate would fail at the database.
+SafeStr = Annotated[str, AfterValidator(check_text)]
+# Properties are stored as JSON: keys and string values alike, and bounded in depth.
+Properties = Annotated[dict[str, Any], AfterValidator(check_document)]
 Uuid = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{15}$")]
-Name = Annotated[str, StringConstraints(max_length=255)]
+Name = Annotated[SafeStr, StringConstraints(max_length=255)]
+ProjectName = Annotated[SafeStr, StringConstraints(min_length=1, max_length=255)]
 Permission = Literal["can_read", "can_write", "can_manage"]
 
 
@@ -32,53 +46,53 @@ class _Body(BaseModel):
 
 
 class GroupCreate(_Body):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    name: ProjectName
     group_class: Literal["project", "role"]
     owner_uuid: Uuid | None = None
-    description: str | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
+    description: SafeStr | None = None
+    properties: Properties = Field(default_factory=dict)
 
 
 class GroupUpdate(_Body):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    name: ProjectName | None = None
     owner_uuid: Uuid | None = None
-    description: str | None = None
-    properties: dict[str, Any] | None = None
+    description: SafeStr | None = None
+    properties: Properties | None = None
 
 
 class CollectionCreate(_Body):
     name: Name | None = None
     owner_uuid: Uuid | None = None
-    description: str | None = None
-    manifest_text: str = ""
-    portable_data_hash: str | None = None  # checked against manifest_text if given
-    properties: dict[str, Any] = Field(default_factory=dict)
+    description: SafeStr | None = None
+    manifest_text: SafeStr = ""
+    portable_data_hash: SafeStr | None = None  # checked against manifest_text if given
+    properties: Properties = Field(default_factory=dict)
     replication_desired: Replication = None
 
 
 class CollectionUpdate(_Body):
     name: Name | None = None
     owner_uuid: Uuid | None = None
-    description: str | None = None
-    manifest_text: str | None = None
-    portable_data_hash: str | None = None
-    properties: dict[str, Any] | None = None
+    description: SafeStr | None = None
+    manifest_text: SafeStr | None = None
+    portable_data_hash: SafeStr | None = None
+    properties: Properties | None = None
     replication_desired: Replication = None
 
 
 class LinkCreate(_Body):
-    link_class: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    link_class: Annotated[SafeStr, StringConstraints(min_length=1, max_length=64)]
     name: Name | None = None
     tail_uuid: Uuid | None = None
     head_uuid: Uuid
     owner_uuid: Uuid | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: Properties = Field(default_factory=dict)
 
 
 class LinkUpdate(_Body):
     name: Name | None = None
     owner_uuid: Uuid | None = None
-    properties: dict[str, Any] | None = None
+    properties: Properties | None = None
 
 
 class PermissionCheck(_Body):
