@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.federation import FederatedRouter, Federation, FederationMiddleware
 from app.federation.config import ClusterConfig
 
+from .body_limit import BodyLimit
 from .bootstrap import ensure_builtin_users
 from .database import Database
 from .errors import install_error_handlers
@@ -51,4 +52,6 @@ def create_app(config: ClusterConfig) -> FastAPI:
     # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
     app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)
+    # Outermost of ours: no body is read past the cap, before or after authentication.
+    app.add_middleware(BodyLimit)
     return app

@@ -13,7 +13,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope
 
 # Headers that describe the original body; a synthetic request carries its own.
 BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
-MAX_BODY_BYTES = 64 * 1024 * 1024
+# The router reads a create's body to find its target before the host checks any
+# credential, so this is what anyone can make it buffer. 8 MiB still holds a manifest of
+# some 100,000 files; a host (or a deployment) that needs more raises it here.
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class BodyTooLarge(Exception):

@@ -102,9 +102,13 @@ async def _authorize(request: Request, session: Any, config: Any) -> tuple[Admin
 
 
 async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise FederationError("form too large", status_code=413)
+    # Read in chunks and stop at the cap: the login form needs no credential, so reading
+    # the whole body first would let anyone make us buffer whatever they send.
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FederationError("form too large", status_code=413)
     try:
         pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=20)
     except (UnicodeDecodeError, ValueError):

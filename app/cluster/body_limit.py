@@ -1,0 +1,74 @@
+"""``BodyLimit``: a cap on request bodies, before anything reads or authenticates them.
+
+FastAPI 0.165 has ``max_body_size``, but a body that overflows while a middleware reads
+it (the federated router reads POST bodies) is answered by Starlette's plain-text 413,
+and a declared length by a response swapped in after the route ran. This middleware
+answers every overflow with the SPEC error body, and a declared ``Content-Length`` over
+the cap before the app runs at all: an unauthenticated client cannot make the server
+buffer more than the cap, whichever route it picks.
+
+The overflow is signalled by raising :class:`BodyTooLarge` from ``receive``: an
+``HTTPException``, so that a FastAPI route reading its body re-raises it unchanged (any
+other exception there becomes a 400) and the one error handler renders it.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.federation.errors import error_response
+from app.federation.inprocess import MAX_BODY_BYTES
+
+# The router reads create bodies up to MAX_BODY_BYTES before the host sees them: the same
+# cap everywhere, so an update may be as large as a create.
+MAX_REQUEST_BYTES = MAX_BODY_BYTES
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = BodyTooLarge(self.max_bytes)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _respond(too_large, scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise too_large
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except BodyTooLarge:
+            if started:
+                raise  # too late to answer: the server closes the connection
+            await _respond(too_large, scope, receive, send)
+
+
+async def _respond(error: BodyTooLarge, scope: Scope, receive: Receive, send: Send) -> None:
+    await error_response(error.status_code, error.detail)(scope, receive, send)
