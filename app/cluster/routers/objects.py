@@ -202,7 +202,16 @@ def build_router(resource: Resource) -> APIRouter:
         await access.session.refresh(row)
         return to_json(resource, row)
 
-    router.add_api_route("/{uuid}", update_object, methods=["PUT", "PATCH"])
+    # One handler, two routes: Arvados clients update with PUT, others with PATCH, and
+    # each route needs its own OpenAPI operation (the discovery document is built from
+    # that schema; one route for both methods gives two operations the same ID).
+    for method in ("PUT", "PATCH"):
+        router.add_api_route(
+            "/{uuid}",
+            update_object,
+            methods=[method],
+            operation_id=f"{resource.plural}_update_{method.lower()}",
+        )
 
     @router.delete("/{uuid}")
     async def delete_object(uuid: str, access: AccessDep) -> dict[str, Any]:
