@@ -10,11 +10,10 @@ SDK calls block, so the async tests run them in a thread.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import arvados
 import arvados.collection
@@ -24,10 +23,10 @@ import pytest
 
 from app.federation.tokens import parse_token, salt
 from tests.support.databases import DatabaseFactory
+from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
 from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
 from tests.support.tls import self_signed
 
-T = TypeVar("T")
 MANIFEST = ". 37b51d194a7513e45b56f6524f2d51f2+3 0:3:bar.txt\n"
 
 
@@ -54,26 +53,7 @@ def pair(
 
 @pytest.fixture(autouse=True)
 def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The SDK reads ~/.config/arvados/settings.conf and ARVADOS_* variables, and caches
-    # discovery documents under ~/.cache: none of the developer's may leak in.
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    for name in ("ARVADOS_API_HOST", "ARVADOS_API_TOKEN", "ARVADOS_API_HOST_INSECURE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(arvados.config, "_settings", None)
-
-
-def sdk(cluster: Cluster, token: str) -> Any:
-    # cache=False: discovery documents are cached by URL, and ports are reused.
-    # num_retries=0: a failure should fail the test now, not after minutes of backoff.
-    return arvados.api(
-        "v1", host=cluster.host, token=token, insecure=True, cache=False, num_retries=0
-    )
-
-
-async def in_thread(call: Callable[[], T]) -> T:
-    return await asyncio.to_thread(call)
+    isolate_sdk_settings(tmp_path, monkeypatch)
 
 
 def salted_for(token: str, remote: str) -> str:

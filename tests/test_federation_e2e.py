@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +12,10 @@ from sqlalchemy import delete, func, select, update
 from app.cluster.models import ApiClientAuthorization, FederationTokenCache, User
 from app.federation.tokens import parse_token, salt
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
+from tests.support.servers import (
+    Cluster,
+    issuer_and_acceptor,
+)
 
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"
@@ -23,17 +25,10 @@ TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"
 def pair(
     session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Cluster, Cluster]]:
-    workdir: Path = tmp_path_factory.mktemp("pair")
-    home = ClusterProcess(cluster_config("qr1hi", session_databases.new_url("qr1hi")), workdir)
-    with running(home) as qr1hi:
-        config = cluster_config(
-            "c97qk",
-            session_databases.new_url("c97qk"),
-            remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
-            login={"RemoteTokenRefresh": "2s"},
-        )
-        with running(ClusterProcess(config, workdir)) as c97qk:
-            yield qr1hi, c97qk
+    with issuer_and_acceptor(
+        session_databases, tmp_path_factory.mktemp("pair"), login={"RemoteTokenRefresh": "2s"}
+    ) as clusters:
+        yield clusters
 
 
 def call(cluster: Cluster, path: str, token: str, **params: str) -> httpx.Response:
@@ -126,16 +121,10 @@ async def test_token_scoped_to_collections_works_on_another_cluster(
 def two_workers(
     session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Cluster, Cluster]]:
-    workdir: Path = tmp_path_factory.mktemp("workers")
-    home = ClusterProcess(cluster_config("qr1hi", session_databases.new_url("qr1hi")), workdir)
-    with running(home) as qr1hi:
-        config = cluster_config(
-            "c97qk",
-            session_databases.new_url("c97qk"),
-            remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
-        )
-        with running(ClusterProcess(config, workdir, workers=2)) as c97qk:
-            yield qr1hi, c97qk
+    with issuer_and_acceptor(
+        session_databases, tmp_path_factory.mktemp("workers"), workers=2
+    ) as clusters:
+        yield clusters
 
 
 async def test_two_workers_racing_on_one_token_leave_one_row(

@@ -260,3 +260,21 @@ def local_config(cluster_id: str, database_url: str, **kwargs: Any) -> Any:
     from app.federation.config import parse_config
 
     return parse_config(cluster_config(cluster_id, database_url, **kwargs), source="<test>")
+
+
+@contextlib.contextmanager
+def issuer_and_acceptor(
+    databases: Any, workdir: Path, *, workers: int = 1, **c97qk: Any
+) -> Iterator[tuple[Cluster, Cluster]]:
+    """qr1hi issuing tokens and c97qk (``workers`` processes) accepting them: qr1hi is in
+    c97qk's RemoteClusters with ActivateUsers; ``c97qk`` adds config (login=..., ...)."""
+    home = ClusterProcess(cluster_config("qr1hi", databases.new_url("qr1hi")), workdir)
+    with running(home) as qr1hi:
+        config = cluster_config(
+            "c97qk",
+            databases.new_url("c97qk"),
+            remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
+            **c97qk,
+        )
+        with running(ClusterProcess(config, workdir, workers=workers)) as acceptor:
+            yield qr1hi, acceptor
