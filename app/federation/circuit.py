@@ -8,6 +8,7 @@ half-open -- the trial gets an answer --> closed; it fails --> open again
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,13 +29,13 @@ class CircuitBreaker:
     last_success: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
-    _clock: object = field(default=time.monotonic, repr=False)
+    _clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     @property
     def state(self) -> str:
         if self.opened_at is None:
             return CLOSED
-        if self._clock() - self.opened_at >= self.open_seconds:  # type: ignore[operator]
+        if self._clock() - self.opened_at >= self.open_seconds:
             return HALF_OPEN
         return OPEN
 
@@ -65,5 +66,5 @@ class CircuitBreaker:
         self.last_error = reason
         self.last_error_at = datetime.now(UTC)
         if self.trial_in_flight or self.consecutive_failures >= self.failure_threshold:
-            self.opened_at = self._clock()  # type: ignore[operator]
+            self.opened_at = self._clock()
         self.trial_in_flight = False

@@ -53,20 +53,6 @@ class Identity:
     issuer: str
     expires_at: datetime | None
 
-    def authorization_record(self) -> dict[str, Any]:
-        """The ``api_client_authorizations/current`` answer for this foreign token."""
-        return {
-            "kind": "arvados#apiClientAuthorization",
-            "uuid": self.token_uuid,
-            "owner_uuid": self.user.uuid,
-            "expires_at": _iso(self.expires_at),
-            "scopes": list(self.scopes),
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
 
 def get_identity(scope_or_request: Request | dict[str, Any]) -> Identity | None:
     scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request

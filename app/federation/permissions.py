@@ -143,13 +143,6 @@ class RemotePermissions:
             cluster_id=home,
         )
 
-    def forget(self, *, user_uuid: str | None = None) -> None:
-        """Drop cached answers (all, or one user's)."""
-        if self.cache is None:
-            return
-        for key in [k for k in self.cache if user_uuid is None or k[0] == user_uuid]:
-            self.cache.pop(key, None)
-
 
 def _valid(body: dict[str, Any] | None, user_uuid: str, target_uuid: str, permission: str) -> bool:
     # The answer must be about the question asked: a home cluster answering for another
