@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo run test lint bench clean
+.PHONY: venv demo run test example lint bench clean
 
 venv: $(STAMP)
 
@@ -17,13 +17,24 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m app.demo
+	$(PY) -m clusterfed.demo
 
 run: $(STAMP)
 	$(VENV)/bin/clusterfed serve
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The example host (examples/minimal_host, package `app`) against clusterfed installed
+# from a freshly built wheel in a fresh virtualenv: what a host's author gets.
+EXAMPLE := var/example
+example:
+	rm -rf $(EXAMPLE) && mkdir -p $(EXAMPLE)
+	$(PYTHON) -m venv $(EXAMPLE)/venv
+	$(EXAMPLE)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(EXAMPLE)/venv/bin/python -m pip wheel --quiet --no-deps -w $(EXAMPLE)/dist .
+	$(EXAMPLE)/venv/bin/python -m pip install --quiet "$$(ls $(EXAMPLE)/dist/clusterfed-*.whl)[server]" pytest
+	cd examples/minimal_host && ../../$(EXAMPLE)/venv/bin/python -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

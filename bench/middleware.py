@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clusterfed import FederationMiddleware, Identity
+from clusterfed.config import parse_config
+from clusterfed.identity import STATE_KEY
+from clusterfed.server.app import create_app
+from clusterfed.server.migrate import upgrade_async
+from clusterfed.tokens import parse_token
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.cluster.app import create_app
-from app.federation import FederationMiddleware, Identity
-from app.federation.config import parse_config
-from app.federation.identity import STATE_KEY
-from app.federation.tokens import parse_token
-from app.migrate import upgrade_async
 from tests.support.servers import Cluster, ServerThread, cluster_config, remote_entry
 
 PATH = "/arvados/v1/users/current"

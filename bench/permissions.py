@@ -23,13 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from clusterfed.server.migrate import upgrade_async
+from clusterfed.server.models import Collection, Group, Link
+from clusterfed.server.objects.permissions import permission_level, reachable, readable_clause
+from clusterfed.storage.db import create_engine, create_sessionmaker, utcnow
+from clusterfed.tokens import COLLECTION_TYPE, GROUP_TYPE, LINK_TYPE, new_uuid
 from sqlalchemy import insert, select, text
-
-from app.cluster.db import create_engine, create_sessionmaker, utcnow
-from app.cluster.models import Collection, Group, Link
-from app.cluster.permissions import permission_level, reachable, readable_clause
-from app.federation.tokens import COLLECTION_TYPE, GROUP_TYPE, LINK_TYPE, new_uuid
-from app.migrate import upgrade_async
 
 OBJECTS = 100_000
 DEEP = 30  # depth of the nested chain the deep check walks
@@ -229,10 +228,11 @@ async def bench_databases(workdir: Path) -> None:
 
 async def bench_remote_check(workdir: Path) -> None:
     """A cached check vs. one that asks a real home cluster on loopback."""
-    from app.federation.config import parse_config
-    from app.federation.permissions import RemotePermissions
-    from app.federation.remote import RemoteClient
-    from app.federation.tokens import parse_token
+    from clusterfed.config import parse_config
+    from clusterfed.outbound.permissions import RemotePermissions
+    from clusterfed.outbound.remote import RemoteClient
+    from clusterfed.tokens import parse_token
+
     from tests.support.servers import ClusterProcess, cluster_config, remote_entry, running
 
     home = ClusterProcess(

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterfed.tokens import parse_token
 
-from app.federation.tokens import parse_token
-from app.migrate import PROJECT_ROOT
+from tests.support import REPO_ROOT
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import Pair, cached_digest, call, federation_pair
 from tests.support.servers import MANAGEMENT_TOKEN
@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOT = PROJECT_ROOT / "test-artifacts" / "admin-page.png"
+SCREENSHOT = REPO_ROOT / "test-artifacts" / "admin-page.png"
 
 pytestmark = pytest.mark.browser
 

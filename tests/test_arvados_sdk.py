@@ -20,8 +20,8 @@ import arvados.collection
 import arvados.config
 import httpx
 import pytest
+from clusterfed.tokens import parse_token, salt
 
-from app.federation.tokens import parse_token, salt
 from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
 from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running

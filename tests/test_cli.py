@@ -16,14 +16,13 @@ import asyncpg
 import httpx
 import pytest
 import yaml
+from clusterfed.config import CONFIG_ENV
+from clusterfed.server.models import User
+from clusterfed.server.users.service import get_user
+from clusterfed.storage.db import create_engine
+from clusterfed.tokens import is_uuid, parse_token
 from sqlalchemy import inspect
 
-from app.cluster.db import create_engine
-from app.cluster.models import User
-from app.cluster.services.users import get_user
-from app.federation.config import CONFIG_ENV
-from app.federation.tokens import is_uuid, parse_token
-from app.migrate import PROJECT_ROOT
 from tests.support.databases import PG_ADMIN_DSN, DatabaseFactory
 from tests.support.servers import Cluster, ClusterProcess, cluster_config, free_port, running
 
@@ -35,14 +34,14 @@ VECTOR_TOKEN = "v2/qr1hi-gj3su-000000000000001/3kg6k6lzmp9kj5cpkcoxie963cmvjahbt
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
-    return {**env, "PYTHONPATH": str(PROJECT_ROOT), **extra}
+    return {**env, **extra}
 
 
 def clusterfed(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "clusterfed", *args],
         cwd=cwd,
         env=env or cli_env(),
         capture_output=True,
@@ -395,7 +394,7 @@ def test_serve_without_config_serves_a_sqlite_cluster_under_var(tmp_path: Path) 
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port)],
+            [sys.executable, "-m", "clusterfed", "serve", "--port", str(port)],
             cwd=tmp_path,
             env=cli_env(),
             stdout=log,

@@ -7,8 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from app.federation.config import (
+from clusterfed.config import (
     ClusterConfig,
     ConfigError,
     FederationSettings,

@@ -8,16 +8,17 @@ from typing import Annotated, Any
 import httplib2
 import httpx
 import pytest
+from clusterfed import FederatedRouter, Federation
+from clusterfed.routing.lists import ROUTING_PARAMS
+from clusterfed.server.app import create_app
+from clusterfed.server.ops import discovery
+from clusterfed.server.users.service import users_table
+from clusterfed.storage.database import Database
+from clusterfed.storage.store import SqlFederationStore
+from clusterfed.trust.middleware import PUBLIC_PATHS
 from fastapi import APIRouter, FastAPI, Query
 from googleapiclient.discovery import build_from_document
 
-from app.cluster.app import create_app
-from app.cluster.database import Database
-from app.cluster.federation_store import SqlFederationStore
-from app.cluster.routers import discovery
-from app.federation import FederatedRouter, Federation
-from app.federation.lists import ROUTING_PARAMS
-from app.federation.middleware import PUBLIC_PATHS
 from tests.support.servers import local_config
 
 CONFIG = local_config("qr1hi", "sqlite+aiosqlite:///unused.db")
@@ -145,7 +146,7 @@ async def test_without_the_router_its_parameters_are_not_described() -> None:
 
 async def test_only_the_resources_the_router_serves_get_its_parameters() -> None:
     # Never started: the router only reads the federation's configuration when built.
-    federation = Federation(CONFIG, SqlFederationStore(Database(CONFIG.database_url)))
+    federation = Federation(CONFIG, SqlFederationStore(Database(CONFIG.database_url), users_table))
     app = partial_app()
     app.add_middleware(FederatedRouter, federation=federation, resources=("groups",))
     assert discovery.routed_resources(app) == {"groups"}

@@ -9,13 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from clusterfed.errors import Unprocessable
+from clusterfed.routing.cursor import decode_cursor, encode_cursor, query_digest
+from clusterfed.routing.lists import named_clusters, page_from_answer, plan_list, split_filters
+from clusterfed.routing.merge import Page, item_comparator, merge_pages, parse_order
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from app.federation.cursor import decode_cursor, encode_cursor, query_digest
-from app.federation.errors import Unprocessable
-from app.federation.lists import named_clusters, page_from_answer, plan_list, split_filters
-from app.federation.merge import Page, item_comparator, merge_pages, parse_order
 
 CLUSTERS = ("qr1hi", "c97qk", "zbbbb")
 

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from clusterfed.server.models import ApiClientAuthorization, User
+from clusterfed.storage.models import FederationTokenCache
+from clusterfed.tokens import parse_token, salt
 from sqlalchemy import delete, func, select, update
 
-from app.cluster.models import ApiClientAuthorization, FederationTokenCache, User
-from app.federation.tokens import parse_token, salt
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import (
     Cluster,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from clusterfed.config import ClusterConfig
+from clusterfed.errors import Unauthorized
+from clusterfed.server.users.auth import resolve_caller
+from clusterfed.tokens import parse_token, salt
 from starlette.requests import Request
 
-from app.cluster.auth import resolve_caller
-from app.federation.config import ClusterConfig
-from app.federation.errors import Unauthorized
-from app.federation.tokens import parse_token, salt
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import Cluster, ClusterProcess, cluster_config, running
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterfed.admin.page import MAX_FORM_BYTES, PAGE
+from clusterfed.config import parse_config
+from clusterfed.routing.inprocess import MAX_BODY_BYTES
+from clusterfed.server.app import create_app
+from clusterfed.server.body_limit import MAX_REQUEST_BYTES
 
-from app.cluster.app import create_app
-from app.cluster.body_limit import MAX_REQUEST_BYTES
-from app.cluster.routers.admin_page import MAX_FORM_BYTES, PAGE
-from app.federation.config import parse_config
-from app.federation.inprocess import MAX_BODY_BYTES
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import Cluster, cluster_config

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from clusterfed.config import ClusterConfig
+from clusterfed.server.app import create_app
+from clusterfed.tokens import parse_token
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.cluster.app import create_app
-from app.federation.config import ClusterConfig
-from app.federation.tokens import parse_token
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import Cluster

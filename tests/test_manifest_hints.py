@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.federation.manifests import add_cluster_hints, hint_answer
+from clusterfed.routing.manifests import add_cluster_hints, hint_answer
 
 A = "acbd18db4cc2f85cedef654fccc4a4d8+3"
 B = "37b51d194a7513e45b56f6524f2d51f2+3"

@@ -10,16 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-
-from app.cluster.app import create_app
-from app.cluster.services.users import create_user
-from app.federation.identity import RemoteUser
-from app.federation.mirroring import (
+from clusterfed.identity import RemoteUser
+from clusterfed.server.app import create_app
+from clusterfed.server.users.service import create_user
+from clusterfed.trust.mirroring import (
     Flags,
     MirrorPolicy,
     flags_for_existing_user,
     flags_for_new_user,
 )
+
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import ServerThread, local_config, remote_entry

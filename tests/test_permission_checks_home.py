@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterfed.config import parse_config
+from clusterfed.server.app import create_app
+from clusterfed.tokens import COLLECTION_TYPE, new_uuid, parse_token, salt
 
-from app.cluster.app import create_app
-from app.federation.config import parse_config
-from app.federation.tokens import COLLECTION_TYPE, new_uuid, parse_token, salt
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import Cluster, cluster_config

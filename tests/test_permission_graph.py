@@ -10,13 +10,18 @@ import itertools
 from collections.abc import AsyncIterator
 
 import pytest
+from clusterfed.server.models import Collection, Group, Link
+from clusterfed.server.objects.permissions import (
+    owner_root,
+    permission_level,
+    reachable,
+    readable_clause,
+)
+from clusterfed.storage.db import create_engine, create_sessionmaker
+from clusterfed.tokens import COLLECTION_TYPE, GROUP_TYPE, LINK_TYPE, USER_TYPE, new_uuid
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.cluster.db import create_engine, create_sessionmaker
-from app.cluster.models import Collection, Group, Link
-from app.cluster.permissions import owner_root, permission_level, reachable, readable_clause
-from app.federation.tokens import COLLECTION_TYPE, GROUP_TYPE, LINK_TYPE, USER_TYPE, new_uuid
 from tests.support.databases import DatabaseFactory
 
 READ, WRITE, MANAGE = 1, 2, 3

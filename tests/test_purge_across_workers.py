@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from clusterfed.tokens import parse_token
 
-from app.federation.tokens import parse_token
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import (
     MANAGEMENT,

@@ -3,10 +3,12 @@ id order (PostgreSQL draws ids at insert and shows rows at commit)."""
 
 from __future__ import annotations
 
-from app.cluster.database import Database
-from app.cluster.federation_store import SqlFederationStore
-from app.cluster.models import FederationPurge
-from app.federation.service import Federation
+from clusterfed.server.users.service import users_table
+from clusterfed.service import Federation
+from clusterfed.storage.database import Database
+from clusterfed.storage.models import FederationPurge
+from clusterfed.storage.store import SqlFederationStore
+
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import local_config
 
@@ -23,7 +25,7 @@ async def test_a_purge_committed_after_a_later_one_is_still_applied(
     url = databases.new_url("purges")
     database = Database(url)
     await database.start()
-    federation = Federation(local_config("c97qk", url), SqlFederationStore(database))
+    federation = Federation(local_config("c97qk", url), SqlFederationStore(database, users_table))
     try:
         await federation.start()
         await log_purge(database, 6, "qr1hi-tpzed-aaaaaaaaaaaaaaa")  # the later id commits first

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterfed.tokens import GROUP_TYPE, new_uuid
 
-from app.federation.tokens import GROUP_TYPE, new_uuid
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
 

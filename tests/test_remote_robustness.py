@@ -7,14 +7,14 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from clusterfed.outbound.permissions import RemotePermissions
+from clusterfed.outbound.remote import RemoteClient
+from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.federation.permissions import RemotePermissions
-from app.federation.remote import RemoteClient
-from app.federation.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
 from tests.support.servers import ServerThread, local_config, remote_entry
 
 CHECK_DELAY = 0.3

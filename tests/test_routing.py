@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from clusterfed.outbound.remote import HOP_HEADER
+from clusterfed.server.app import create_app
+from clusterfed.tokens import parse_token, salt
 
-from app.cluster.app import create_app
-from app.federation.remote import HOP_HEADER
-from app.federation.tokens import parse_token, salt
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import (

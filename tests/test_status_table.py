@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from clusterfed.server.app import create_app
+from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_uuid, parse_token
 
-from app.cluster.app import create_app
-from app.federation.tokens import TOKEN_TYPE, USER_TYPE, new_uuid, parse_token
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import ServerThread, free_port, local_config, remote_entry

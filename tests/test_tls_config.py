@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clusterfed.config import ConfigError, parse_config
 
-from app.federation.config import ConfigError, parse_config
 from tests.support.servers import cluster_config
 
 

@@ -12,17 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterfed.identity import RemoteUser
+from clusterfed.server.app import create_app
+from clusterfed.server.models import User
+from clusterfed.server.users.service import users_table
+from clusterfed.storage.database import Database
+from clusterfed.storage.models import FederationTokenCache
+from clusterfed.storage.store import SqlFederationStore
+from clusterfed.tokens import new_secret, parse_token
+from clusterfed.trust.mirroring import MirrorPolicy
+from clusterfed.trust.store import CachedToken
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.cluster.app import create_app
-from app.cluster.database import Database
-from app.cluster.federation_store import SqlFederationStore
-from app.cluster.models import FederationTokenCache, User
-from app.federation.identity import RemoteUser
-from app.federation.mirroring import MirrorPolicy
-from app.federation.store import CachedToken
-from app.federation.tokens import new_secret, parse_token
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import ServerThread, local_config, remote_entry
@@ -171,7 +173,7 @@ async def test_circuit_opens_after_repeated_timeouts(
 
 async def test_concurrent_upserts_leave_one_row(databases: DatabaseFactory) -> None:
     url = databases.new_url("race")
-    stores = [SqlFederationStore(Database(url)) for _ in range(2)]
+    stores = [SqlFederationStore(Database(url), users_table) for _ in range(2)]
     for store in stores:
         await store.database.start()
     try:

@@ -15,14 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterfed.server.app import create_app
+from clusterfed.server.users.service import create_user
+from clusterfed.server.users.tokens import create_token, v2_token
+from clusterfed.storage.models import FederationPurge, FederationTokenCache
+from clusterfed.tokens import parse_token
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from app.cluster.app import create_app
-from app.cluster.models import FederationPurge, FederationTokenCache
-from app.cluster.services.tokens import create_token, v2_token
-from app.cluster.services.users import create_user
-from app.federation.tokens import parse_token
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import (

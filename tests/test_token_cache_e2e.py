@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clusterfed.tokens import parse_token
 
-from app.federation.tokens import parse_token
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import (
     MANAGEMENT,

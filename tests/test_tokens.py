@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from app.federation.tokens import (
+from clusterfed.credentials import parse_authorization
+from clusterfed.tokens import (
     MAX_TOKEN_LENGTH,
     CannotResalt,
     MalformedToken,
     Token,
     is_cluster_id,
     is_uuid,
-    parse_authorization,
     parse_token,
     salt,
     scope_allows,

@@ -9,19 +9,22 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from alembic import command
+from clusterfed.config import parse_config
+from clusterfed.server.app import create_app
+from clusterfed.server.migrate import SERVER_CHAIN
+from clusterfed.server.models import Collection, Group
+from clusterfed.storage.db import utcnow
+from clusterfed.storage.migrate import alembic_config
+from clusterfed.tokens import COLLECTION_TYPE, GROUP_TYPE, new_uuid
 from sqlalchemy import select
 
-from app.cluster.app import create_app
-from app.cluster.db import utcnow
-from app.cluster.models import Collection, Group
-from app.federation.config import parse_config
-from app.federation.tokens import COLLECTION_TYPE, GROUP_TYPE, new_uuid
-from app.migrate import alembic_config
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory, run_blocking
 from tests.support.servers import Cluster, cluster_config
@@ -177,12 +180,16 @@ async def test_replication_desired_can_only_be_the_cluster_default(home: Home) -
     assert "replication_desired" in refused(await home.call("POST", GROUPS, ann, json=project))
 
 
+def _server_chain(url: str):  # the example server's chain, where 0003 lives
+    return alembic_config(url, Path(str(files(SERVER_CHAIN))))
+
+
 def _upgrade(url: str, revision: str) -> None:
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(_server_chain(url), revision)
 
 
 def _downgrade(url: str, revision: str) -> None:
-    command.downgrade(alembic_config(url), revision)
+    command.downgrade(_server_chain(url), revision)
 
 
 async def test_migration_0003_renames_the_duplicates_it_finds(databases: DatabaseFactory) -> None:

@@ -1,45 +1,59 @@
-"""clusterfed's federation core: mount it into any Starlette or FastAPI server.
+"""clusterfed: federation middleware for cluster API servers (the Arvados protocol).
 
-    from app.federation import FederatedRouter, Federation, FederationMiddleware, load_config
+Mount it into a FastAPI or Starlette host in one call (SPEC 7):
 
-    federation = Federation(load_config(path), MyStore())
-    app.add_middleware(FederatedRouter, federation=federation)  # optional: SPEC 3.6
-    app.add_middleware(FederationMiddleware, federation=federation)
+    from clusterfed import ModelUserTable, load_config, mount
 
-The host supplies storage (:class:`FederationStore`) and reads the caller's identity
-with :func:`get_identity` / the :func:`foreign_identity` dependency. Nothing here
-imports the example server in ``app.cluster``.
+    federation = mount(app, load_config("cluster.yml"), users=ModelUserTable(User))
+
+The host keeps its users table; clusterfed owns its own tables (token cache, purge
+log), their models and their Alembic chain (``clusterfed db upgrade``). The caller's
+identity for an accepted foreign token is :func:`get_identity` / the
+:func:`foreign_identity` dependency. Nothing here imports the example server in
+``clusterfed.server``.
 """
 
 from .config import ClusterConfig, ConfigError, load_config
 from .errors import FederationError
 from .identity import Identity, RemoteUser, UserRecord, foreign_identity, get_identity
-from .middleware import FederationMiddleware
-from .mirroring import MirrorPolicy
-from .permissions import PermissionAnswer, RemotePermissions, RemotePermissionsDep
-from .routing import FederatedRouter
-from .service import Federation, RemoteStatus
-from .store import CachedToken, FederationStore, PurgeEvent
+from .mount import mount
+from .outbound.permissions import PermissionAnswer, RemotePermissions, RemotePermissionsDep
+from .routing.router import FederatedRouter
+from .service import Federation, LocalUserLookup, RemoteStatus
+from .storage.database import Database
+from .storage.migrate import upgrade_database
+from .storage.store import SqlFederationStore
+from .storage.users import ModelUserTable, UserTable
+from .trust.middleware import FederationMiddleware
+from .trust.mirroring import MirrorPolicy
+from .trust.store import CachedToken, FederationStore, PurgeEvent
 
 __all__ = [
     "CachedToken",
     "ClusterConfig",
     "ConfigError",
+    "Database",
     "FederatedRouter",
     "Federation",
     "FederationError",
     "FederationMiddleware",
     "FederationStore",
     "Identity",
+    "LocalUserLookup",
     "MirrorPolicy",
+    "ModelUserTable",
     "PermissionAnswer",
     "PurgeEvent",
     "RemotePermissions",
     "RemotePermissionsDep",
     "RemoteStatus",
     "RemoteUser",
+    "SqlFederationStore",
     "UserRecord",
+    "UserTable",
     "foreign_identity",
     "get_identity",
     "load_config",
+    "mount",
+    "upgrade_database",
 ]

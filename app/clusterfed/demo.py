@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import yaml
 
-from .federation.tokens import parse_token
+from .tokens import parse_token
 
 DEMO_DIR = Path("var/demo")
 SECRET_IN_TOKEN = re.compile(r"(v2/[a-z0-9-]{27}/)[A-Za-z0-9]+")  # never echo a secret
@@ -76,7 +76,7 @@ class Cluster:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def cli(self, *args: str) -> str:
-        command = [sys.executable, "-m", "app", *args, "--config", str(self.config_path)]
+        command = [sys.executable, "-m", "clusterfed", *args, "--config", str(self.config_path)]
         shown = SECRET_IN_TOKEN.sub(
             r"\1<secret>", " ".join(["clusterfed", *args, "--config", str(self.config_path)])
         )
@@ -92,7 +92,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "app",
+                "clusterfed",
                 "serve",
                 "--config",
                 str(self.config_path),

@@ -13,22 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+from starlette.requests import Request
 
-from .circuit import STATE_VALUES
 from .config import ClusterConfig
-from .identity import Identity
+from .identity import Identity, UserRecord
 from .metrics import FederationMetrics
-from .permissions import RemotePermissions
-from .remote import RemoteClient
-from .store import FederationStore
+from .outbound.circuit import STATE_VALUES
+from .outbound.permissions import RemotePermissions
+from .outbound.remote import RemoteClient
+from .storage.database import Database
 from .tokens import Token
-from .validator import TokenValidator
+from .trust.store import FederationStore
+from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
+
+# The host's answer to "whose is this local credential?" (used by the admin API): the
+# user, or None when it is not valid here; it may raise Unauthorized or Forbidden.
+LocalUserLookup = Callable[[Request, str], Awaitable[UserRecord | None]]
 
 # How far behind the purge cursor each poll looks again (see apply_pending_purges).
 PURGE_LOOKBACK_IDS = 100
@@ -51,10 +58,16 @@ class Federation:
         config: ClusterConfig,
         store: FederationStore,
         *,
+        database: Database | None = None,
+        local_user: LocalUserLookup | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        # clusterfed's own tables, for the admin API and the CLI (None: a host that only
+        # validates tokens through a store of its own)
+        self._database = database
+        self.local_user = local_user
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
@@ -71,6 +84,12 @@ class Federation:
     @property
     def cluster_id(self) -> str:
         return self.config.cluster_id
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            raise RuntimeError("this Federation was built without clusterfed's database")
+        return self._database
 
     async def start(self) -> None:
         # Purges logged before this process started concern an L1 it never had.

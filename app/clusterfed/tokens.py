@@ -125,28 +125,6 @@ def parse_token(raw: str) -> Token:
     return Token(uuid=None, secret=raw)
 
 
-def bearer_credential(header: str) -> str | None:
-    """The credential of a ``Bearer``/``OAuth2`` Authorization header, else None."""
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() not in ("bearer", "oauth2"):
-        return None
-    return value.strip() or None
-
-
-def parse_authorization(header: str | None) -> Token | None:
-    """The token in an ``Authorization: Bearer|OAuth2 <token>`` header; None when absent.
-
-    A header that is present but not of that shape is malformed (401), not anonymous:
-    silently treating a garbled credential as "no credential" hides client bugs.
-    """
-    if header is None:
-        return None
-    credential = bearer_credential(header)
-    if credential is None:
-        raise MalformedToken("Authorization header must be 'Bearer <token>' or 'OAuth2 <token>'")
-    return parse_token(credential)
-
-
 def salted_secret(secret: str, remote: str) -> str:
     return hmac.new(secret.encode(), remote.encode(), hashlib.sha1).hexdigest()
 

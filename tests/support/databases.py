@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-
-from app.migrate import upgrade
+from clusterfed.server.migrate import upgrade
 
 PG_ADMIN_DSN = os.environ.get("CLUSTERFED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -93,6 +92,16 @@ class DatabaseFactory:
             return f"sqlite+aiosqlite:///{path}"
         dbname = f"cf_{name}_{secrets.token_hex(4)}"
         run_coroutine(_pg_admin(f'CREATE DATABASE "{dbname}" TEMPLATE "{self._template}"'))
+        assert self._created is not None
+        self._created.append(dbname)
+        return _pg_url(dbname)
+
+    def new_empty_url(self, name: str = "db") -> str:
+        """A database with no tables at all: a library host's, before any migration."""
+        if self.backend == "sqlite":
+            return f"sqlite+aiosqlite:///{self.workdir / f'{name}-{secrets.token_hex(4)}.db'}"
+        dbname = f"cf_{name}_{secrets.token_hex(4)}"
+        run_coroutine(_pg_admin(f'CREATE DATABASE "{dbname}"'))
         assert self._created is not None
         self._created.append(dbname)
         return _pg_url(dbname)

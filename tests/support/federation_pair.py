@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from clusterfed.server.models import ApiClientAuthorization
+from clusterfed.storage.models import FederationTokenCache
+from clusterfed.tokens import parse_token
 from sqlalchemy import delete, select
 
-from app.cluster.models import ApiClientAuthorization, FederationTokenCache
-from app.federation.tokens import parse_token
-from app.migrate import PROJECT_ROOT
+from tests.support import REPO_ROOT
 from tests.support.databases import DatabaseFactory
 from tests.support.servers import (
     MANAGEMENT_TOKEN,
@@ -112,8 +113,8 @@ def call(cluster: Cluster, token: str, path: str = USERS_CURRENT) -> httpx.Respo
 def run_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     assert cluster.config_path is not None
     return subprocess.run(
-        [sys.executable, "-m", "app", *args, "--config", str(cluster.config_path)],
-        cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "clusterfed", *args, "--config", str(cluster.config_path)],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,

@@ -24,13 +24,11 @@ from typing import Any
 import httpx
 import uvicorn
 import yaml
+from clusterfed.server.users.bootstrap import ensure_builtin_users
+from clusterfed.server.users.service import create_user
+from clusterfed.server.users.tokens import create_token, v2_token
+from clusterfed.storage.db import create_engine, create_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.cluster.bootstrap import ensure_builtin_users
-from app.cluster.db import create_engine, create_sessionmaker
-from app.cluster.services.tokens import create_token, v2_token
-from app.cluster.services.users import create_user
-from app.migrate import PROJECT_ROOT
 
 MANAGEMENT_TOKEN = "test-management-token"
 
@@ -162,13 +160,13 @@ class ClusterProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Cluster:
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        env = dict(os.environ)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "app",
+                    "clusterfed",
                     "serve",
                     "--config",
                     str(self.config_path),
@@ -257,7 +255,7 @@ def running(server: ClusterProcess) -> Iterator[Cluster]:
 
 def local_config(cluster_id: str, database_url: str, **kwargs: Any) -> Any:
     """A ClusterConfig for an in-process app, built through the real config parser."""
-    from app.federation.config import parse_config
+    from clusterfed.config import parse_config
 
     return parse_config(cluster_config(cluster_id, database_url, **kwargs), source="<test>")
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 
-from app.federation.errors import NotFound
+from clusterfed.errors import NotFound
 
-from ..admin_auth import AdminDep
-from ..deps import SessionDep
-from ..services import token_cache
-from ..services.token_cache import State
-from ..token_cache_schemas import (
+from . import token_cache
+from .auth import AdminDep
+from .deps import FederationDep, SessionDep
+from .schemas import (
     CLUSTER_ID_PATTERN,
     MAX_LIMIT,
     TOKEN_UUID_PATTERN,
@@ -25,6 +24,7 @@ from ..token_cache_schemas import (
     TokenCacheItem,
     TokenCacheList,
 )
+from .token_cache import State
 
 log = logging.getLogger("clusterfed.admin")
 
@@ -53,12 +53,10 @@ async def list_token_cache(
 
 @router.post("/token_cache/purge")
 async def purge_token_cache(
-    body: PurgeRequest, admin: AdminDep, session: SessionDep, request: Request
+    body: PurgeRequest, admin: AdminDep, session: SessionDep, federation: FederationDep
 ) -> PurgeResult:
     kind, value = body.target()
-    purged = await token_cache.purge(
-        session, kind=kind, value=value, federation=request.app.state.federation
-    )
+    purged = await token_cache.purge(session, kind=kind, value=value, federation=federation)
     log.info("token cache purge kind=%s value=%s purged=%d by=%s", kind, value, purged, admin.label)
     return PurgeResult(purged=purged)
 
@@ -75,13 +73,11 @@ async def show_token_cache_entry(
 
 @router.delete("/token_cache/{token_uuid}")
 async def delete_token_cache_entry(
-    token_uuid: TokenUuidPath, admin: AdminDep, session: SessionDep, request: Request
+    token_uuid: TokenUuidPath, admin: AdminDep, session: SessionDep, federation: FederationDep
 ) -> PurgeResult:
     if await token_cache.get_entry(session, token_uuid=token_uuid) is None:
         raise NotFound(f"no cached token {token_uuid}")
-    purged = await token_cache.purge(
-        session, kind="token", value=token_uuid, federation=request.app.state.federation
-    )
+    purged = await token_cache.purge(session, kind="token", value=token_uuid, federation=federation)
     log.info(
         "token cache purge kind=token value=%s purged=%d by=%s", token_uuid, purged, admin.label
     )
@@ -89,9 +85,11 @@ async def delete_token_cache_entry(
 
 
 @router.get("/remote_clusters")
-async def remote_clusters(_: AdminDep, session: SessionDep, request: Request) -> RemoteClusterList:
+async def remote_clusters(
+    _: AdminDep, session: SessionDep, federation: FederationDep
+) -> RemoteClusterList:
     counts = await token_cache.count_by_cluster(session)
-    statuses = request.app.state.federation.remote_status()
+    statuses = federation.remote_status()
     return RemoteClusterList(
         items=[RemoteClusterStatus.of(s, counts.get(s.cluster_id, 0)) for s in statuses]
     )

@@ -5,6 +5,11 @@ is admin only when its issuer is the login cluster; the mirror rules already kee
 ``is_admin`` false for everyone else, and this module checks the issuer again so that
 a hand-edited mirror row cannot open the door either.
 
+Local tokens are the host's business: the host tells clusterfed whose a local
+credential is through the ``local_user`` hook it gives ``mount`` (the example server
+passes its own token lookup). Without one, only the ManagementToken and admins of the
+login cluster get in.
+
 No credential: 401. A valid credential that is not an admin's: 403.
 """
 
@@ -14,17 +19,17 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from app.federation.config import ClusterConfig
-from app.federation.errors import Forbidden, Unauthorized
-from app.federation.tokens import MalformedToken, parse_token, scope_allows, secrets_equal
+from clusterfed.credentials import bearer_credential, is_management_token
+from clusterfed.errors import Forbidden, Unauthorized
+from clusterfed.identity import Identity, UserRecord, get_identity
+from clusterfed.service import Federation
+from clusterfed.tokens import MalformedToken, parse_token, scope_allows, secrets_equal
 
-# local_caller is the one implementation of "this local secret is valid"; the page
-# needs it for a credential that arrives in a cookie instead of the Authorization header.
-from .auth import Caller, is_management_token, local_caller, resolve_caller
-from .deps import ConfigDep, SessionDep
+from .deps import FederationDep
+
+NEEDS_ADMIN = "this needs an admin's token or the ManagementToken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,52 +43,55 @@ class Admin:
         return self.user_uuid or "ManagementToken"
 
 
-def admin_from_caller(caller: Caller, config: ClusterConfig) -> Admin:
-    user = caller.user
-    if caller.is_foreign(config.cluster_id) and caller.issuer != config.login_cluster:
-        raise Forbidden("users of other clusters are not admins here")
+def _admin_user(user: UserRecord) -> Admin:
     if not (user.is_admin and user.is_active):
         raise Forbidden("this needs an admin of this cluster or the ManagementToken")
     return Admin(user.uuid)
 
 
-async def require_admin(request: Request, session: SessionDep, config: ConfigDep) -> Admin:
+def _admin_from_identity(identity: Identity, federation: Federation) -> Admin:
+    if identity.issuer != federation.config.login_cluster:
+        raise Forbidden("users of other clusters are not admins here")
+    return _admin_user(identity.user)
+
+
+async def require_admin(request: Request, federation: FederationDep) -> Admin:
     """FastAPI dependency for the admin API: the credential is the Authorization header."""
-    if is_management_token(request, config):
+    header = request.headers.get("authorization")
+    if is_management_token(header, federation.config.management_token):
         return Admin(None)
-    caller = await resolve_caller(request, session, config)
-    if caller is None:
-        raise Unauthorized("this needs an admin's token or the ManagementToken")
-    return admin_from_caller(caller, config)
+    identity = get_identity(request)
+    if identity is not None:  # a foreign token the middleware already accepted
+        return _admin_from_identity(identity, federation)
+    credential = bearer_credential(header) if header is not None else None
+    if credential is None:
+        raise Unauthorized(NEEDS_ADMIN)
+    return await admin_for_credential(credential, request=request, federation=federation)
 
 
 async def admin_for_credential(
-    credential: str, *, request: Request, session: AsyncSession, config: ClusterConfig
+    credential: str, *, request: Request, federation: Federation
 ) -> Admin:
-    """The same decision for a credential held outside the headers (the page's cookie)."""
+    """The same decision for a credential held outside the headers (the page's login)."""
+    config = federation.config
     if config.management_token and secrets_equal(credential, config.management_token):
         return Admin(None)
     try:
         token = parse_token(credential)
     except MalformedToken:
-        raise Unauthorized("this needs an admin's token or the ManagementToken") from None
-    method, path = request.method.upper(), request.url.path
+        raise Unauthorized(NEEDS_ADMIN) from None
     if token.issuer not in (None, config.cluster_id):
-        identity = await request.app.state.federation.identify(token)
-        caller = Caller(
-            identity.user,
-            identity.token_uuid,
-            identity.scopes,
-            identity.issuer,
-            identity.expires_at,
-        )
-    else:
-        caller = await local_caller(token, request, session, config)
-        if caller.salted_for:
-            raise Unauthorized("a salted token is only accepted by the validation endpoints")
-    if not scope_allows(caller.scopes, method, path):
-        raise Forbidden(f"token scopes do not allow {method} {path}")
-    return admin_from_caller(caller, config)
+        identity = await federation.identify(token)
+        method, path = request.method.upper(), request.url.path
+        if not scope_allows(identity.scopes, method, path):
+            raise Forbidden(f"token scopes do not allow {method} {path}")
+        return _admin_from_identity(identity, federation)
+    if federation.local_user is None:
+        raise Unauthorized("only the ManagementToken is accepted here")
+    user = await federation.local_user(request, credential)
+    if user is None:
+        raise Unauthorized(NEEDS_ADMIN)
+    return _admin_user(user)
 
 
 AdminDep = Annotated[Admin, Depends(require_admin)]

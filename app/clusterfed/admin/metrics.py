@@ -9,14 +9,14 @@ answer is the cluster's.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from weakref import WeakKeyDictionary
 
-from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .services.token_cache import count_by_cluster
+from clusterfed.service import Federation
 
-STATE_KEY = "l2_entries_collector"
+from .token_cache import count_by_cluster
 
 
 class L2EntriesCollector(Collector):
@@ -34,12 +34,15 @@ class L2EntriesCollector(Collector):
         yield gauge
 
 
-async def refresh_l2_metrics(app: FastAPI) -> None:
-    collector: L2EntriesCollector | None = getattr(app.state, STATE_KEY, None)
+# One collector per federation, registered on first scrape: no await between the look-up
+# and the registration, so two scrapes cannot both register.
+_collectors: WeakKeyDictionary[Federation, L2EntriesCollector] = WeakKeyDictionary()
+
+
+async def refresh_l2_metrics(federation: Federation) -> None:
+    collector = _collectors.get(federation)
     if collector is None:
-        # No await between the check and the registration: two scrapes cannot both register.
-        collector = L2EntriesCollector()
-        app.state.metrics_registry.register(collector)
-        setattr(app.state, STATE_KEY, collector)
-    async with app.state.database.sessionmaker() as session:
+        collector = _collectors[federation] = L2EntriesCollector()
+        federation.metrics.registry.register(collector)
+    async with federation.database.sessionmaker() as session:
         collector.counts = await count_by_cluster(session)

@@ -22,13 +22,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.federation.errors import FederationError, Forbidden, Unauthorized
+from clusterfed.errors import FederationError, Forbidden, Unauthorized
+from clusterfed.service import Federation
 
-from ..admin_auth import Admin, admin_for_credential, require_admin
-from ..deps import ConfigDep, SessionDep
-from ..services import token_cache
-from ..services.token_cache import InvalidPurge, State
-from ..token_cache_schemas import CLUSTER_ID_PATTERN, USER_UUID_PATTERN
+from . import token_cache
+from .auth import Admin, admin_for_credential, require_admin
+from .deps import FederationDep, SessionDep
+from .schemas import CLUSTER_ID_PATTERN, USER_UUID_PATTERN
+from .token_cache import InvalidPurge, State
 
 log = logging.getLogger("clusterfed.admin")
 
@@ -39,7 +40,7 @@ PAGE_SIZE = 200
 MAX_FORM_BYTES = 16_384
 
 router = APIRouter(prefix=PAGE, include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 
 
 class PageFilters(BaseModel):
@@ -90,14 +91,14 @@ def _login_page(request: Request, error: FederationError) -> HTMLResponse:
     return response
 
 
-async def _authorize(request: Request, session: Any, config: Any) -> tuple[Admin, bool]:
+async def _authorize(request: Request, federation: Federation) -> tuple[Admin, bool]:
     """The admin, and whether the credential came from the cookie (then CSRF applies)."""
     if request.headers.get("authorization"):
-        return await require_admin(request, session, config), False
+        return await require_admin(request, federation), False
     credential = request.cookies.get(CREDENTIAL_COOKIE)
     if not credential:
         raise Unauthorized("log in with the ManagementToken or an admin's token")
-    admin = await admin_for_credential(credential, request=request, session=session, config=config)
+    admin = await admin_for_credential(credential, request=request, federation=federation)
     return admin, True
 
 
@@ -123,9 +124,9 @@ def _check_csrf(request: Request, form: dict[str, str]) -> None:
 
 
 @router.get("", response_class=HTMLResponse)
-async def admin_page(request: Request, session: SessionDep, config: ConfigDep) -> Response:
+async def admin_page(request: Request, session: SessionDep, federation: FederationDep) -> Response:
     try:
-        admin, _ = await _authorize(request, session, config)
+        admin, _ = await _authorize(request, federation)
     except FederationError as exc:
         return _login_page(request, exc)
     try:
@@ -148,13 +149,13 @@ async def admin_page(request: Request, session: SessionDep, config: ConfigDep) -
     purged = request.query_params.get("purged", "")
     context = {
         "admin": admin,
-        "cluster_id": config.cluster_id,
+        "cluster_id": federation.cluster_id,
         "entries": entries,
         "available": available,
         "filters": filters,
         "states": token_cache.STATES,
         "page_size": PAGE_SIZE,
-        "remotes": request.app.state.federation.remote_status(),
+        "remotes": federation.remote_status(),
         "counts": counts,
         "error": error,
         "purged": int(purged) if purged.isdigit() and len(purged) < 10 else None,
@@ -163,16 +164,14 @@ async def admin_page(request: Request, session: SessionDep, config: ConfigDep) -
 
 
 @router.post("/login")
-async def login(request: Request, session: SessionDep, config: ConfigDep) -> Response:
+async def login(request: Request, federation: FederationDep) -> Response:
     try:
         form = await _form(request)
         credential = form.get("credential", "").strip()
         if not credential:
             raise Unauthorized("log in with the ManagementToken or an admin's token")
         _check_csrf(request, form)
-        admin = await admin_for_credential(
-            credential, request=request, session=session, config=config
-        )
+        admin = await admin_for_credential(credential, request=request, federation=federation)
     except FederationError as exc:
         return _login_page(request, exc)
     log.info("admin page login by=%s", admin.label)
@@ -182,9 +181,9 @@ async def login(request: Request, session: SessionDep, config: ConfigDep) -> Res
 
 
 @router.post("/logout")
-async def logout(request: Request, session: SessionDep, config: ConfigDep) -> Response:
+async def logout(request: Request, federation: FederationDep) -> Response:
     try:
-        await _authorize(request, session, config)
+        await _authorize(request, federation)
         _check_csrf(request, await _form(request))
     except FederationError as exc:
         return _login_page(request, exc)
@@ -194,9 +193,9 @@ async def logout(request: Request, session: SessionDep, config: ConfigDep) -> Re
 
 
 @router.post("/purge")
-async def purge(request: Request, session: SessionDep, config: ConfigDep) -> Response:
+async def purge(request: Request, session: SessionDep, federation: FederationDep) -> Response:
     try:
-        admin, from_cookie = await _authorize(request, session, config)
+        admin, from_cookie = await _authorize(request, federation)
         form = await _form(request)
         if from_cookie:
             _check_csrf(request, form)
@@ -209,7 +208,7 @@ async def purge(request: Request, session: SessionDep, config: ConfigDep) -> Res
             session,
             kind=kind,  # type: ignore[arg-type]  # checked just above
             value=value,
-            federation=request.app.state.federation,
+            federation=federation,
         )
     except FederationError as exc:
         return _login_page(request, exc)

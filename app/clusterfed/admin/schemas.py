@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.federation.service import RemoteStatus
+from clusterfed.service import RemoteStatus
 
-from .services.token_cache import CacheEntry, PurgeKind, State
+from .token_cache import CacheEntry, PurgeKind, State
 
 CLUSTER_ID_PATTERN = r"^[a-z0-9]{5}$"
 USER_UUID_PATTERN = r"^[a-z0-9]{5}-tpzed-[a-z0-9]{15}$"

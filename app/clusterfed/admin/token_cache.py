@@ -17,10 +17,9 @@ from typing import Literal, Protocol
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.federation.tokens import TOKEN_TYPE, USER_TYPE, is_cluster_id, is_uuid
-
-from ..db import utcnow
-from ..models import FederationPurge, FederationTokenCache
+from clusterfed.storage.db import utcnow
+from clusterfed.storage.models import FederationPurge, FederationTokenCache
+from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, is_cluster_id, is_uuid
 
 State = Literal["fresh", "refresh_due", "expired"]
 PurgeKind = Literal["token", "cluster", "user", "all"]

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .cli import CommandError, _run, _with_session
-from .federation.config import ClusterConfig
-from .federation.tokens import TOKEN_TYPE, USER_TYPE, is_cluster_id, is_uuid
+from clusterfed.config import ClusterConfig
+from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, is_cluster_id, is_uuid
+
+from .common import CommandError, add_config, run, with_session
 
 LIST_LIMIT = 1000
 TABLE_COLUMNS = ("token_uuid", "user_uuid", "cluster_id", "state", "expires_at", "last_used_at")
 
 
-def add_cache_commands(
-    commands: Any, add_config: Callable[[argparse.ArgumentParser], None]
-) -> None:
+def add_commands(commands: Any) -> None:
     cache = commands.add_parser("cache", help="inspect and purge the federation token cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
 
@@ -85,7 +83,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_cache_list(args: argparse.Namespace, config: ClusterConfig) -> int:
-    from .cluster.services.token_cache import list_entries
+    from clusterfed.admin.token_cache import list_entries
 
     _check_filters(args)
 
@@ -102,11 +100,11 @@ def cmd_cache_list(args: argparse.Namespace, config: ClusterConfig) -> int:
                 print(f"({len(rows)} of {available} shown; narrow with --cluster or --user)")
         return 0
 
-    return _run(_with_session(config, work))
+    return run(with_session(config, work))
 
 
 def cmd_cache_show(args: argparse.Namespace, config: ClusterConfig) -> int:
-    from .cluster.services.token_cache import get_entry
+    from clusterfed.admin.token_cache import get_entry
 
     _check_token_uuid(args.uuid)
 
@@ -124,11 +122,11 @@ def cmd_cache_show(args: argparse.Namespace, config: ClusterConfig) -> int:
                 print(f"{name.ljust(width)}  {'' if shown is None else shown}")
         return 0
 
-    return _run(_with_session(config, work))
+    return run(with_session(config, work))
 
 
 def cmd_cache_purge(args: argparse.Namespace, config: ClusterConfig) -> int:
-    from .cluster.services.token_cache import get_entry, purge
+    from clusterfed.admin.token_cache import get_entry, purge
 
     targets = [
         ("token", args.uuid),
@@ -152,4 +150,4 @@ def cmd_cache_purge(args: argparse.Namespace, config: ClusterConfig) -> int:
         print(f"purged {purged} cached token{'' if purged == 1 else 's'}")
         return 0
 
-    return _run(_with_session(config, work))
+    return run(with_session(config, work))

@@ -26,10 +26,12 @@ from cachetools import TTLCache
 from fastapi import Depends
 from starlette.requests import Request
 
-from .config import ClusterConfig
-from .errors import BadGateway, Unauthorized, Unprocessable
+from clusterfed.config import ClusterConfig
+from clusterfed.credentials import parse_authorization
+from clusterfed.errors import BadGateway, Unauthorized, Unprocessable
+from clusterfed.tokens import MalformedToken, Token, for_issuer, is_uuid, uuid_cluster
+
 from .remote import RemoteClient
-from .tokens import MalformedToken, Token, for_issuer, is_uuid, parse_authorization, uuid_cluster
 
 CHECK_PATH = "/federation/v1/permission_checks"
 PERMISSIONS = ("can_read", "can_write", "can_manage")

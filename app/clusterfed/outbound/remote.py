@@ -21,10 +21,11 @@ from typing import Any
 
 import httpx
 
+from clusterfed.config import ClusterConfig
+from clusterfed.errors import BadGateway, GatewayTimeout, Unauthorized
+from clusterfed.tokens import Token
+
 from .circuit import CircuitBreaker
-from .config import ClusterConfig
-from .errors import BadGateway, GatewayTimeout, Unauthorized
-from .tokens import Token
 
 log = logging.getLogger("clusterfed.remote")
 

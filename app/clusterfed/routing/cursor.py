@@ -16,8 +16,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import Unprocessable
-from .jsonbody import loads_client_json
+from clusterfed.errors import Unprocessable
+from clusterfed.jsonbody import loads_client_json
 
 VERSION = 1
 MAX_CURSOR_LENGTH = 4096

@@ -14,12 +14,13 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
-from .errors import BadGateway, FederationError, RemoteError, Unauthorized, Unprocessable
-from .manifests import hint_answer
-from .remote import HOP_HEADER, RemoteResponse
-from .tokens import CannotResalt, MalformedToken, Token, parse_authorization, salt
+from clusterfed.credentials import authorization_header, parse_authorization
+from clusterfed.errors import BadGateway, FederationError, RemoteError, Unauthorized, Unprocessable
+from clusterfed.outbound.remote import HOP_HEADER, RemoteResponse
+from clusterfed.tokens import CannotResalt, MalformedToken, Token, salt
 
-AUTHORIZATION = b"authorization"
+from .manifests import hint_answer
+
 HOP_HEADER_BYTES = HOP_HEADER.encode()
 MAX_RELAYED_MESSAGE = 300
 
@@ -39,7 +40,7 @@ def was_forwarded(scope: Scope) -> bool:
 def token_for(scope: Scope, cluster_id: str) -> Token | None:
     """The caller's token as it may be sent to ``cluster_id``; None for an anonymous call."""
     try:
-        token = parse_authorization(header(scope, AUTHORIZATION))
+        token = parse_authorization(authorization_header(scope))
     except MalformedToken as exc:
         raise Unauthorized(f"malformed credential: {exc}") from None
     if token is None:

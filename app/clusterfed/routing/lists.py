@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clusterfed.errors import Unprocessable
+from clusterfed.jsonbody import loads_client_json
+from clusterfed.tokens import is_uuid, uuid_cluster
+
 from .cursor import decode_cursor, encode_cursor, query_digest
-from .errors import Unprocessable
-from .jsonbody import loads_client_json
 from .manifests import hint_collection
 from .merge import OrderTerm, Page, merge_pages, parse_order
-from .tokens import is_uuid, uuid_cluster
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000  # what each cluster is asked for at most: offset + limit of a first page

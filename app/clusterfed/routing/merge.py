@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import Unprocessable
-from .jsonbody import loads_client_json
+from clusterfed.errors import Unprocessable
+from clusterfed.jsonbody import loads_client_json
 
 DEFAULT_ORDER = ("modified_at desc",)
 TIEBREAK = "uuid"

@@ -32,14 +32,15 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import BadGateway, FederationError, NotFound, Unprocessable
+from clusterfed.errors import BadGateway, FederationError, NotFound, Unprocessable
+from clusterfed.jsonbody import loads_client_json
+from clusterfed.service import Federation
+from clusterfed.tokens import GROUP_TYPE, is_cluster_id, is_uuid, uuid_cluster
+
 from .forwarding import first_error, part_failed, relay, remote_json, token_for, was_forwarded
 from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
-from .jsonbody import loads_client_json
 from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
 from .merge import Page
-from .service import Federation
-from .tokens import GROUP_TYPE, is_cluster_id, is_uuid, uuid_cluster
 
 log = logging.getLogger("clusterfed.routing")
 

@@ -18,8 +18,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.federation.errors import error_response
-from app.federation.inprocess import MAX_BODY_BYTES
+from clusterfed.errors import error_response
+from clusterfed.routing.inprocess import MAX_BODY_BYTES
 
 # The router reads create bodies up to MAX_BODY_BYTES before the host sees them: the same
 # cap everywhere, so an update may be as large as a create.

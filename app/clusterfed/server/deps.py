@@ -9,10 +9,10 @@ from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from app.federation.config import ClusterConfig
-from app.federation.errors import Unauthorized
+from clusterfed.config import ClusterConfig
+from clusterfed.errors import Unauthorized
 
-from .auth import Caller, resolve_caller
+from .users.auth import Caller, resolve_caller
 
 
 # Dependencies are async even when they do no I/O: FastAPI runs a plain ``def``

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from app.federation.errors import FederationError, error_response, new_error_token
+from clusterfed.errors import FederationError, error_response, new_error_token
 
 log = logging.getLogger("clusterfed.server")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.federation.config import load_config, resolve_config_path
+from clusterfed.config import load_config, resolve_config_path
 
 from .app import create_app
 

@@ -1,5 +1,6 @@
-"""Tables of the example cluster: users, tokens, the federation cache, and the objects
-(groups, collections, links) that permissions are about.
+"""Tables of the example cluster: users, tokens, and the objects (groups, collections,
+links) that permissions are about. The federation's own tables are clusterfed's
+(``clusterfed.storage.models``), as they are for any host.
 
 Local token secrets are kept in the clear because verifying a salted token needs them
 (``HMAC(secret, remote)``), as in Arvados. The federation cache never holds a secret:
@@ -12,9 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from .db import Base, utcnow
+from clusterfed.storage.db import TYPE_ANNOTATION_MAP, new_metadata, utcnow
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
 
 
 class User(Base):
@@ -45,37 +51,6 @@ class ApiClientAuthorization(Base):
     expires_at: Mapped[datetime | None]
     scopes: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["all"])
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class FederationTokenCache(Base):
-    """L2 of the foreign-token cache (SPEC section 4), keyed by token UUID."""
-
-    __tablename__ = "federation_token_cache"
-
-    token_uuid: Mapped[str] = mapped_column(String(27), primary_key=True)
-    user_uuid: Mapped[str] = mapped_column(String(27), index=True)
-    cluster_id: Mapped[str] = mapped_column(String(5), index=True)
-    secret_digest: Mapped[str] = mapped_column(String(64))
-    scopes: Mapped[list[str]] = mapped_column(JSON)
-    expires_at: Mapped[datetime | None]
-    refreshes_at: Mapped[datetime]
-    validated_at: Mapped[datetime]
-    last_used_at: Mapped[datetime]
-
-
-class FederationPurge(Base):
-    """A log of cache purges; every worker polls it to drop its own L1 entries."""
-
-    __tablename__ = "federation_purges"
-    __table_args__ = (Index("ix_federation_purges_created_at", "created_at"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(16))  # token | cluster | user | all
-    value: Mapped[str | None] = mapped_column(String(27))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "value": self.value}
 
 
 class Group(Base):

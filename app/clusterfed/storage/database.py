@@ -13,7 +13,13 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
     async def start(self) -> None:
+        if self._engine is not None:
+            return
         self._engine = create_engine(self.url)
         self._sessionmaker = create_sessionmaker(self._engine)
 

@@ -1,7 +1,9 @@
-"""Database plumbing: declarative base, engine and session factory.
+"""Database plumbing shared by clusterfed's tables and the example server's: the UTC
+timestamp type, the naming convention, engines and session factories.
 
-The engine and sessionmaker are created in the app lifespan and disposed after it;
-each request gets one ``AsyncSession`` (see ``deps.get_session``).
+Each set of tables declares its own ``DeclarativeBase`` (clusterfed's in
+``storage.models``, a host's wherever it likes) so that each migration chain sees only
+its own tables; both use :data:`TYPE_ANNOTATION_MAP` so every timestamp is aware UTC.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -49,9 +50,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime}
+TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: UTCDateTime}
+
+
+def new_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def utcnow() -> datetime:

@@ -1,33 +1,47 @@
-"""Running Alembic from code: `clusterfed db upgrade`, `serve`, and the tests."""
+"""Running Alembic from code: ``clusterfed db upgrade``, ``serve``, hosts and tests.
+
+clusterfed's chain lives in the package (``clusterfed.migrations``: the repository's
+top-level ``migrations/`` folder, shipped in the wheel) and records its revision in
+its own version table, so it runs beside a host's chain in the same database.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from importlib.resources import as_file, files
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-from .cluster.db import ensure_sqlite_dir
+from .db import ensure_sqlite_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FEDERATION_VERSION_TABLE = "clusterfed_alembic_version"
+FEDERATION_CHAIN = "clusterfed.migrations"
 
 
-def alembic_config(database_url: str) -> Config:
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+def alembic_config(database_url: str, script_location: Path) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
     # ConfigParser interpolation: a literal % in a URL (an escaped password) must be doubled.
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
     return cfg
 
 
-def upgrade(database_url: str) -> None:
-    """``alembic upgrade head``. Call from sync code (Alembic's env.py runs its own loop)."""
+def upgrade_chain(database_url: str, package: str) -> None:
+    """``alembic upgrade head`` for the chain in ``package``. Call from sync code (Alembic's
+    env.py runs its own event loop); from async code use :func:`upgrade_database_async`."""
     if database_url.startswith("sqlite"):
         ensure_sqlite_dir(database_url)
-    command.upgrade(alembic_config(database_url), "head")
+    with as_file(files(package)) as location:
+        command.upgrade(alembic_config(database_url, location), "head")
 
 
-async def upgrade_async(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)
+def upgrade_database(database_url: str) -> None:
+    """Create or upgrade clusterfed's own tables in the database at ``database_url``."""
+    upgrade_chain(database_url, FEDERATION_CHAIN)
+
+
+async def upgrade_database_async(database_url: str) -> None:
+    await asyncio.to_thread(upgrade_database, database_url)

@@ -1,4 +1,5 @@
-"""The example server's ``FederationStore``: SQLAlchemy tables for mirror, cache and purges.
+"""``SqlFederationStore``: the ``FederationStore`` over clusterfed's tables and the host's
+users table (through its :class:`~clusterfed.storage.users.UserTable`).
 
 Each method runs in its own short session: the middleware works before (and outside)
 the request's session, and concurrent requests must never share one.
@@ -11,27 +12,30 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.federation.identity import RemoteUser, UserRecord
-from app.federation.mirroring import (
+from clusterfed.identity import RemoteUser, UserRecord
+from clusterfed.trust.mirroring import (
     MirrorPolicy,
     flags_for_existing_user,
     flags_for_new_user,
     flags_of,
     mirror_names,
 )
-from app.federation.store import CachedToken, PurgeEvent
+from clusterfed.trust.store import CachedToken, PurgeEvent
 
 from .database import Database
-from .models import FederationPurge, FederationTokenCache, User
-from .services.users import free_username, get_user, to_record, username_base
+from .models import FederationPurge, FederationTokenCache
 from .upsert import insert_for
+from .users import UserTable, free_username, username_base
 
-USERNAME_RETRIES = 3
+# Two workers mirroring one user at the same moment: the loser's insert collides on the
+# uuid (or on the username it chose) and its next attempt finds the winner's row.
+MIRROR_ATTEMPTS = 3
 
 
 class SqlFederationStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, users: UserTable) -> None:
         self.database = database
+        self.users = users
 
     async def load_token(self, token_uuid: str) -> CachedToken | None:
         async with self.database.sessionmaker() as session:
@@ -82,63 +86,50 @@ class SqlFederationStore:
 
     async def get_user(self, uuid: str) -> UserRecord | None:
         async with self.database.sessionmaker() as session:
-            user = await get_user(session, uuid=uuid)
-            return to_record(user) if user else None
+            return await self.users.get(session, uuid)
 
     async def mirror_user(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
-        # A username collision with a concurrent mirror (another worker) is retried with a
-        # fresh look at the taken names; the uuid itself is upserted and never collides.
-        for attempt in range(USERNAME_RETRIES):
+        for attempt in range(MIRROR_ATTEMPTS):
             try:
                 return await self._mirror_once(remote, policy)
             except IntegrityError:
-                if attempt == USERNAME_RETRIES - 1:
+                if attempt == MIRROR_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
     async def _mirror_once(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
         first_name, last_name = mirror_names(remote)
         async with self.database.sessionmaker() as session:
-            user = await get_user(session, uuid=remote.uuid)
-            if user is None:
+            existing = await self.users.get(session, remote.uuid)
+            if existing is None:
                 flags = flags_for_new_user(remote, policy)
                 username = await free_username(
-                    session, username_base(remote.username, remote.email)
+                    self.users, session, username_base(remote.username, remote.email)
                 )
-                insert = (
-                    insert_for(session, User)
-                    .values(
-                        uuid=remote.uuid,
-                        email=remote.email,
-                        username=username,
-                        first_name=first_name,
-                        last_name=last_name,
-                        is_admin=flags.is_admin,
-                        is_active=flags.is_active,
-                        is_invited=flags.is_invited,
-                        created_at=func.now(),
-                        modified_at=func.now(),
+            else:
+                flags = flags_for_existing_user(remote, policy, flags_of(existing))
+                username = existing.username
+                # SPEC 5: the username is set once, and follows only the login cluster.
+                if policy.login and remote.username and remote.username != existing.username:
+                    username = await free_username(
+                        self.users, session, remote.username, exclude_uuid=existing.uuid
                     )
-                    .on_conflict_do_nothing(index_elements=["uuid"])
-                )
-                await session.execute(insert)
-                await session.commit()
-                user = await get_user(session, uuid=remote.uuid)
-                assert user is not None
-                return to_record(user)
-            flags = flags_for_existing_user(remote, policy, flags_of(to_record(user)))
-            user.is_admin, user.is_active, user.is_invited = (
-                flags.is_admin,
-                flags.is_active,
-                flags.is_invited,
+            record = UserRecord(
+                uuid=remote.uuid,
+                email=remote.email,
+                username=username,
+                first_name=first_name,
+                last_name=last_name,
+                is_admin=flags.is_admin,
+                is_active=flags.is_active,
+                is_invited=flags.is_invited,
             )
-            user.email, user.first_name, user.last_name = remote.email, first_name, last_name
-            if policy.login and remote.username and remote.username != user.username:
-                user.username = await free_username(
-                    session, remote.username, exclude_uuid=user.uuid
-                )
+            if existing is None:
+                await self.users.create(session, record)
+            elif record != existing:
+                await self.users.update(session, record)
             await session.commit()
-            return to_record(user)
+            return record
 
     async def latest_purge_id(self) -> int:
         async with self.database.sessionmaker() as session:

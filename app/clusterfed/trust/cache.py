@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from cachetools import TTLCache
 
-from .identity import Identity
+from clusterfed.identity import Identity
 
 
 @dataclass(slots=True)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import FederationError, Forbidden, Unauthorized
-from .identity import STATE_KEY
-from .service import Federation
-from .tokens import MalformedToken, bearer_credential, parse_token, scope_allows
+from clusterfed.credentials import authorization_header, bearer_credential
+from clusterfed.errors import FederationError, Forbidden, Unauthorized
+from clusterfed.identity import STATE_KEY
+from clusterfed.service import Federation
+from clusterfed.tokens import MalformedToken, parse_token, scope_allows
 
-AUTHORIZATION = b"authorization"
 V2_PREFIX = "v2/"
 # Served to anyone, as Arvados does. Clients send their token with every request,
 # including the discovery document they build themselves from; validating it here would
@@ -35,7 +35,7 @@ class FederationMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        header = _authorization(scope)
+        header = authorization_header(scope)
         credential = bearer_credential(header) if header is not None else None
         if credential is None or not credential.startswith(V2_PREFIX):
             await self.app(scope, receive, send)
@@ -58,12 +58,3 @@ class FederationMiddleware:
             return
         scope.setdefault("state", {})[STATE_KEY] = identity
         await self.app(scope, receive, send)
-
-
-def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == AUTHORIZATION:
-            # latin-1 maps every byte, so a non-ASCII header decodes (and is then refused
-            # by the token grammar) instead of raising.
-            return value.decode("latin-1")
-    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .identity import RemoteUser, UserRecord
+from clusterfed.identity import RemoteUser, UserRecord
 
 
 @dataclass(frozen=True, slots=True)

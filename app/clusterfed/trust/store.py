@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from .identity import RemoteUser, UserRecord
+from clusterfed.identity import RemoteUser, UserRecord
+
 from .mirroring import MirrorPolicy
 
 

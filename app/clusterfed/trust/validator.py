@@ -15,15 +15,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .cache import L1Entry, TokenCache
-from .config import ClusterConfig
-from .errors import FederationError, RemoteError, Unauthorized
-from .identity import Identity, RemoteUser, UserRecord
-from .metrics import FederationMetrics
-from .mirroring import MirrorPolicy
-from .remote import RemoteClient, RemoteResponse
-from .store import CachedToken, FederationStore
-from .tokens import (
+from clusterfed.config import ClusterConfig
+from clusterfed.errors import FederationError, RemoteError, Unauthorized
+from clusterfed.identity import Identity, RemoteUser, UserRecord
+from clusterfed.metrics import FederationMetrics
+from clusterfed.outbound.remote import RemoteClient, RemoteResponse
+from clusterfed.tokens import (
     TOKEN_TYPE,
     USER_TYPE,
     Token,
@@ -31,6 +28,10 @@ from .tokens import (
     is_uuid,
     secrets_equal,
 )
+
+from .cache import L1Entry, TokenCache
+from .mirroring import MirrorPolicy
+from .store import CachedToken, FederationStore
 
 log = logging.getLogger("clusterfed.validation")
 

@@ -19,12 +19,12 @@ from sqlalchemy import distinct, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from app.federation.errors import Forbidden, NotFound
-from app.federation.permissions import RemotePermissions, request_token
-from app.federation.tokens import GROUP_TYPE, USER_TYPE, is_uuid, uuid_cluster, uuid_type
+from clusterfed.errors import Forbidden, NotFound
+from clusterfed.outbound.permissions import RemotePermissions, request_token
+from clusterfed.server.models import Collection, Group, Link
+from clusterfed.server.users.auth import Caller
+from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, uuid_cluster, uuid_type
 
-from .auth import Caller
-from .models import Collection, Group, Link
 from .permissions import LEVEL_NAMES, LEVELS, MANAGE, owner_root, permission_level
 
 # Remote projects whose readability one listing asks about, at most. Past this the

@@ -18,8 +18,8 @@ from sqlalchemy import ColumnElement, Select, false, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.federation.errors import Unprocessable
-from app.federation.jsonbody import loads_client_json
+from clusterfed.errors import Unprocessable
+from clusterfed.jsonbody import loads_client_json
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

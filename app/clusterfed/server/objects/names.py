@@ -17,11 +17,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.federation.errors import Unprocessable
-
-from ..db import utcnow
-from ..models import Collection, Group
-from ..upsert import insert_for
+from clusterfed.errors import Unprocessable
+from clusterfed.server.models import Collection, Group
+from clusterfed.storage.db import utcnow
+from clusterfed.storage.upsert import insert_for
 
 NAME_LENGTH = 255
 ATTEMPTS = 3  # the name as asked, then two timestamps (Arvados retries twice too)

@@ -12,11 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.federation.errors import Unprocessable
+from clusterfed.errors import Unprocessable
+from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
 
-from ..deps import CallerDep, ConfigDep, SessionDep
-from ..permissions import LEVEL_NAMES, LEVELS, MANAGE, permission_level
-from ..schemas import PermissionCheck
+from .permissions import LEVEL_NAMES, LEVELS, MANAGE, permission_level
+from .schemas import PermissionCheck
 
 router = APIRouter(prefix="/federation/v1", tags=["federation"])
 

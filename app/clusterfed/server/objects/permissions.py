@@ -51,9 +51,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.federation.tokens import GROUP_TYPE, is_uuid, uuid_cluster, uuid_type
-
-from .models import Collection, Group, Link
+from clusterfed.server.models import Collection, Group, Link
+from clusterfed.tokens import GROUP_TYPE, is_uuid, uuid_cluster, uuid_type
 
 LEVELS: Mapping[str, int] = {"can_read": 1, "can_write": 2, "can_manage": 3}
 LEVEL_NAMES: Mapping[int, str] = {level: name for name, level in LEVELS.items()}

@@ -20,17 +20,17 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
-from app.federation.errors import NotFound, Unprocessable
-from app.federation.permissions import RemotePermissionsDep
-from app.federation.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
+from clusterfed.errors import NotFound, Unprocessable
+from clusterfed.outbound.permissions import RemotePermissionsDep
+from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
+from clusterfed.server.models import Collection, Group, Link
+from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
 
-from ..access import Access
-from ..deps import CallerDep, ConfigDep, SessionDep
-from ..listing import parse_params, run_list
-from ..models import Collection, Group, Link
-from ..permissions import LEVELS, reachable, readable_clause
-from ..services.names import has_unique_name, insert_uniquely_named, name_taken
-from ..services.objects import (
+from .access import Access
+from .listing import parse_params, run_list
+from .names import has_unique_name, insert_uniquely_named, name_taken
+from .permissions import LEVELS, reachable, readable_clause
+from .service import (
     COLLECTIONS,
     LINKS,
     RESOURCES,

@@ -17,7 +17,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from app.federation.jsonbody import check_document, check_text
+from clusterfed.jsonbody import check_document, check_text
 
 # Every client string that is stored: NUL or a lone surrogate would fail at the database.
 SafeStr = Annotated[str, AfterValidator(check_text)]

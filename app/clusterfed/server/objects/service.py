@@ -9,10 +9,10 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.federation.tokens import COLLECTION_TYPE, GROUP_TYPE, LINK_TYPE
+from clusterfed.server.models import Collection, Group, Link
+from clusterfed.tokens import COLLECTION_TYPE, GROUP_TYPE, LINK_TYPE
 
-from .. import schemas
-from ..models import Collection, Group, Link
+from . import schemas
 
 Model = Group | Collection | Link
 COMMON = ("uuid", "owner_uuid", "created_at", "modified_at")

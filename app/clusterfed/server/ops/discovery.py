@@ -23,9 +23,8 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from app.federation.routing import ROUTED_RESOURCES, FederatedRouter
-
-from ..deps import ConfigDep
+from clusterfed.routing.router import ROUTED_RESOURCES, FederatedRouter
+from clusterfed.server.deps import ConfigDep
 
 DISCOVERY_PATH = "/discovery/v1/apis/arvados/v1/rest"
 SERVICE_PATH = "arvados/v1/"

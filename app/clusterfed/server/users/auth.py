@@ -15,23 +15,24 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from app.federation.config import ClusterConfig
-from app.federation.errors import Forbidden, Unauthorized
-from app.federation.identity import UserRecord, get_identity
-from app.federation.tokens import (
+from clusterfed.config import ClusterConfig
+from clusterfed.credentials import parse_authorization
+from clusterfed.errors import Forbidden, Unauthorized
+from clusterfed.identity import UserRecord, get_identity
+from clusterfed.storage.db import utcnow
+from clusterfed.tokens import (
     MalformedToken,
     Token,
     is_cluster_id,
-    parse_authorization,
+    parse_token,
     salted_secret,
     scope_allows,
     secrets_equal,
     system_user_uuid,
 )
 
-from .db import utcnow
-from .services.tokens import get_token, get_token_by_secret
-from .services.users import get_user, to_record
+from .service import get_user, to_record
+from .tokens import get_token, get_token_by_secret
 
 SALTED_TOKEN_ROUTES = frozenset(
     {
@@ -150,11 +151,22 @@ async def _system_caller(session: AsyncSession, config: ClusterConfig) -> Caller
     return Caller(to_record(user), None, ("all",), config.cluster_id, None)
 
 
-def is_management_token(request: Request, config: ClusterConfig) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return bool(
-        config.management_token
-        and scheme.lower() in ("bearer", "oauth2")
-        and secrets_equal(value.strip(), config.management_token)
-    )
+async def local_user_for_admin(request: Request, credential: str) -> UserRecord | None:
+    """clusterfed's admin hook (``mount(local_user=...)``): whose is this local credential?
+
+    The same rules as every other endpoint: a salted-only token and a token whose scopes
+    do not cover the request are refused.
+    """
+    try:
+        token = parse_token(credential)
+    except MalformedToken:
+        return None
+    config: ClusterConfig = request.app.state.config
+    async with request.app.state.database.sessionmaker() as session:
+        caller = await local_caller(token, request, session, config)
+    if caller.salted_for:
+        raise Unauthorized("a salted token is only accepted by the validation endpoints")
+    method, path = request.method.upper(), request.url.path
+    if not scope_allows(caller.scopes, method, path):
+        raise Forbidden(f"token scopes do not allow {method} {path}")
+    return caller.user

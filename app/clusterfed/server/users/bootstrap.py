@@ -5,10 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.federation.tokens import anonymous_user_uuid, system_user_uuid
-
-from .models import User
-from .upsert import insert_for
+from clusterfed.server.models import User
+from clusterfed.storage.upsert import insert_for
+from clusterfed.tokens import anonymous_user_uuid, system_user_uuid
 
 
 async def ensure_builtin_users(session: AsyncSession, cluster_id: str) -> None:

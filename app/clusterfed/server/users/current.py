@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.federation.errors import Unauthorized
+from clusterfed.errors import Unauthorized
+from clusterfed.server.deps import CallerDep, ConfigDep
 
-from ..deps import CallerDep, ConfigDep
-from ..services.users import user_json
+from .service import user_json
 
 router = APIRouter(prefix="/arvados/v1", tags=["federation validation"])
 

@@ -1,48 +1,19 @@
-"""Local user records: creation, username choice, and their Arvados JSON shape."""
+"""Local user records: creation and their Arvados JSON shape."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.federation.identity import UserRecord
-from app.federation.tokens import USER_TYPE, new_uuid
+from clusterfed.identity import UserRecord
+from clusterfed.server.models import User
+from clusterfed.storage.users import ModelUserTable, free_username, username_base
+from clusterfed.tokens import USER_TYPE, new_uuid
 
-from ..models import User
-
-_LEADING_NON_LETTERS = re.compile(r"^[^A-Za-z]+")
-_NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
-
-
-def username_base(username: str | None, email: str | None) -> str | None:
-    """SPEC 5: the remote's username, else the email's local part cleaned up."""
-    if username:
-        return username
-    if not email:
-        return None
-    local = email.split("@", 1)[0]
-    return _NON_ALNUM.sub("", _LEADING_NON_LETTERS.sub("", local)) or None
-
-
-async def free_username(
-    session: AsyncSession, base: str | None, *, exclude_uuid: str = ""
-) -> str | None:
-    """``base``, or ``base2``, ``base3``, ... whichever is not taken by another user."""
-    if not base:
-        return None
-    rows = await session.scalars(
-        select(User.username).where(User.username.like(f"{base}%"), User.uuid != exclude_uuid)
-    )
-    taken = set(rows)
-    if base not in taken:
-        return base
-    n = 2
-    while f"{base}{n}" in taken:
-        n += 1
-    return f"{base}{n}"
+# The example server's users table, as clusterfed sees it (SPEC 7).
+users_table = ModelUserTable(User)
 
 
 async def get_user(session: AsyncSession, *, uuid: str) -> User | None:
@@ -64,7 +35,7 @@ async def create_user(
     user = User(
         uuid=uuid or new_uuid(cluster_id, USER_TYPE),
         email=email,
-        username=await free_username(session, username_base(username, email)),
+        username=await free_username(users_table, session, username_base(username, email)),
         first_name=first_name,
         last_name=last_name,
         is_admin=is_admin,

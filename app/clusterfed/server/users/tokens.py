@@ -7,10 +7,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.federation.tokens import TOKEN_TYPE, new_secret, new_uuid
-
-from ..db import utcnow
-from ..models import ApiClientAuthorization
+from clusterfed.server.models import ApiClientAuthorization
+from clusterfed.storage.db import utcnow
+from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
 
 
 async def create_token(

@@ -1,4 +1,7 @@
-"""users, tokens and the federation token cache
+"""users and tokens
+
+(The federation token cache and purge log, created here by clusterfed 0.1, belong to
+clusterfed's own chain now; its first revision adopts them where they exist.)
 
 Revision ID: 0001
 Revises: (none)
@@ -20,38 +23,6 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade schema."""
-    op.create_table(
-        "federation_purges",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("value", sa.String(length=27), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_federation_purges")),
-    )
-    with op.batch_alter_table("federation_purges", schema=None) as batch_op:
-        batch_op.create_index("ix_federation_purges_created_at", ["created_at"], unique=False)
-
-    op.create_table(
-        "federation_token_cache",
-        sa.Column("token_uuid", sa.String(length=27), nullable=False),
-        sa.Column("user_uuid", sa.String(length=27), nullable=False),
-        sa.Column("cluster_id", sa.String(length=5), nullable=False),
-        sa.Column("secret_digest", sa.String(length=64), nullable=False),
-        sa.Column("scopes", sa.JSON(), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("refreshes_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("validated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("token_uuid", name=op.f("pk_federation_token_cache")),
-    )
-    with op.batch_alter_table("federation_token_cache", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_federation_token_cache_cluster_id"), ["cluster_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_federation_token_cache_user_uuid"), ["user_uuid"], unique=False
-        )
-
     op.create_table(
         "users",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -101,12 +72,3 @@ def downgrade() -> None:
 
     op.drop_table("api_client_authorizations")
     op.drop_table("users")
-    with op.batch_alter_table("federation_token_cache", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_federation_token_cache_user_uuid"))
-        batch_op.drop_index(batch_op.f("ix_federation_token_cache_cluster_id"))
-
-    op.drop_table("federation_token_cache")
-    with op.batch_alter_table("federation_purges", schema=None) as batch_op:
-        batch_op.drop_index("ix_federation_purges_created_at")
-
-    op.drop_table("federation_purges")

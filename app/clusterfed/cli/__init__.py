@@ -1,0 +1,1 @@
+"""The ``clusterfed`` command line."""

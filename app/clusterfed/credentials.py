@@ -1,0 +1,54 @@
+"""The Authorization header: the one place that reads it (SPEC 3, Credentials).
+
+``Authorization: Bearer <token>`` or ``OAuth2 <token>``. Everything that needs the
+caller's credential (the middleware, the router, the permission checks, the example
+server, the admin API) asks here, so the rule for what a header means is written once.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Scope
+
+from .tokens import MalformedToken, Token, parse_token, secrets_equal
+
+AUTHORIZATION = b"authorization"
+
+
+def authorization_header(scope: Scope) -> str | None:
+    """The raw Authorization header of an ASGI request, or None."""
+    for name, value in scope["headers"]:
+        if name == AUTHORIZATION:
+            # latin-1 maps every byte, so a non-ASCII header decodes (and is then refused
+            # by the token grammar) instead of raising.
+            return value.decode("latin-1")
+    return None
+
+
+def bearer_credential(header: str) -> str | None:
+    """The credential of a ``Bearer``/``OAuth2`` Authorization header, else None."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() not in ("bearer", "oauth2"):
+        return None
+    return value.strip() or None
+
+
+def parse_authorization(header: str | None) -> Token | None:
+    """The token in an ``Authorization: Bearer|OAuth2 <token>`` header; None when absent.
+
+    A header that is present but not of that shape is malformed (401), not anonymous:
+    silently treating a garbled credential as "no credential" hides client bugs.
+    """
+    if header is None:
+        return None
+    credential = bearer_credential(header)
+    if credential is None:
+        raise MalformedToken("Authorization header must be 'Bearer <token>' or 'OAuth2 <token>'")
+    return parse_token(credential)
+
+
+def is_management_token(header: str | None, management_token: str) -> bool:
+    """Whether the header carries the configured ManagementToken (never when unset)."""
+    if not management_token or header is None:
+        return False
+    credential = bearer_credential(header)
+    return credential is not None and secrets_equal(credential, management_token)

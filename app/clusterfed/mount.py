@@ -1,0 +1,105 @@
+"""``mount``: the one call that federates a host's FastAPI or Starlette app (SPEC 7).
+
+    from clusterfed import ModelUserTable, load_config, mount
+
+    app = FastAPI()
+    federation = mount(app, load_config("cluster.yml"), users=ModelUserTable(User))
+
+It adds the middleware (and, unless ``router=False``, the federated router inside it),
+includes the admin API, the admin page and the health/metrics routes (unless
+``admin=False``), and joins the host's lifespan: clusterfed's database and background
+work start before the host's own startup runs and stop after its shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .config import ClusterConfig
+from .errors import FederationError
+from .routing.router import FederatedRouter
+from .service import Federation, LocalUserLookup
+from .storage.database import Database
+from .storage.store import SqlFederationStore
+from .storage.users import UserTable
+from .trust.middleware import FederationMiddleware
+
+
+def mount(
+    app: Starlette,
+    config: ClusterConfig,
+    *,
+    users: UserTable,
+    router: bool = True,
+    admin: bool = True,
+    local_user: LocalUserLookup | None = None,
+    database: Database | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Federation:
+    """Federate ``app``; returns the :class:`Federation` (also at ``app.state.federation``).
+
+    ``users`` maps clusterfed onto the host's users table. ``local_user`` tells the
+    admin API whose a local credential is (without it only the ManagementToken and
+    login-cluster admins are admins). ``database`` shares the host's started
+    :class:`Database`; by default clusterfed opens its own on ``Database.URL``.
+    """
+    database = database or Database(config.database_url)
+    federation = Federation(
+        config,
+        SqlFederationStore(database, users),
+        database=database,
+        local_user=local_user,
+        transport=transport,
+    )
+    app.state.federation = federation
+    # clusterfed's routes and dependencies raise FederationError; it answers in the SPEC's
+    # error body in any host (a host's own handler for it, added later, wins).
+    if FederationError not in app.exception_handlers:
+        app.add_exception_handler(FederationError, _federation_error)
+    if admin:
+        from .admin import api, ops, page
+
+        for admin_router in (api.router, page.router, ops.router):
+            app.include_router(admin_router)
+    # Added first, so it runs inside FederationMiddleware: foreign tokens are validated
+    # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
+    if router:
+        app.add_middleware(FederatedRouter, federation=federation)
+    app.add_middleware(FederationMiddleware, federation=federation)
+    _join_lifespan(app, federation, database)
+    return federation
+
+
+async def _federation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FederationError)
+    return exc.response()
+
+
+def _join_lifespan(app: Starlette, federation: Federation, database: Database) -> None:
+    host_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(target: Any) -> AsyncIterator[Any]:
+        # A database the host already started stays the host's to dispose.
+        started_here = not database.started
+        if started_here:
+            await database.start()
+        try:
+            await federation.start()
+            try:
+                async with host_lifespan(target) as state:
+                    yield state
+            finally:
+                await federation.aclose()
+        finally:
+            if started_here:
+                await database.dispose()
+
+    app.router.lifespan_context = lifespan

@@ -1,0 +1,6 @@
+"""Alembic environment of the example server's tables (users, tokens, objects)."""
+
+from clusterfed.server.models import Base
+from clusterfed.storage.alembic_env import run_migrations
+
+run_migrations(Base.metadata, version_table="alembic_version")

@@ -1,0 +1,3 @@
+"""The objects feature of the example server: groups, collections, links, their permissions
+and listing.
+"""

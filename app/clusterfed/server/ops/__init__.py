@@ -1,0 +1,1 @@
+"""Operations of the example server: the discovery document."""

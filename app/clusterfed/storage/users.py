@@ -1,0 +1,118 @@
+"""The host's users table, as clusterfed needs it (SPEC 7), and the username rule.
+
+A host hands clusterfed a :class:`UserTable`: four calls, each made inside a session
+clusterfed opens on the host's database. Everything else about mirrored users (the
+flag rules of SPEC 5, the username choice, two workers seeing one user first at the
+same moment) is clusterfed's work, in ``storage.store``.
+
+Most hosts keep users in a SQLAlchemy model with Arvados's attribute names; for them
+``ModelUserTable(User)`` is the whole adapter. Its table needs unique ``uuid`` and
+``username`` columns: a collision is how a race between two first sightings shows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clusterfed.identity import UserRecord
+
+USER_FIELDS = tuple(f.name for f in fields(UserRecord))
+MAX_USERNAME_SUFFIX = 10_000
+
+_LEADING_NON_LETTERS = re.compile(r"^[^A-Za-z]+")
+_NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+class UserTable(Protocol):
+    async def get(self, session: AsyncSession, uuid: str) -> UserRecord | None: ...
+
+    async def create(self, session: AsyncSession, user: UserRecord) -> None:
+        """Insert ``user``; a uuid or username that is already taken raises IntegrityError."""
+
+    async def update(self, session: AsyncSession, user: UserRecord) -> None:
+        """Write every field of ``user`` to the row with its uuid."""
+
+    async def username_taken(
+        self, session: AsyncSession, username: str, *, exclude_uuid: str | None = None
+    ) -> bool: ...
+
+
+class ModelUserTable:
+    """A :class:`UserTable` over a SQLAlchemy model.
+
+    ``columns`` maps a :class:`UserRecord` field to the model's attribute where the
+    names differ, e.g. ``ModelUserTable(Account, is_admin="admin")``; extra columns the
+    model requires on insert come from ``defaults``.
+    """
+
+    def __init__(
+        self, model: type[Any], *, defaults: dict[str, Any] | None = None, **columns: str
+    ) -> None:
+        unknown = set(columns) - set(USER_FIELDS)
+        if unknown:
+            raise TypeError(f"not UserRecord fields: {', '.join(sorted(unknown))}")
+        self.model = model
+        self.defaults = dict(defaults or {})
+        self.attributes = {name: columns.get(name, name) for name in USER_FIELDS}
+        missing = [a for a in self.attributes.values() if not hasattr(model, a)]
+        if missing:
+            raise TypeError(f"{model.__name__} has no attribute {', '.join(missing)}")
+
+    def _column(self, field: str) -> Any:
+        return getattr(self.model, self.attributes[field])
+
+    async def get(self, session: AsyncSession, uuid: str) -> UserRecord | None:
+        row = await session.scalar(select(self.model).where(self._column("uuid") == uuid))
+        if row is None:
+            return None
+        return UserRecord(**{f: getattr(row, a) for f, a in self.attributes.items()})
+
+    async def create(self, session: AsyncSession, user: UserRecord) -> None:
+        values = {a: getattr(user, f) for f, a in self.attributes.items()}
+        session.add(self.model(**self.defaults, **values))
+        await session.flush()
+
+    async def update(self, session: AsyncSession, user: UserRecord) -> None:
+        row = await session.scalar(select(self.model).where(self._column("uuid") == user.uuid))
+        if row is None:
+            raise LookupError(f"no user {user.uuid}")
+        for field, attribute in self.attributes.items():
+            if field != "uuid" and getattr(row, attribute) != getattr(user, field):
+                setattr(row, attribute, getattr(user, field))
+        await session.flush()
+
+    async def username_taken(
+        self, session: AsyncSession, username: str, *, exclude_uuid: str | None = None
+    ) -> bool:
+        query = select(self._column("uuid")).where(self._column("username") == username)
+        if exclude_uuid is not None:
+            query = query.where(self._column("uuid") != exclude_uuid)
+        return (await session.scalar(query.limit(1))) is not None
+
+
+def username_base(username: str | None, email: str | None) -> str | None:
+    """SPEC 5: the remote's username, else the email's local part cleaned up."""
+    if username:
+        return username
+    if not email:
+        return None
+    local = email.split("@", 1)[0]
+    return _NON_ALNUM.sub("", _LEADING_NON_LETTERS.sub("", local)) or None
+
+
+async def free_username(
+    users: UserTable, session: AsyncSession, base: str | None, *, exclude_uuid: str | None = None
+) -> str | None:
+    """``base``, or ``base2``, ``base3``, ... whichever no other user has (SPEC 5)."""
+    if not base:
+        return None
+    for n in range(1, MAX_USERNAME_SUFFIX):
+        candidate = base if n == 1 else f"{base}{n}"
+        if not await users.username_taken(session, candidate, exclude_uuid=exclude_uuid):
+            return candidate
+    raise RuntimeError(f"no free username for {base!r} after {MAX_USERNAME_SUFFIX} tries")
