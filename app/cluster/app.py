@@ -15,7 +15,16 @@ from .bootstrap import ensure_builtin_users
 from .database import Database
 from .errors import install_error_handlers
 from .federation_store import SqlFederationStore
-from .routers import admin_page, current, discovery, objects, ops, permission_checks, token_cache
+from .routers import (
+    admin_page,
+    current,
+    discovery,
+    exported_config,
+    objects,
+    ops,
+    permission_checks,
+    token_cache,
+)
 
 
 def create_app(config: ClusterConfig) -> FastAPI:
@@ -42,6 +51,7 @@ def create_app(config: ClusterConfig) -> FastAPI:
     install_error_handlers(app)
     app.include_router(current.router)
     app.include_router(discovery.router)
+    app.include_router(exported_config.router)
     app.include_router(ops.router)
     app.include_router(token_cache.router)
     app.include_router(admin_page.router)

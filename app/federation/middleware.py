@@ -13,6 +13,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import FederationError, Forbidden, Unauthorized
+from .exported import CONFIG_PATH
 from .identity import STATE_KEY
 from .service import Federation
 from .tokens import MalformedToken, bearer_credential, parse_token, scope_allows
@@ -20,9 +21,10 @@ from .tokens import MalformedToken, bearer_credential, parse_token, scope_allows
 AUTHORIZATION = b"authorization"
 V2_PREFIX = "v2/"
 # Served to anyone, as Arvados does. Clients send their token with every request,
-# including the discovery document they build themselves from; validating it here would
-# let a scoped token or an issuer outage stop a client from being built at all.
-PUBLIC_PATHS = frozenset({"/discovery/v1/apis/arvados/v1/rest"})
+# including for the discovery document and the exported config they start from;
+# validating it here would let a scoped token or an issuer outage stop a client from
+# being built at all.
+PUBLIC_PATHS = frozenset({"/discovery/v1/apis/arvados/v1/rest", CONFIG_PATH})
 
 
 class FederationMiddleware:
