@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.federation import FederatedRouter, Federation, FederationMiddleware
+from app.federation import ArvadosRequests, FederatedRouter, Federation, FederationMiddleware
 from app.federation.config import ClusterConfig
 
 from .body_limit import BodyLimit
@@ -62,6 +62,8 @@ def create_app(config: ClusterConfig) -> FastAPI:
     # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
     app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)
+    # Outside both: they see every request in one shape, however the client sent it.
+    app.add_middleware(ArvadosRequests)
     # Outermost of ours: no body is read past the cap, before or after authentication.
     app.add_middleware(BodyLimit)
     return app

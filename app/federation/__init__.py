@@ -5,6 +5,7 @@
     federation = Federation(load_config(path), MyStore())
     app.add_middleware(FederatedRouter, federation=federation)  # optional: SPEC 3.6
     app.add_middleware(FederationMiddleware, federation=federation)
+    app.add_middleware(ArvadosRequests)  # requests as Arvados software sends them
 
 The host supplies storage (:class:`FederationStore`) and reads the caller's identity
 with :func:`get_identity` / the :func:`foreign_identity` dependency. Nothing here
@@ -20,8 +21,10 @@ from .permissions import PermissionAnswer, RemotePermissions, RemotePermissionsD
 from .routing import FederatedRouter
 from .service import Federation, RemoteStatus
 from .store import CachedToken, FederationStore, PurgeEvent
+from .wire import ArvadosRequests
 
 __all__ = [
+    "ArvadosRequests",
     "CachedToken",
     "ClusterConfig",
     "ConfigError",

@@ -37,6 +37,9 @@ BACKOFF_MAX_SECONDS = 1.0
 TRANSIENT_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
 HOP_HEADER = "x-clusterfed-via"
+# Arvados controllers send this on every call to a peer and forward nothing that carries
+# it (lib/controller/federation/conn.go); so do we, so that Arvados peers stop too.
+VIA = "HTTP/1.1 arvados-controller"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ class RemoteClient:
                 limits=POOL_LIMITS,
                 timeout=httpx.Timeout(self.timeout),
                 transport=self._transport,
-                headers={HOP_HEADER: self.local_id},
+                headers={HOP_HEADER: self.local_id, "Via": VIA},
             )
             self._clients[insecure] = client
         return client
