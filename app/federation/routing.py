@@ -73,11 +73,9 @@ class FederatedRouter:
         self.resources = frozenset(resources)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or serve_locally(scope):
-            await self.app(scope, receive, send)
-            return
-        route = self._route(scope["path"])
-        if route is None:
+        route = self._route(scope["path"]) if scope["type"] == "http" else None
+        # Only a routed path pays for reading the query that may say "serve it here".
+        if route is None or serve_locally(scope):
             await self.app(scope, receive, send)
             return
         resource, uuid = route
