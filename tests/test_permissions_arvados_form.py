@@ -48,8 +48,13 @@ async def test_the_groups_list_carries_can_write_and_can_manage_for_the_caller(
             )
             assert granted.status_code == 200, granted.text
 
-        async def flags(token: str, *, remote: str | None = None) -> list[dict[str, object]]:
-            params = {"filters": json.dumps([["uuid", "=", project]]), "select": json.dumps(SELECT)}
+        async def flags(
+            token: str, *, remote: str | None = None, by: str = "uuid"
+        ) -> list[dict[str, object]]:
+            # By uuid, each group is decided by a walk up from it; by name, by the walk
+            # down from the caller that the listing itself uses: the same answers.
+            value = project if by == "uuid" else "p"
+            params = {"filters": json.dumps([[by, "=", value]]), "select": json.dumps(SELECT)}
             if remote is not None:
                 params["remote"] = remote
             answer = await client.get(GROUPS_PATH, params=params, headers=bearer(token))
@@ -64,8 +69,9 @@ async def test_the_groups_list_carries_can_write_and_can_manage_for_the_caller(
         }
         for token, (can_write, can_manage) in expected.items():
             item = {"kind": "arvados#group", "uuid": project, "can_write": can_write}
-            assert await flags(token) == [{**item, "can_manage": can_manage}]
-        assert await flags(stranger) == []
+            for by in ("uuid", "name"):
+                assert await flags(token, by=by) == [{**item, "can_manage": can_manage}]
+        assert await flags(stranger) == [] and await flags(stranger, by="name") == []
         # As another cluster asks it: the writer's token salted for c97qk, remote=c97qk.
         salted = salt(parse_token(writer), "c97qk").encode()
         assert [(i["can_write"], i["can_manage"]) for i in await flags(salted, remote="c97qk")] == [

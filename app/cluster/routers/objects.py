@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
 from app.federation.errors import NotFound, Unprocessable
+from app.federation.lists import pinned_uuids
 from app.federation.manifests import is_portable_data_hash, portable_data_hash, without_hints
 from app.federation.permissions import RemotePermissionsDep
 from app.federation.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
@@ -66,6 +67,10 @@ AnyBody = Annotated[dict[str, Any], Body()]
 # On group records, for the caller: what another cluster reads to decide a move (SPEC 3.3).
 PERMISSION_FIELDS = ("can_write", "can_manage")
 SelectParam = Annotated[str | None, Query(alias="select")]
+# A groups list whose uuid filters name at most this many groups (a permission check
+# names one) decides each by a walk up from it, whose cost follows the group's depth,
+# instead of a walk down through everything the caller can reach.
+MAX_PINNED = 20
 
 
 def _selectable(resource: Resource) -> tuple[str, ...]:
@@ -104,6 +109,16 @@ async def _levels(access: Access, down: CTE | None, uuids: list[str]) -> dict[st
         .group_by(down.c.uuid)
     )
     return {uuid: int(level) for uuid, level in rows}
+
+
+async def _pinned_levels(access: Access, filters: list[Any]) -> dict[str, int] | None:
+    """The caller's level on each group a groups list's filters pin; None: not pinned."""
+    if access.caller.user.is_admin:
+        return None
+    pinned = pinned_uuids(filters)
+    if pinned is None or len(pinned) > MAX_PINNED:
+        return None
+    return {uuid: await access.level(uuid, wanted=LEVELS["can_read"]) for uuid in sorted(pinned)}
 
 
 async def _by_hash(access: Access, pdh: str, names: list[str] | None) -> dict[str, Any]:
@@ -190,11 +205,17 @@ def build_router(resource: Resource) -> APIRouter:
         params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
         names = parse_select(select_, _selectable(resource))
         counted = wants_count(count)
-        query, down = await _readable(access, model, select(model))
+        pinned = await _pinned_levels(access, params.filters) if resource is GROUPS else None
+        if pinned is not None:
+            readable = [uuid for uuid, level in pinned.items() if level]
+            query, down = select(model).where(model.uuid.in_(readable)), None
+        else:
+            query, down = await _readable(access, model, select(model))
         rows, available = await run_list(access.session, query, params, attributes, model.uuid)
         items = [to_json(resource, row) for row in rows]
         if resource is GROUPS:
-            levels = await _levels(access, down, [item["uuid"] for item in items])
+            uuids = [item["uuid"] for item in items]
+            levels = pinned if pinned is not None else await _levels(access, down, uuids)
             for item in items:
                 level = levels.get(item["uuid"], 0)
                 item["can_write"] = level >= LEVELS["can_write"]
