@@ -21,6 +21,7 @@ qr1hi is c97qk's Proxy remote; requests are sent to c97qk.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from app.cluster.app import create_app
 from app.federation.manifests import portable_data_hash
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
+from tests.support.federation_pair import wait_for_log
 from tests.support.servers import (
     Cluster,
     ClusterProcess,
@@ -261,11 +263,18 @@ async def test_the_controllers_via_is_answered_here_never_forwarded(pair: Pair) 
         "uuid"
     ]
     path = f"{COLLECTIONS}/{on_home}"
-    # Without the marks, c97qk forwards to qr1hi.
+    # Without the marks, c97qk forwards to qr1hi (which logs it).
     assert ok(go_request(pair.c97qk, "GET", path, token, {}, via=False))["uuid"] == on_home
+    wait_for_log(pair.qr1hi_process, f"GET {path}")
     # A controller's Via, forwarded_for, bypass_federation: served by c97qk alone.
-    for options, via in (({}, True), ({"forwarded_for": "zzzzz-"}, False)):
+    for options, via in (
+        ({}, True),
+        ({"forwarded_for": "zzzzz-"}, False),
+        ({"bypass_federation": True}, False),
+    ):
         refused(go_request(pair.c97qk, "GET", path, token, options, via=via), 404)
+    await asyncio.sleep(0.5)  # qr1hi's log is written by another process
+    assert pair.qr1hi_process.log().count(f"GET {path}") == 1  # never forwarded again
     uuid_filter = [["uuid", "in", [on_home]]]
     for options, via in (
         (list_options(uuid_filter), True),
