@@ -296,8 +296,15 @@ async def test_what_c97qk_sends_carries_the_marks_arvados_honours(pair: Pair) ->
     listed = ok(go_request(pair.c97qk, "GET", COLLECTIONS, token, list_options(filters), via=False))
     assert [item["uuid"] for item in listed["items"]] == [on_home["uuid"]]
     # qr1hi's access log: the part of the fan-out it was asked says forwarded_for=c97qk-.
-    log = pair.qr1hi_process.log()
-    assert "forwarded_for=c97qk-" in log
+    wait_for_log(pair.qr1hi_process, "forwarded_for=c97qk-")
+    # A part with 1000 bytes of parameters goes as client.go sends it: POST + override.
+    posts = pair.qr1hi_process.log().count(f"POST {COLLECTIONS} ")
+    filler = [f"qr1hi-4zz18-{secrets.token_hex(8)[:15]}" for _ in range(40)]
+    filters = [["uuid", "in", [on_home["uuid"], *filler, "c97qk-4zz18-000000000000000"]]]
+    listed = ok(go_request(pair.c97qk, "GET", COLLECTIONS, token, list_options(filters), via=False))
+    assert [item["uuid"] for item in listed["items"]] == [on_home["uuid"]]
+    await asyncio.sleep(0.5)  # qr1hi's log is written by another process
+    assert pair.qr1hi_process.log().count(f"POST {COLLECTIONS} ") == posts + 1
 
 
 async def test_a_collection_by_portable_data_hash_is_found_on_a_remote(pair: Pair) -> None:
