@@ -41,10 +41,11 @@ class ArvadosRequests:
             await self.app(scope, receive, send)
             return
         scope = _without_anonymous_credential(scope)
-        if not scope["path"].startswith(API_PREFIX):
+        read = needs_body(scope)
+        if not scope["path"].startswith(API_PREFIX) or not (read or scope["query_string"]):
+            # Nothing to bring into shape: the common GET without parameters costs nothing.
             await self.app(scope, receive, send)
             return
-        read = needs_body(scope)
         try:
             body = await read_body(receive) if read else b""
             canonical = canonical_request(
