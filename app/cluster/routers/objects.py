@@ -73,8 +73,9 @@ SelectParam = Annotated[str | None, Query(alias="select")]
 MAX_PINNED = 20
 
 
-def _selectable(resource: Resource) -> tuple[str, ...]:
-    extra = PERMISSION_FIELDS if resource is GROUPS else ()
+def _selectable(resource: Resource, *, listing: bool) -> tuple[str, ...]:
+    # The permission flags are computed for lists (what other clusters ask), not for a GET.
+    extra = PERMISSION_FIELDS if listing and resource is GROUPS else ()
     return ("kind", "etag", *COMMON, *resource.fields, *extra)
 
 
@@ -203,7 +204,7 @@ def build_router(resource: Resource) -> APIRouter:
         count: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
-        names = parse_select(select_, _selectable(resource))
+        names = parse_select(select_, _selectable(resource, listing=True))
         counted = wants_count(count)
         pinned = await _pinned_levels(access, params.filters) if resource is GROUPS else None
         if pinned is not None:
@@ -236,7 +237,7 @@ def build_router(resource: Resource) -> APIRouter:
     async def get_object(
         uuid: str, access: AccessDep, select_: SelectParam = None
     ) -> dict[str, Any]:
-        names = parse_select(select_, _selectable(resource))
+        names = parse_select(select_, _selectable(resource, listing=False))
         if resource is COLLECTIONS and is_portable_data_hash(uuid):
             return await _by_hash(access, uuid, names)
         row = await _row(access, resource, uuid)
