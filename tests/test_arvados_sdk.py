@@ -18,6 +18,7 @@ from typing import Any
 import arvados
 import arvados.collection
 import arvados.config
+import googleapiclient.http
 import httpx
 import pytest
 from clusterfed.tokens import parse_token, salt
@@ -211,3 +212,29 @@ async def test_each_write_is_visible_to_the_next_request(pair: tuple[Cluster, Cl
 
     for wrote, read in await in_thread(write_then_read):
         assert read == wrote
+
+
+async def test_the_sdk_lists_90_uuids_of_two_clusters_in_one_call(
+    pair: tuple[Cluster, Cluster],
+) -> None:
+    """A list whose URL passes 2048 characters: googleapiclient sends it as POST with
+    X-HTTP-Method-Override: GET and the parameters in a form body (SPEC 3.6)."""
+    qr1hi, c97qk = pair
+    _, token = await qr1hi.new_user(email="ninety@qr1hi.example")
+    headers = {"Authorization": f"Bearer {token}"}
+    uuids = []
+    async with httpx.AsyncClient(verify=False, headers=headers) as client:
+        for cluster in (qr1hi, c97qk) * 45:
+            made = await client.post(
+                f"https://{cluster.host}/arvados/v1/collections", json={"collection": {}}
+            )
+            assert made.status_code == 200, made.text
+            uuids.append(made.json()["uuid"])
+    assert {uuid[:5] for uuid in uuids} == {"qr1hi", "c97qk"}
+    api = sdk(c97qk, token)
+    request = api.collections().list(filters=[["uuid", "in", uuids]], limit=1000)
+    assert len(request.uri) > googleapiclient.http.MAX_URI_LENGTH
+    listed = await in_thread(request.execute)
+    assert (request.method, request.headers["x-http-method-override"]) == ("POST", "GET")
+    assert sorted(item["uuid"] for item in listed["items"]) == sorted(uuids)
+    assert listed["items_available"] == 90

@@ -4,6 +4,7 @@ single flight must survive a caller that is cancelled mid-call."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -21,21 +22,14 @@ CHECK_DELAY = 0.3
 
 
 # The user the stub answers about: set by the test, so the answer matches the question.
-ANSWER_FOR: dict[str, str] = {}
 
 
 async def slow_permission_check(request: Request) -> JSONResponse:
+    # Asked as every Arvados home answers it: the groups list, filtered to the target.
     await asyncio.sleep(CHECK_DELAY)
-    body = await request.json()
-    return JSONResponse(
-        {
-            "allowed": True,
-            "user_uuid": ANSWER_FOR["user"],
-            "target_uuid": body["target_uuid"],
-            "permission": body["permission"],
-            "reason": "granted",
-        }
-    )
+    [[_, _, target]] = json.loads(request.query_params["filters"])
+    item = {"uuid": target, "can_write": True, "can_manage": False}
+    return JSONResponse({"kind": "arvados#groupList", "items": [item]})
 
 
 async def hang(_: Request) -> JSONResponse:
@@ -47,7 +41,7 @@ async def hang(_: Request) -> JSONResponse:
 def qr1hi() -> Iterator[ServerThread]:
     app = Starlette(
         routes=[
-            Route("/federation/v1/permission_checks", slow_permission_check, methods=["POST"]),
+            Route("/arvados/v1/groups", slow_permission_check),
             Route("/hang", hang),
         ]
     )
@@ -89,7 +83,6 @@ async def test_cancelling_the_first_permission_check_does_not_cancel_the_others(
     user = new_uuid("qr1hi", USER_TYPE)
     token = parse_token(f"v2/{new_uuid('qr1hi', TOKEN_TYPE)}/{new_secret()}")
     target = new_uuid("qr1hi", "j7d0g")
-    ANSWER_FOR["user"] = user
 
     async def ask() -> bool:
         answer = await permissions.check(

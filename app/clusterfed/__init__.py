@@ -27,8 +27,10 @@ from .storage.users import ModelUserTable, UserTable
 from .trust.middleware import FederationMiddleware
 from .trust.mirroring import MirrorPolicy
 from .trust.store import CachedToken, FederationStore, PurgeEvent
+from .wire import ArvadosRequests
 
 __all__ = [
+    "ArvadosRequests",
     "CachedToken",
     "ClusterConfig",
     "ConfigError",

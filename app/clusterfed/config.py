@@ -38,6 +38,9 @@ _DURATION_UNITS = {
 }
 
 
+WILDCARD_REMOTE = "*"
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and key."""
 
@@ -241,6 +244,11 @@ def _remote_clusters(
     for remote_id, spec in reader.mapping(value, f"{at}.RemoteClusters").items():
         key = f"{at}.RemoteClusters.{remote_id}"
         remote_id = str(remote_id)
+        if remote_id == WILDCARD_REMOTE:
+            # Arvados's own config files carry "*" (defaults for clusters found by DNS).
+            # Only clusters listed by ID are ever contacted: accepted, and ignored.
+            reader.mapping(spec, key)
+            continue
         if not is_cluster_id(remote_id):
             raise ConfigError(
                 f"{reader.source}: {key}: cluster ID must be 5 characters of [a-z0-9]"

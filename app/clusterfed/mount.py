@@ -5,7 +5,8 @@
     app = FastAPI()
     federation = mount(app, load_config("cluster.yml"), users=ModelUserTable(User))
 
-It adds the middleware (and, unless ``router=False``, the federated router inside it),
+It adds the middleware (and, unless ``router=False``, the federated router inside it;
+outside both, ``ArvadosRequests``, which reads requests as Arvados software sends them),
 includes the admin API, the admin page and the health/metrics routes (unless
 ``admin=False``), and joins the host's lifespan: clusterfed's database and background
 work start before the host's own startup runs and stop after its shutdown.
@@ -30,6 +31,7 @@ from .storage.database import Database
 from .storage.store import SqlFederationStore
 from .storage.users import UserTable
 from .trust.middleware import FederationMiddleware
+from .wire import ArvadosRequests
 
 
 def mount(
@@ -73,6 +75,9 @@ def mount(
     if router:
         app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)
+    # Outside both: they see every request in one shape, however the client sent it
+    # (query, form or JSON body, method override, `Bearer -`).
+    app.add_middleware(ArvadosRequests)
     _join_lifespan(app, federation, database)
     return federation
 

@@ -4,11 +4,17 @@ It is a real HTTP server (run it with ``ServerThread``) so the middleware's clie
 timeouts and parsing are exercised for real; only the answers are scripted. Use the real
 cluster (``ClusterProcess``) for well-behaved issuers and this one to misbehave on
 purpose: error statuses, HTML, wrong prefixes, hangs.
+
+It also answers ``GET /arvados/v1/groups`` as an Arvados home does (and nothing of
+clusterfed's own), for the permission checks a cluster asks in Arvados's form: a test
+sets ``grants[project][user] = (can_write, can_manage)``; a project missing there, or
+without the user, is one the user cannot read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +27,7 @@ from starlette.routing import Route
 
 TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
 USER_PATH = "/arvados/v1/users/current"
+GROUPS_PATH = "/arvados/v1/groups"
 
 
 @dataclass
@@ -50,7 +57,15 @@ class StubIssuer:
         self.calls: Counter[str] = Counter()
         self.tokens: dict[str, StubUser] = {}  # token uuid -> its user
         self.overrides: dict[str, Answer] = {}  # path -> scripted answer
-        self.app = Starlette(routes=[Route(TOKEN_PATH, self._token), Route(USER_PATH, self._user)])
+        self.grants: dict[str, dict[str, tuple[bool, bool]]] = {}
+        self.group_requests: list[tuple[str, dict[str, str]]] = []  # (credential, query)
+        self.app = Starlette(
+            routes=[
+                Route(TOKEN_PATH, self._token),
+                Route(USER_PATH, self._user),
+                Route(GROUPS_PATH, self._groups),
+            ]
+        )
 
     def issue(self, **user_fields: Any) -> tuple[str, StubUser]:
         """A new token for a new user with the given fields; returns (v2 token, user)."""
@@ -117,3 +132,18 @@ class StubIssuer:
         if presented is None:
             return JSONResponse({"errors": ["unknown token"]}, status_code=401)
         return JSONResponse(presented[1].record())
+
+    async def _groups(self, request: Request) -> Response:
+        self.calls[GROUPS_PATH] += 1
+        credential = request.headers.get("authorization", "").removeprefix("Bearer ")
+        self.group_requests.append((credential, dict(request.query_params)))
+        presented = self._presented(request)
+        if presented is None:
+            return JSONResponse({"errors": ["unknown token"]}, status_code=401)
+        user = presented[1]
+        items = []
+        for name, operator, operand in json.loads(request.query_params.get("filters", "[]")):
+            grant = self.grants.get(operand, {}).get(user.uuid)
+            if (name, operator) == ("uuid", "=") and grant is not None:
+                items.append({"uuid": operand, "can_write": grant[0], "can_manage": grant[1]})
+        return JSONResponse({"kind": "arvados#groupList", "items": items})

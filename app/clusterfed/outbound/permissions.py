@@ -10,6 +10,13 @@ target is X's: the token goes to X in the form X already knows (``tokens.for_iss
 so no cluster learns a credential it could replay elsewhere. Anything else is refused
 with 422 before a byte leaves this process.
 
+The question is asked in the form every Arvados cluster answers, so a real Arvados home
+works as well as a clusterfed one: ``GET /arvados/v1/groups?remote=<us>&filters=[["uuid",
+"=",X]]&select=["uuid","can_write","can_manage"]``. No item: the user cannot read X (or
+it does not exist, or is not a project); an item: ``can_read``, and its ``can_write`` /
+``can_manage`` decide the rest. (``/federation/v1/permission_checks`` stays, served by
+every clusterfed cluster, as the explicit form of the same question.)
+
 Answers, allowed and denied alike, are cached for ``PermissionCacheTTL`` keyed by
 (user, target, permission): a permission revoked at home takes effect here within
 that time. Failures are not cached, and they fail closed: a home cluster that cannot
@@ -19,6 +26,7 @@ answer makes the check raise ``BadGateway``/``GatewayTimeout``, never "allowed".
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
@@ -33,9 +41,11 @@ from clusterfed.tokens import MalformedToken, Token, for_issuer, is_uuid, uuid_c
 
 from .remote import RemoteClient
 
-CHECK_PATH = "/federation/v1/permission_checks"
+GROUPS_PATH = "/arvados/v1/groups"
+SELECT = json.dumps(["uuid", "can_write", "can_manage"])
 PERMISSIONS = ("can_read", "can_write", "can_manage")
 CACHE_SIZE = 10_000
+UNREADABLE = "target does not exist, is not a project, or the user cannot read it"
 THIRD_CLUSTER_REASON = (
     "forwarding a token salted for us to a third cluster would hand that cluster the "
     "user's identity here"
@@ -120,11 +130,14 @@ class RemotePermissions:
     ) -> PermissionAnswer:
         answer = await self.remote.request(
             home,
-            "POST",
-            CHECK_PATH,
+            "GET",
+            GROUPS_PATH,
             token=for_issuer(token, self.local_id),
-            params={"remote": self.local_id},
-            json_body={"target_uuid": target_uuid, "permission": permission},
+            params={
+                "remote": self.local_id,
+                "filters": json.dumps([["uuid", "=", target_uuid]]),
+                "select": SELECT,
+            },
         )
         if answer.status_code == 401:
             raise Unauthorized(f"{home} did not accept the user's token for a permission check")
@@ -132,30 +145,42 @@ class RemotePermissions:
             raise BadGateway(
                 f"{home} could not answer a permission check (status {answer.status_code})"
             )
-        body = answer.json_object()
-        if not _valid(body, user_uuid, target_uuid, permission):
-            raise BadGateway(f"{home} gave an invalid answer to a permission check")
-        assert body is not None
+        allowed, reason = _decide(answer.json_object(), target_uuid, permission)
+        if allowed is None:
+            raise BadGateway(f"{home} gave an invalid answer to a permission check: {reason}")
         return PermissionAnswer(
-            allowed=body["allowed"],
+            allowed=allowed,
             user_uuid=user_uuid,
             target_uuid=target_uuid,
             permission=permission,
-            reason=body["reason"] if isinstance(body.get("reason"), str) else "",
+            reason=reason,
             cluster_id=home,
         )
 
 
-def _valid(body: dict[str, Any] | None, user_uuid: str, target_uuid: str, permission: str) -> bool:
-    # The answer must be about the question asked: a home cluster answering for another
-    # user, target or level is broken or confused, and a confused "yes" must not count.
-    return (
-        body is not None
-        and isinstance(body.get("allowed"), bool)
-        and body.get("user_uuid") == user_uuid
-        and body.get("target_uuid") == target_uuid
-        and body.get("permission") == permission
-    )
+def _decide(
+    body: dict[str, Any] | None, target_uuid: str, permission: str
+) -> tuple[bool | None, str]:
+    """(allowed, reason) from a groups list answer; allowed None when it is not one.
+
+    The answer must be about the question asked: an item for another UUID, or flags that
+    are not booleans, come from a broken or confused home, and a confused "yes" must not
+    count.
+    """
+    items = body.get("items") if body is not None else None
+    if not isinstance(items, list) or len(items) > 1:
+        return None, "not a list of at most one group"
+    if not items:
+        return False, UNREADABLE
+    item = items[0]
+    if not isinstance(item, dict) or item.get("uuid") != target_uuid:
+        return None, "the group listed is not the one asked about"
+    flags = {name: item.get(name) for name in ("can_write", "can_manage")}
+    if not all(isinstance(flag, bool) for flag in flags.values()):
+        return None, "the group carries no boolean can_write and can_manage"
+    best = next((name for name, flag in reversed(flags.items()) if flag), "can_read")
+    allowed = PERMISSIONS.index(best) >= PERMISSIONS.index(permission)
+    return allowed, f"the user has {best}" if allowed else f"the user has only {best}"
 
 
 def request_token(request: Request) -> Token:

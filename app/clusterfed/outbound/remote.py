@@ -6,6 +6,11 @@ redirects, reads at most ``MaxResponseBytes``, and goes only to clusters listed 
 ``BadGateway`` (refused, reset, TLS) or ``GatewayTimeout``; any HTTP answer comes back
 as a :class:`RemoteResponse` for the caller to judge. Only transient failures are
 retried (connection reset, 502, 503, 429), with jittered exponential backoff.
+
+A GET with 1000 bytes of parameters or more goes as Arvados's client sends it
+(``sdk/go/arvados/client.go``): ``POST`` with ``X-Http-Method-Override: GET`` and the
+parameters as a form body, so a fan-out naming many UUIDs passes the URL limits of the
+proxies in front of a peer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -37,7 +43,11 @@ BACKOFF_MAX_SECONDS = 1.0
 # Connection reset and friends: the peer was there and dropped us; worth another try.
 TRANSIENT_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+LONG_QUERY_BYTES = 1000
 HOP_HEADER = "x-clusterfed-via"
+# Arvados controllers send this on every call to a peer and forward nothing that carries
+# it (lib/controller/federation/conn.go); so do we, so that Arvados peers stop too.
+VIA = "HTTP/1.1 arvados-controller"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +91,7 @@ class RemoteClient:
                 limits=POOL_LIMITS,
                 timeout=httpx.Timeout(self.timeout),
                 transport=self._transport,
-                headers={HOP_HEADER: self.local_id},
+                headers={HOP_HEADER: self.local_id, "Via": VIA},
             )
             self._clients[insecure] = client
         return client
@@ -111,6 +121,13 @@ class RemoteClient:
         if trial is None:
             raise BadGateway(f"remote cluster {cluster_id} is unreachable (circuit open)")
         request_headers = dict(headers or {})
+        if method == "GET" and content is None and json_body is None:
+            long_get = _as_post(path, params)
+            if long_get is not None:
+                path, content = long_get
+                method, params = "POST", None
+                request_headers["X-Http-Method-Override"] = "GET"
+                request_headers["Content-Type"] = "application/x-www-form-urlencoded"
         if token is not None:
             request_headers["Authorization"] = f"Bearer {token.encode()}"
         client = self._client(remote.insecure)
@@ -188,6 +205,15 @@ class RemoteClient:
             )
         finally:
             await response.aclose()
+
+
+def _as_post(path: str, params: Mapping[str, Any] | None) -> tuple[str, bytes] | None:
+    """(path, form body) for a GET whose parameters are too long for a URL; else None."""
+    base, _, query = path.partition("?")
+    encoded = "&".join(part for part in (query, urlencode(params or {})) if part)
+    if len(encoded) < LONG_QUERY_BYTES:
+        return None
+    return base, encoded.encode()
 
 
 async def _backoff(attempt: int, deadline: float) -> bool:

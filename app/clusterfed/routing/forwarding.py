@@ -1,5 +1,5 @@
-"""What every forwarded request shares: the caller's token salted for the target, the
-loop-protection check, and turning a remote's answer into ours.
+"""What every forwarded request shares: the caller's token salted for the target, and
+turning a remote's answer into ours (loop protection is ``params.serve_locally``).
 
 A remote's answer is relayed with its status and its JSON body (re-rendered, so nothing
 but JSON reaches the caller: an HTML error page from a proxy in front of the remote is a
@@ -16,25 +16,12 @@ from starlette.types import Scope
 
 from clusterfed.credentials import authorization_header, parse_authorization
 from clusterfed.errors import BadGateway, FederationError, RemoteError, Unauthorized, Unprocessable
-from clusterfed.outbound.remote import HOP_HEADER, RemoteResponse
+from clusterfed.outbound.remote import RemoteResponse
 from clusterfed.tokens import CannotResalt, MalformedToken, Token, salt
 
 from .manifests import hint_answer
 
-HOP_HEADER_BYTES = HOP_HEADER.encode()
 MAX_RELAYED_MESSAGE = 300
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def was_forwarded(scope: Scope) -> bool:
-    """A request another cluster forwarded to us: it is served here or nowhere."""
-    return header(scope, HOP_HEADER_BYTES) is not None
 
 
 def token_for(scope: Scope, cluster_id: str) -> Token | None:

@@ -112,6 +112,16 @@ def named_clusters(filters: list[Any]) -> set[str] | None:
     return allowed
 
 
+def pinned_uuids(filters: list[Any]) -> set[str] | None:
+    """The only UUIDs ``uuid =``/``uuid in`` filters let through; None when there are none."""
+    allowed: set[str] | None = None
+    for item in filters:
+        if _is_uuid_filter(item):
+            uuids = set(_operand_uuids(item))
+            allowed = uuids if allowed is None else allowed & uuids
+    return allowed
+
+
 def split_filters(filters: list[Any], cluster_id: str) -> list[Any]:
     """``filters`` with each ``uuid in`` operand cut down to ``cluster_id``'s UUIDs."""
     result = []

@@ -9,6 +9,7 @@ file whose name happens to look like a locator is never rewritten.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -45,3 +46,19 @@ def hint_answer(body: Any, cluster_id: str) -> None:
             hint_collection(item, cluster_id)
     else:
         hint_collection(body, cluster_id)
+
+
+def portable_data_hash(manifest_text: str) -> str:
+    """Arvados's rule: md5 of the manifest text, ``+``, its length in bytes."""
+    data = manifest_text.encode()
+    return f"{hashlib.md5(data).hexdigest()}+{len(data)}"
+
+
+def is_portable_data_hash(text: str) -> bool:
+    """A collection's portable data hash, with or without hints (``<md5>+<size>[+...]``)."""
+    return LOCATOR_RE.fullmatch(text) is not None
+
+
+def without_hints(pdh: str) -> str:
+    """``<md5>+<size>`` of a portable data hash that may carry hints."""
+    return "+".join(pdh.split("+")[:2])

@@ -17,29 +17,39 @@ enforced before anything is sent on its behalf, and the local part of a fan-out 
 identity the middleware left in ``scope["state"]``. The middleware never rewrites the
 ``Authorization`` header, so the router still salts the caller's original token.
 
-A request that arrives with the loop-protection header (another cluster forwarded it) is
-served here or nowhere: a UUID of a third cluster then answers 404 from the host.
+- ``GET /arvados/v1/collections/<portable data hash>`` is the host's when it has the
+  collection, else asked of every ``Proxy`` remote in parallel; the first answer whose
+  manifest hashes to that PDH wins (``lib/controller/federation/conn.go`` does the same).
+
+Requests arrive in one shape whatever the client sent (``wire.ArvadosRequests``). A
+request that must be served here (``params.serve_locally``: ``Via: ... arvados-controller``
+from a peer, ``forwarded_for``, ``bypass_federation``) is served here or nowhere: a UUID
+of a third cluster then answers 404 from the host. Lists and lookups sent to other
+clusters say ``forwarded_for=<us>-``, as Arvados's do, so no peer fans them out again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clusterfed.errors import BadGateway, FederationError, NotFound, Unprocessable
+from clusterfed.errors import BadGateway, FederationError, NotFound, RemoteError, Unprocessable
 from clusterfed.jsonbody import loads_client_json
+from clusterfed.params import QueryItems, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import GROUP_TYPE, is_cluster_id, is_uuid, uuid_cluster
 
-from .forwarding import first_error, part_failed, relay, remote_json, token_for, was_forwarded
+from .forwarding import first_error, part_failed, relay, remote_json, token_for
 from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
 from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
+from .manifests import hint_collection, is_portable_data_hash, portable_data_hash, without_hints
 from .merge import Page
 
 log = logging.getLogger("clusterfed.routing")
@@ -64,11 +74,9 @@ class FederatedRouter:
         self.resources = frozenset(resources)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or was_forwarded(scope):
-            await self.app(scope, receive, send)
-            return
-        route = self._route(scope["path"])
-        if route is None:
+        route = self._route(scope["path"]) if scope["type"] == "http" else None
+        # Only a routed path pays for reading the query that may say "serve it here".
+        if route is None or serve_locally(scope):
             await self.app(scope, receive, send)
             return
         resource, uuid = route
@@ -123,6 +131,8 @@ class FederatedRouter:
         self, scope: Scope, receive: Receive, resource: str, uuid: str
     ) -> Response | None:
         method = scope["method"]
+        if method == "GET" and resource == HINTED_RESOURCE and is_portable_data_hash(uuid):
+            return await self._by_hash(scope, receive, uuid)
         if not is_uuid(uuid) or uuid_cluster(uuid) == self.local_id or method not in OBJECT_METHODS:
             return None
         cluster = self._remote_for(uuid)
@@ -131,7 +141,7 @@ class FederatedRouter:
 
     def _create_target(self, scope: Scope, resource: str, body: bytes) -> tuple[str | None, bytes]:
         """Where a create goes (None: here), and the body to send there."""
-        cluster: Any = dict(_query(scope)).get("cluster_id")
+        cluster: Any = dict(query_items(scope)).get("cluster_id")
         try:
             document = loads_client_json(body) if body else None
         except ValueError:
@@ -150,12 +160,12 @@ class FederatedRouter:
         return None, body
 
     async def _list(self, scope: Scope, receive: Receive, resource: str) -> Response | None:
-        query = _query(scope)
+        query = query_items(scope)
         cluster = dict(query).get("cluster_id")
         if cluster is not None:
             if self._check_cluster(cluster) == self.local_id:
                 return None
-            return await self._forward(scope, cluster, resource, "GET")
+            return await self._forward(scope, cluster, resource, "GET", extra=self._mark)
         plan = plan_list(
             scope["path"],
             resource,
@@ -207,8 +217,9 @@ class FederatedRouter:
     async def _remote_page(
         self, scope: Scope, cluster: str, params: list[tuple[str, str]], offset: int, asked: int
     ) -> Page:
+        query = urlencode([*params, *self._mark])
         response = await self.remote.request(
-            cluster, "GET", f"{scope['path']}?{urlencode(params)}", token=token_for(scope, cluster)
+            cluster, "GET", f"{scope['path']}?{query}", token=token_for(scope, cluster)
         )
         body = remote_json(response, cluster)
         if response.status_code != 200:
@@ -218,6 +229,64 @@ class FederatedRouter:
             raise BadGateway(f"cluster {cluster} did not answer with a list")
         return page
 
+    @property
+    def _mark(self) -> QueryItems:
+        """Arvados's mark on a call a fan-out makes: the peer answers it alone."""
+        return [("forwarded_for", f"{self.local_id}-")]
+
+    async def _by_hash(self, scope: Scope, receive: Receive, pdh: str) -> Response:
+        """A collection by portable data hash: here if we have it, else any Proxy remote's."""
+        local = await call_app(
+            self.app,
+            scope,
+            receive,
+            method="GET",
+            path=scope["path"],
+            query_string=scope["query_string"],
+        )
+        if local.status_code != 404 or not self.proxies:
+            return Response(local.content, local.status_code, media_type="application/json")
+        query = [(k, v) for k, v in query_items(scope) if k not in ROUTING_PARAMS] + self._mark
+        path = f"{scope['path']}?{urlencode(query)}"
+        asks = [
+            asyncio.create_task(self._hash_from(scope, cluster, path, pdh))
+            for cluster in self.proxies
+        ]
+        failures: list[FederationError] = []
+        try:
+            for asked in asyncio.as_completed(asks):
+                try:
+                    found = await asked
+                except FederationError as exc:
+                    failures.append(exc)
+                    continue
+                if found is not None:
+                    return JSONResponse(found)
+        finally:
+            for ask in asks:
+                ask.cancel()
+        unanswered = [exc.message for exc in failures if isinstance(exc, RemoteError)]
+        if unanswered:
+            raise BadGateway(
+                f"{pdh} is not here, and not every cluster could be asked: " + "; ".join(unanswered)
+            )
+        raise NotFound(f"{pdh} not found")
+
+    async def _hash_from(self, scope: Scope, cluster: str, path: str, pdh: str) -> Any:
+        """``cluster``'s collection with that hash, checked; None when it has none."""
+        response = await self.remote.request(cluster, "GET", path, token=token_for(scope, cluster))
+        body = remote_json(response, cluster)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise part_failed(cluster, response.status_code, body)
+        manifest = body.get("manifest_text") if isinstance(body, dict) else None
+        if not isinstance(manifest, str) or portable_data_hash(manifest) != without_hints(pdh):
+            log.warning("cluster %s answered %s with a manifest of another hash", cluster, pdh)
+            raise BadGateway(f"cluster {cluster} answered {pdh} with a manifest of another hash")
+        hint_collection(body, cluster)
+        return body
+
     async def _forward(
         self,
         scope: Scope,
@@ -226,9 +295,10 @@ class FederatedRouter:
         method: str,
         *,
         content: bytes | None = None,
+        extra: QueryItems = (),
     ) -> Response:
         token = token_for(scope, cluster)
-        query = [(key, value) for key, value in _query(scope) if key not in ROUTING_PARAMS]
+        query = [(k, v) for k, v in query_items(scope) if k not in ROUTING_PARAMS] + [*extra]
         path = scope["path"] + (f"?{urlencode(query)}" if query else "")
         headers = {"content-type": "application/json"} if content else None
         log.debug("forwarding %s %s to %s", method, scope["path"], cluster)
@@ -236,10 +306,6 @@ class FederatedRouter:
             cluster, method, path, token=token, content=content or None, headers=headers
         )
         return relay(response, cluster, hints=resource == HINTED_RESOURCE)
-
-
-def _query(scope: Scope) -> list[tuple[str, str]]:
-    return parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
 
 
 def _owner_uuid(document: Any, resource: str) -> Any:

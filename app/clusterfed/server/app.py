@@ -20,7 +20,7 @@ from .body_limit import BodyLimit
 from .errors import install_error_handlers
 from .objects import permission_checks
 from .objects import router as objects
-from .ops import discovery
+from .ops import discovery, exported_config
 from .users import current
 from .users.auth import local_user_for_admin
 from .users.bootstrap import ensure_builtin_users
@@ -48,6 +48,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(current.router)
     app.include_router(discovery.router)
+    app.include_router(exported_config.router)
     app.include_router(permission_checks.router)
     for router in objects.routers:
         app.include_router(router)

@@ -14,15 +14,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clusterfed.credentials import authorization_header, bearer_credential
 from clusterfed.errors import FederationError, Forbidden, Unauthorized
+from clusterfed.exported import CONFIG_PATH
 from clusterfed.identity import STATE_KEY
 from clusterfed.service import Federation
 from clusterfed.tokens import MalformedToken, parse_token, scope_allows
 
 V2_PREFIX = "v2/"
 # Served to anyone, as Arvados does. Clients send their token with every request,
-# including the discovery document they build themselves from; validating it here would
-# let a scoped token or an issuer outage stop a client from being built at all.
-PUBLIC_PATHS = frozenset({"/discovery/v1/apis/arvados/v1/rest"})
+# including for the discovery document and the exported config they start from;
+# validating it here would let a scoped token or an issuer outage stop a client from
+# being built at all.
+PUBLIC_PATHS = frozenset({"/discovery/v1/apis/arvados/v1/rest", CONFIG_PATH})
 
 
 class FederationMiddleware:

@@ -7,11 +7,10 @@ after `clusterfed db upgrade --federation-only --config cluster.yml`.
 import os
 from contextlib import asynccontextmanager
 
+from clusterfed import Identity, ModelUserTable, foreign_identity, load_config, mount
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from clusterfed import Identity, ModelUserTable, foreign_identity, load_config, mount
 
 
 class Base(DeclarativeBase):

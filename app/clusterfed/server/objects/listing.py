@@ -9,7 +9,7 @@ against the column's type, before any SQL is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,27 @@ def parse_params(
         limit=_int(limit, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT),
         offset=_int(offset, "offset", 0, 0, MAX_OFFSET),
     )
+
+
+def parse_select(text: str | None, known: Collection[str]) -> list[str] | None:
+    """``select``: the attributes to return (None: all), a JSON array or comma-separated."""
+    if not text:
+        return None
+    names = _json_list(text, "select") if text.lstrip().startswith("[") else text.split(",")
+    names = [name.strip() if isinstance(name, str) else name for name in names]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise BadListParameter(f"cannot select {unknown[0]!r}; selectable: {', '.join(known)}")
+    return names
+
+
+def wants_count(count: str | None) -> bool:
+    """``count``: ``exact`` (or empty, the default) counts; ``none`` leaves it out."""
+    if count in (None, "", "exact"):
+        return True
+    if count == "none":
+        return False
+    raise BadListParameter("count must be exact or none")
 
 
 def _json_list(text: str, name: str) -> list[Any]:

@@ -7,6 +7,11 @@ create may ask for ``ensure_unique_name`` to be renamed rather than refused.
 
 Every route answers from the caller's point of view: a list holds only what the
 caller may read, and an object they may not read is 404 whether or not it exists.
+Group records in a list carry ``can_write`` and ``can_manage`` for the caller, as
+Arvados's do: that is how another cluster asks whether a user may write a project here
+(SPEC 3.3). ``GET /collections/<portable data hash>`` answers a readable collection with
+that hash, in Arvados's shape (``uuid`` is the hash). Parameters arrive in the query
+whatever the client sent (``app.federation.params``).
 """
 
 from __future__ import annotations
@@ -16,27 +21,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import exists, or_, select
+from sqlalchemy import CTE, Select, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
 from clusterfed.errors import NotFound, Unprocessable
 from clusterfed.outbound.permissions import RemotePermissionsDep
+from clusterfed.routing.lists import pinned_uuids
+from clusterfed.routing.manifests import is_portable_data_hash, portable_data_hash, without_hints
 from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
 from clusterfed.server.models import Collection, Group, Link
 from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
 
 from .access import Access
-from .listing import parse_params, run_list
+from .listing import parse_params, parse_select, run_list, wants_count
 from .names import has_unique_name, insert_uniquely_named, name_taken
-from .permissions import LEVELS, reachable, readable_clause
+from .permissions import LEVELS, MANAGE, reachable, readable_clause
 from .service import (
     COLLECTIONS,
+    COMMON,
+    GROUPS,
     LINKS,
     RESOURCES,
     Model,
     Resource,
-    portable_data_hash,
     to_json,
 )
 
@@ -56,6 +64,80 @@ AccessDep = Annotated[Access, Depends(get_access)]
 # replication level can only be the cluster default (see schemas.Replication).
 NOT_STORED = frozenset({"portable_data_hash", "replication_desired"})
 AnyBody = Annotated[dict[str, Any], Body()]
+# On group records, for the caller: what another cluster reads to decide a move (SPEC 3.3).
+PERMISSION_FIELDS = ("can_write", "can_manage")
+SelectParam = Annotated[str | None, Query(alias="select")]
+# A groups list whose uuid filters name at most this many groups (a permission check
+# names one) decides each by a walk up from it, whose cost follows the group's depth,
+# instead of a walk down through everything the caller can reach.
+MAX_PINNED = 20
+
+
+def _selectable(resource: Resource, *, listing: bool) -> tuple[str, ...]:
+    # The permission flags are computed for lists (what other clusters ask), not for a GET.
+    extra = PERMISSION_FIELDS if listing and resource is GROUPS else ()
+    return ("kind", "etag", *COMMON, *resource.fields, *extra)
+
+
+def _selected(item: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    if names is None:
+        return item
+    return {"kind": item["kind"], **{name: item.get(name) for name in names}}
+
+
+async def _readable(
+    access: Access, model: type[Model], query: Select[Any]
+) -> tuple[Select[Any], CTE | None]:
+    """``query`` cut down to what the caller may read, and the walk that decided it
+    (None for an admin, who reads everything)."""
+    if access.caller.user.is_admin:
+        return query, None
+    roots = await access.remote_roots(model)
+    dialect = access.session.get_bind().dialect.name
+    down = reachable(access.user_uuid, dialect=dialect, roots=roots)
+    return query.where(readable_clause(model, down, access.user_uuid)), down
+
+
+async def _levels(access: Access, down: CTE | None, uuids: list[str]) -> dict[str, int]:
+    """The caller's level on each of ``uuids``, from the same walk as the listing."""
+    if down is None:
+        return dict.fromkeys(uuids, MANAGE)
+    if not uuids:
+        return {}
+    rows = await access.session.execute(
+        select(down.c.uuid, func.max(down.c.level))
+        .where(down.c.uuid.in_(uuids))
+        .group_by(down.c.uuid)
+    )
+    return {uuid: int(level) for uuid, level in rows}
+
+
+async def _pinned_levels(access: Access, filters: list[Any]) -> dict[str, int] | None:
+    """The caller's level on each group a groups list's filters pin; None: not pinned."""
+    if access.caller.user.is_admin:
+        return None
+    pinned = pinned_uuids(filters)
+    if pinned is None or len(pinned) > MAX_PINNED:
+        return None
+    return {uuid: await access.level(uuid, wanted=LEVELS["can_read"]) for uuid in sorted(pinned)}
+
+
+async def _by_hash(access: Access, pdh: str, names: list[str] | None) -> dict[str, Any]:
+    """A readable collection with this portable data hash, as Arvados answers it."""
+    plain = without_hints(pdh)
+    query, _ = await _readable(
+        access, Collection, select(Collection).where(Collection.portable_data_hash == plain)
+    )
+    row = await access.session.scalar(query.order_by(Collection.modified_at.desc()).limit(1))
+    if row is None:
+        raise NotFound(f"{pdh} not found")
+    item = {
+        "kind": COLLECTIONS.kind,
+        "uuid": plain,
+        "portable_data_hash": plain,
+        "manifest_text": row.manifest_text,
+    }
+    return _selected(item, names)
 
 
 def _parse(resource: Resource, schema: type[BaseModel], body: dict[str, Any]) -> BaseModel:
@@ -118,30 +200,49 @@ def build_router(resource: Resource) -> APIRouter:
         order: Annotated[str | None, Query()] = None,
         limit: Annotated[str | None, Query()] = None,
         offset: Annotated[str | None, Query()] = None,
+        select_: SelectParam = None,
+        count: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
-        query = select(model)
-        if not access.caller.user.is_admin:
-            roots = await access.remote_roots(model)
-            dialect = access.session.get_bind().dialect.name
-            down = reachable(access.user_uuid, dialect=dialect, roots=roots)
-            query = query.where(readable_clause(model, down, access.user_uuid))
+        names = parse_select(select_, _selectable(resource, listing=True))
+        counted = wants_count(count)
+        pinned = await _pinned_levels(access, params.filters) if resource is GROUPS else None
+        if pinned is not None:
+            readable = [uuid for uuid, level in pinned.items() if level]
+            query, down = select(model).where(model.uuid.in_(readable)), None
+        else:
+            query, down = await _readable(access, model, select(model))
         rows, available = await run_list(access.session, query, params, attributes, model.uuid)
-        return {
+        items = [to_json(resource, row) for row in rows]
+        if resource is GROUPS:
+            uuids = [item["uuid"] for item in items]
+            levels = pinned if pinned is not None else await _levels(access, down, uuids)
+            for item in items:
+                level = levels.get(item["uuid"], 0)
+                item["can_write"] = level >= LEVELS["can_write"]
+                item["can_manage"] = level >= MANAGE
+        answer: dict[str, Any] = {
             "kind": f"{resource.kind}List",
             "etag": "",
             "self_link": "",
-            "items": [to_json(resource, row) for row in rows],
-            "items_available": available,
+            "items": [_selected(item, names) for item in items],
             "offset": params.offset,
             "limit": params.limit,
         }
+        if counted:
+            answer["items_available"] = available
+        return answer
 
     @router.get("/{uuid}")
-    async def get_object(uuid: str, access: AccessDep) -> dict[str, Any]:
+    async def get_object(
+        uuid: str, access: AccessDep, select_: SelectParam = None
+    ) -> dict[str, Any]:
+        names = parse_select(select_, _selectable(resource, listing=False))
+        if resource is COLLECTIONS and is_portable_data_hash(uuid):
+            return await _by_hash(access, uuid, names)
         row = await _row(access, resource, uuid)
         await access.require(uuid, "can_read")
-        return to_json(resource, row)
+        return _selected(to_json(resource, row), names)
 
     @router.post("")
     async def create_object(

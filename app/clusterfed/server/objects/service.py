@@ -70,12 +70,6 @@ LINKS = Resource(
 RESOURCES = (GROUPS, COLLECTIONS, LINKS)
 
 
-def portable_data_hash(manifest_text: str) -> str:
-    """Arvados's rule: md5 of the manifest text, ``+``, its length in bytes."""
-    data = manifest_text.encode()
-    return f"{hashlib.md5(data).hexdigest()}+{len(data)}"
-
-
 def _iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 

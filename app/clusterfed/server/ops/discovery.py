@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
+from clusterfed.exported import remote_hosts
 from clusterfed.routing.router import ROUTED_RESOURCES, FederatedRouter
 from clusterfed.server.deps import ConfigDep
 
@@ -257,6 +258,7 @@ def discovery_document(
     *,
     cluster_id: str,
     root_url: str,
+    remote_hosts: dict[str, str] | None = None,
     openapi: dict[str, Any],
     routed: Collection[str] = frozenset(),
 ) -> dict[str, Any]:
@@ -309,6 +311,8 @@ def discovery_document(
         # No batchPath: this server has no batch endpoint, and googleapiclient only
         # needs the key for new_batch_http_request().
         "uuidPrefix": cluster_id,
+        # Where each remote cluster is, as Arvados's document says (SPEC 3.6).
+        "remoteHosts": remote_hosts or {},
         "defaultCollectionReplication": DEFAULT_COLLECTION_REPLICATION,
         "blobSignatureTtl": BLOB_SIGNATURE_TTL,
         "parameters": {},
@@ -322,6 +326,7 @@ async def discovery(request: Request, config: ConfigDep) -> dict[str, Any]:
     return discovery_document(
         cluster_id=config.cluster_id,
         root_url=str(request.base_url),
+        remote_hosts=remote_hosts(config),
         openapi=request.app.openapi(),
         routed=routed_resources(request.app),
     )
