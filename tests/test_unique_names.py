@@ -126,6 +126,30 @@ async def test_concurrent_creates_never_share_a_name(home: Home) -> None:
     assert len(set(names)) == 4 and "renamed" in names
 
 
+async def test_many_concurrent_renaming_creates_all_succeed(home: Home) -> None:
+    """Arvados users run many concurrent creates with ensure_unique_name: none may fail.
+
+    Creates that wait on one another's uncommitted name wake up together and stamp the
+    same millisecond; that must cost another try, never a 422.
+    """
+    _, ann = await home.user()
+
+    async def create() -> httpx.Response:
+        params = {"ensure_unique_name": "true"}
+        return await home.call("POST", COLLECTIONS, ann, json={"name": "busy"}, params=params)
+
+    names: list[str] = []
+    for _ in range(3):
+        answers = await asyncio.gather(*(create() for _ in range(8)))
+        assert [response.status_code for response in answers] == [200] * 8, [
+            response.text for response in answers if response.status_code != 200
+        ]
+        names += [response.json()["name"] for response in answers]
+    assert len(set(names)) == 24 and "busy" in names
+    for name in names:
+        assert name == "busy" or re.fullmatch(f"busy{STAMPED}", name), name
+
+
 async def test_projects_are_unique_in_their_owner_and_roles_are_not(home: Home) -> None:
     _, ann = await home.user()
     project = {"group": {"name": "lab", "group_class": "project"}}
