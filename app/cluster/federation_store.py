@@ -23,7 +23,7 @@ from app.federation.store import CachedToken, PurgeEvent
 
 from .database import Database
 from .models import FederationPurge, FederationTokenCache, User
-from .services.users import free_username, get_user, to_record, username_base
+from .services.users import fit, free_username, get_user, to_record, username_base
 from .upsert import insert_for
 
 USERNAME_RETRIES = 3
@@ -97,7 +97,10 @@ class SqlFederationStore:
         raise AssertionError("unreachable")
 
     async def _mirror_once(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
-        first_name, last_name = mirror_names(remote)
+        # A peer's names may pass the columns (PostgreSQL refuses, SQLite would keep them):
+        # stored cut to size; the username is cut by free_username, keeping it unique.
+        first_name, last_name = map(fit, mirror_names(remote))
+        email = fit(remote.email)
         async with self.database.sessionmaker() as session:
             user = await get_user(session, uuid=remote.uuid)
             if user is None:
@@ -109,7 +112,7 @@ class SqlFederationStore:
                     insert_for(session, User)
                     .values(
                         uuid=remote.uuid,
-                        email=remote.email,
+                        email=email,
                         username=username,
                         first_name=first_name,
                         last_name=last_name,
@@ -132,8 +135,8 @@ class SqlFederationStore:
                 flags.is_active,
                 flags.is_invited,
             )
-            user.email, user.first_name, user.last_name = remote.email, first_name, last_name
-            if policy.login and remote.username and remote.username != user.username:
+            user.email, user.first_name, user.last_name = email, first_name, last_name
+            if policy.login and remote.username and fit(remote.username) != user.username:
                 user.username = await free_username(
                     session, remote.username, exclude_uuid=user.uuid
                 )

@@ -19,6 +19,7 @@ from .cache import L1Entry, TokenCache
 from .config import ClusterConfig
 from .errors import FederationError, RemoteError, Unauthorized
 from .identity import Identity, RemoteUser, UserRecord
+from .jsonbody import check_text
 from .metrics import FederationMetrics
 from .mirroring import MirrorPolicy
 from .remote import RemoteClient, RemoteResponse
@@ -300,6 +301,8 @@ def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
         scopes = ["all"]
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise Unauthorized(f"issuer {issuer} answered with malformed scopes")
+    for scope in scopes:
+        _storable(scope, "scopes", issuer)
     return {
         "owner_uuid": owner_uuid,
         "scopes": tuple(scopes),
@@ -319,7 +322,7 @@ def _parse_remote_user(answer: RemoteResponse, issuer: str, owner_uuid: str) -> 
 
     def text(name: str) -> str | None:
         value = body.get(name)
-        return value if isinstance(value, str) else None
+        return _storable(value, name, issuer) if isinstance(value, str) else None
 
     def flag(name: str) -> bool | None:
         value = body.get(name)
@@ -343,7 +346,24 @@ def _parse_time(value: object, issuer: str) -> datetime | None:
     if not isinstance(value, str):
         raise Unauthorized(f"issuer {issuer} answered with a malformed expires_at")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(
+            _storable(value, "expires_at", issuer).replace("Z", "+00:00")
+        )
+        # In UTC, or an offset near datetime's ends (9999-12-31T23:59:59-14:00) overflows
+        # in the first comparison or subtraction, on every retry.
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise Unauthorized(
+            f"issuer {issuer} answered with a malformed or out-of-range expires_at"
+        ) from None
+
+
+def _storable(value: str, name: str, issuer: str) -> str:
+    """A peer's text that every store can hold: NUL and lone surrogates make the answer
+    invalid (SPEC 3.2: 401), where they would fail at the database on every retry."""
+    try:
+        return check_text(value)
     except ValueError:
-        raise Unauthorized(f"issuer {issuer} answered with a malformed expires_at") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise Unauthorized(
+            f"issuer {issuer} answered with a {name} holding NUL or a lone surrogate"
+        ) from None

@@ -13,6 +13,7 @@ from app.federation.tokens import USER_TYPE, new_uuid
 
 from ..models import User
 
+NAME_LENGTH = 255  # email, username, first_name, last_name: String(255)
 _LEADING_NON_LETTERS = re.compile(r"^[^A-Za-z]+")
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
 
@@ -27,22 +28,35 @@ def username_base(username: str | None, email: str | None) -> str | None:
     return _NON_ALNUM.sub("", _LEADING_NON_LETTERS.sub("", local)) or None
 
 
+def fit(value: str | None, length: int = NAME_LENGTH) -> str | None:
+    """``value`` cut to a column of ``length`` characters (a peer's names may be longer)."""
+    return value[:length] if value is not None else None
+
+
 async def free_username(
     session: AsyncSession, base: str | None, *, exclude_uuid: str = ""
 ) -> str | None:
-    """``base``, or ``base2``, ``base3``, ... whichever is not taken by another user."""
+    """``base``, or ``base2``, ``base3``, ... whichever is not taken by another user.
+
+    Each cut to fit the column: a suffix takes the place of the base's last characters.
+    """
     if not base:
         return None
+
+    def candidate(n: int) -> str:
+        suffix = str(n) if n > 1 else ""
+        return base[: NAME_LENGTH - len(suffix)] + suffix
+
+    # Every candidate up to a 9-digit suffix starts with this stem.
+    stem = base[: NAME_LENGTH - 9]
     rows = await session.scalars(
-        select(User.username).where(User.username.like(f"{base}%"), User.uuid != exclude_uuid)
+        select(User.username).where(User.username.like(f"{stem}%"), User.uuid != exclude_uuid)
     )
     taken = set(rows)
-    if base not in taken:
-        return base
-    n = 2
-    while f"{base}{n}" in taken:
+    n = 1
+    while candidate(n) in taken:
         n += 1
-    return f"{base}{n}"
+    return candidate(n)
 
 
 async def get_user(session: AsyncSession, *, uuid: str) -> User | None:
