@@ -118,6 +118,20 @@ MALFORMED_HEADERS: dict[str, bytes | str] = {
 }
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer " + "a" * 20_000, f"Bearer v2/{UUID}/" + "a" * 20_000, "Basic " + "a" * 60_000],
+    ids=["v1-like", "v2-like", "basic"],
+)
+def test_oversized_authorization_header_is_refused_first(app: App, authorization: str) -> None:
+    # Refused before the token grammar or the host's own lookups see it: 431, SPEC body.
+    response = app.get(authorization)
+    assert response.status_code == 431, response.text
+    body = response.json()
+    assert set(body) == {"errors", "error_token"} and "Authorization" in body["errors"][0]
+    assert authorization[-MIN_LEAK_CHECK:] not in response.text
+
+
 @pytest.mark.parametrize("authorization", MALFORMED_HEADERS.values(), ids=MALFORMED_HEADERS)
 def test_malformed_credential_is_refused_with_spec_error(
     app: App, authorization: bytes | str

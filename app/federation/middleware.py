@@ -6,18 +6,26 @@ enforces the token's scopes (403), and leaves the identity in
 requests pass through untouched. Only credentials that claim to be v2 tokens are the
 middleware's business (a malformed one is refused here, 401); any other credential (a v1
 secret, the ManagementToken) is the host's to accept or refuse.
+
+An ``Authorization`` header longer than ``MAX_AUTHORIZATION_BYTES`` is refused first, for
+every request (431): no credential is that long (tokens over 4 kB are refused anyway),
+and neither the token grammar nor the host's own lookups should ever see it.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import FederationError, Forbidden, Unauthorized
+from .errors import FederationError, Forbidden, Unauthorized, error_response
 from .identity import STATE_KEY
 from .service import Federation
 from .tokens import MalformedToken, bearer_credential, parse_token, scope_allows
 
 AUTHORIZATION = b"authorization"
+# Four times the longest token accepted (MAX_TOKEN_LENGTH): a long but plausible header
+# still gets the token grammar's 401 and its reason; beyond this, nothing is a credential.
+MAX_AUTHORIZATION_BYTES = 16 * 1024
+HEADER_TOO_LARGE = 431
 V2_PREFIX = "v2/"
 # Served to anyone, as Arvados does. Clients send their token with every request,
 # including the discovery document they build themselves from; validating it here would
@@ -32,7 +40,14 @@ class FederationMiddleware:
         self.local_id = federation.cluster_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _oversized_authorization(scope):
+            message = f"Authorization header is longer than {MAX_AUTHORIZATION_BYTES} bytes"
+            await error_response(HEADER_TOO_LARGE, message)(scope, receive, send)
+            return
+        if scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         header = _authorization(scope)
@@ -67,3 +82,10 @@ def _authorization(scope: Scope) -> str | None:
             # by the token grammar) instead of raising.
             return value.decode("latin-1")
     return None
+
+
+def _oversized_authorization(scope: Scope) -> bool:
+    return any(
+        name == AUTHORIZATION and len(value) > MAX_AUTHORIZATION_BYTES
+        for name, value in scope["headers"]
+    )
