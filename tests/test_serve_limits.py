@@ -1,4 +1,5 @@
-"""``clusterfed serve`` as an operator runs it: what a hostile client can make it hold.
+"""``clusterfed serve`` as an operator runs it: what a hostile client can make it hold,
+and what its log lines may carry (never a secret).
 
 A real server process (``python -m app serve``); memory is read from its
 ``/proc/<pid>/status``. The database plays no part in what is measured, so one SQLite
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.serving import redact_query
 from tests.support.servers import ClusterProcess, cluster_config, running
 
 HUGE_HEADER_BYTES = 64 * 1024 * 1024
@@ -111,3 +113,40 @@ def test_long_authorization_header_is_431_with_the_spec_body(server: ClusterProc
     response = httpx.get(f"{server.cluster.base_url}/arvados/v1/users/current", headers=headers)
     assert response.status_code == 431, response.text
     assert set(response.json()) == {"errors", "error_token"}
+
+
+SECRET = "3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi"
+READER = "v2/qr1hi-gj3su-000000000000002/5pte6ck8kzo1p5bxzmo2tbefpxr3jhprqvkvwrjqmbiec4spzd"
+
+
+def test_no_secret_in_the_access_log(server: ClusterProcess) -> None:
+    base = server.cluster.base_url
+    for query in (
+        f"api_token={SECRET}",
+        f"limit=1&API_TOKEN=v2/qr1hi-gj3su-000000000000001/{SECRET}&x=1",
+        f"api%5Ftoken={SECRET}",
+        f'reader_tokens=["{READER}"]&api_token={SECRET}',
+        f"reader_tokens[]={READER}",
+    ):
+        response = httpx.get(f"{base}/arvados/v1/collections?{query}")
+        assert response.status_code < 500
+    marker = "/arvados/v1/collections?after-the-secrets"
+    httpx.get(base + marker)
+    deadline = time.monotonic() + 5
+    while marker not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the access log is written after the answer
+    log = server.log()
+    assert marker in log and "api_token=[REDACTED]" in log and "limit=1" in log
+    assert SECRET not in log and READER.split("/")[2] not in log
+    assert "reader_tokens=[REDACTED]" in log and "reader_tokens[]=[REDACTED]" in log
+
+
+def test_redact_query_keeps_everything_but_credential_values() -> None:
+    assert redact_query("/a?b=1&c") == "/a?b=1&c"
+    assert redact_query("/a") == "/a"
+    assert redact_query("/a?api_token=s&api_token=t&b=2") == (
+        "/a?api_token=[REDACTED]&api_token=[REDACTED]&b=2"
+    )
+    assert redact_query("/a?api+token=s&Reader_Tokens=%5B%22t%22%5D") == (
+        "/a?api+token=s&Reader_Tokens=[REDACTED]"
+    )
