@@ -7,6 +7,7 @@ straight into the table to pin down the ``state`` rule.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -353,10 +354,12 @@ def admin_routes(app: FastAPI) -> list[tuple[str, str]]:
 async def call_as(client: httpx.AsyncClient, method: str, path: str, token: str | None) -> Any:
     headers = auth(token) if token else {}
     if path == LOGIN:  # the login form takes its credential in the form, not a header
-        csrf = "x" * 43
-        client.cookies.set("clusterfed_csrf", csrf)
+        # Its CSRF token is bound to the nonce cookie the form's page sets.
+        form = await client.get("/federation/admin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text
         try:
-            return await client.post(path, data={"credential": token or "", "csrf": csrf})
+            return await client.post(path, data={"credential": token or "", "csrf": csrf[1]})
         finally:
             client.cookies.clear()
     body = {"all": True} if path.endswith("/purge") and path.startswith(API) else None
