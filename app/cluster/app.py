@@ -15,7 +15,9 @@ from .bootstrap import ensure_builtin_users
 from .database import Database
 from .errors import install_error_handlers
 from .federation_store import SqlFederationStore
+from .head_as_get import HeadAsGet
 from .routers import admin_page, current, discovery, objects, ops, permission_checks, token_cache
+from .trailing_slash import StripTrailingSlash
 
 
 def create_app(config: ClusterConfig) -> FastAPI:
@@ -34,7 +36,10 @@ def create_app(config: ClusterConfig) -> FastAPI:
             await federation.aclose()
             await database.dispose()
 
-    app = FastAPI(title=f"clusterfed {config.cluster_id}", lifespan=lifespan)
+    # No trailing-slash redirects (their Location echoed the Host header): StripTrailingSlash.
+    app = FastAPI(
+        title=f"clusterfed {config.cluster_id}", lifespan=lifespan, redirect_slashes=False
+    )
     app.state.config = config
     app.state.database = database
     app.state.federation = federation
@@ -52,6 +57,9 @@ def create_app(config: ClusterConfig) -> FastAPI:
     # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
     app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)
-    # Outermost of ours: no body is read past the cap, before or after authentication.
+    # Outside both: no body is read past the cap, before or after authentication.
     app.add_middleware(BodyLimit)
+    # Outermost: every layer sees a path without a trailing slash, and a HEAD as a GET.
+    app.add_middleware(StripTrailingSlash)
+    app.add_middleware(HeadAsGet)
     return app
