@@ -244,3 +244,16 @@ async def test_query_too_long_to_forward(routed: tuple[Any, str], path: str, que
     response = await raw_get(app, path, query, token)
     assert_error(response, 414)
     assert "c97qk" in response.json()["errors"][0] and "65536" in response.json()["errors"][0]
+
+
+@pytest.mark.parametrize(
+    "path", ["/federation/admin/", "/arvados/v1/collections/", "/_health/ping/"]
+)
+async def test_host_header_is_never_reflected(api: Client, path: str) -> None:
+    # A trailing-slash redirect built its Location from Host: an open redirect, and a
+    # poisoned link for any cache in front.
+    headers = {**api.headers, "Host": "evil.example"}
+    response = await api.client.get(path, headers=headers)
+    assert "evil.example" not in response.headers.get("location", "")
+    assert "evil.example" not in response.text
+    assert response.status_code < 500

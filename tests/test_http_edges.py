@@ -52,12 +52,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_a_trailing_slash_is_served_not_redirected_to_the_host_header(site: Site) -> None:
-    hostile = {"Host": "evil.example"}
+async def test_a_trailing_slash_is_served_not_redirected(site: Site) -> None:
+    # (The Host header a redirect used to echo: test_hostile_input.)
     for path in ("/federation/admin/", "/federation/admin//", f"{COLLECTIONS}/"):
-        response = await site.client.get(path, headers={**hostile, **bearer(site.token)})
+        response = await site.client.get(path, headers=bearer(site.token))
         assert "location" not in response.headers, (path, response.headers)
-        assert "evil.example" not in response.text
         assert response.status_code in (200, 403), (path, response.status_code)
     listed = await site.client.get(f"{COLLECTIONS}/", headers=bearer(site.token))
     assert listed.status_code == 200 and listed.json()["kind"] == "arvados#collectionList"
