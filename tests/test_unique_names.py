@@ -19,6 +19,7 @@ from sqlalchemy import select
 from app.cluster.app import create_app
 from app.cluster.db import utcnow
 from app.cluster.models import Collection, Group
+from app.cluster.services import names
 from app.federation.config import parse_config
 from app.federation.tokens import COLLECTION_TYPE, GROUP_TYPE, new_uuid
 from app.migrate import alembic_config
@@ -148,6 +149,24 @@ async def test_many_concurrent_renaming_creates_all_succeed(home: Home) -> None:
     assert len(set(names)) == 24 and "busy" in names
     for name in names:
         assert name == "busy" or re.fullmatch(f"busy{STAMPED}", name), name
+
+
+async def test_renaming_does_not_wait_for_the_clock_to_move(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Creates that stamp the same millisecond (a burst, or a coarse clock) must each try a
+    # later one, not the same one again: deterministic, where the race above is not.
+    frozen = utcnow()
+    monkeypatch.setattr(names, "utcnow", lambda: frozen)
+    _, ann = await home.user()
+    params = {"ensure_unique_name": "true"}
+    made = [
+        (await home.ok("POST", COLLECTIONS, ann, json={"name": "tick"}, params=params))["name"]
+        for _ in range(4)
+    ]
+    assert made[0] == "tick" and len(set(made)) == 4
+    for name in made[1:]:
+        assert re.fullmatch(f"tick{STAMPED}", name), name
 
 
 async def test_projects_are_unique_in_their_owner_and_roles_are_not(home: Home) -> None:
