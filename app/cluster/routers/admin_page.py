@@ -76,6 +76,12 @@ def _set_cookie(
     )
 
 
+def _delete_cookie(request: Request, response: Response, name: str) -> None:
+    response.delete_cookie(
+        name, path=PAGE, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
+
+
 def _render(
     request: Request,
     config: Any,
@@ -116,7 +122,7 @@ def _login_page(
         headers=headers,
     )
     if isinstance(error, Unauthorized) and SESSION_COOKIE in request.cookies:
-        response.delete_cookie(SESSION_COOKIE, path=PAGE)  # it no longer works
+        _delete_cookie(request, response, SESSION_COOKIE)  # it no longer works
     return response
 
 
@@ -236,7 +242,7 @@ async def login(request: Request, session: SessionDep, config: ConfigDep) -> Res
     response = RedirectResponse(PAGE, status_code=303)
     max_age = max(1, admin_session.expires_at - int(now))
     _set_cookie(request, response, SESSION_COOKIE, cookie, max_age=max_age)
-    response.delete_cookie(CSRF_COOKIE, path=PAGE)  # the login nonce has served
+    _delete_cookie(request, response, CSRF_COOKIE)  # the login nonce has served
     return response
 
 
@@ -250,7 +256,7 @@ async def logout(request: Request, session: SessionDep, config: ConfigDep) -> Re
     except FederationError as exc:
         return _login_page(request, config, exc)
     response = RedirectResponse(PAGE, status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path=PAGE)
+    _delete_cookie(request, response, SESSION_COOKIE)
     return response
 
 
