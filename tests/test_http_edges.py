@@ -7,14 +7,18 @@ header, 405 for HEAD on GET endpoints, a federated list with a trailing slash an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy import func, select, text
 
 from app.cluster.app import create_app
+from app.cluster.db import create_engine
+from app.cluster.services.names import turn_key
 from app.federation.config import parse_config
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
@@ -98,6 +102,57 @@ async def test_database_unreachable_is_503_with_retry_after(
     assert response.headers["retry-after"].isdigit()
     body = response.json()
     assert set(body) == {"errors", "error_token"} and "database" in body["errors"][0]
+
+
+async def test_a_connection_cut_mid_request_is_503(site: Site, databases: DatabaseFactory) -> None:
+    # What a PostgreSQL restart does to requests in flight: their backend is terminated.
+    # A renaming create waits on an advisory lock the test holds, so its backend can be
+    # found and cut while the request is inside the database.
+    if databases.backend != "postgresql":
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    me = await site.client.get("/arvados/v1/users/current", headers=bearer(site.token))
+    key = turn_key("collections", me.json()["uuid"], "held")
+    transport = httpx.ASGITransport(app=site.app, raise_app_exceptions=False)  # type: ignore[arg-type]
+    engine = create_engine(site.database_url)
+    try:
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+            engine.connect() as holder,
+        ):
+            await holder.execute(select(func.pg_advisory_lock(key)))
+            create = asyncio.create_task(
+                client.post(
+                    COLLECTIONS,
+                    params={"ensure_unique_name": "true"},
+                    json={"name": "held"},
+                    headers=bearer(site.token),
+                )
+            )
+            waiting: list[int] = []
+            for _ in range(200):
+                waiting = list(
+                    await holder.scalars(
+                        text(
+                            "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' "
+                            "AND datname = current_database()"
+                        )
+                    )
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+            assert waiting, "the create never waited on the lock"
+            await holder.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting[0]})
+            response = await create
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"].isdigit()
+            assert set(response.json()) == {"errors", "error_token"}
+            await holder.execute(select(func.pg_advisory_unlock(key)))
+            # The pool replaces the dead connection: the next request works.
+            again = await client.get("/arvados/v1/users/current", headers=bearer(site.token))
+            assert again.status_code == 200, again.text
+    finally:
+        await engine.dispose()
 
 
 # --- lists across clusters with a trailing slash: two real servers ----------------------

@@ -63,8 +63,13 @@ async def take_turns(session: AsyncSession, table: str, owner_uuid: str, name: s
     """
     if session.get_bind().dialect.name != "postgresql":
         return  # SQLite: the first insert already waits for the one writer
+    await session.execute(select(func.pg_advisory_xact_lock(turn_key(table, owner_uuid, name))))
+
+
+def turn_key(table: str, owner_uuid: str, name: str) -> int:
+    """The advisory lock key (a signed 64-bit integer) of one name in one owner."""
     digest = hashlib.blake2b(f"{table}\0{owner_uuid}\0{name}".encode(), digest_size=8).digest()
-    await session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, signed=True))))
+    return int.from_bytes(digest, signed=True)
 
 
 async def insert_uniquely_named(
