@@ -140,8 +140,8 @@ async def admin_for_session(
         user_uuid, scopes, issuer = record.user_uuid, record.scopes, config.cluster_id
         expires_at = record.expires_at
     else:
-        # A login cluster's token: what this cluster knows of it is its cache entry, kept
-        # fresh while the token is in use, dropped when it is purged or revoked.
+        # A login cluster's token: what this cluster knows of it is its cache entry, fresh
+        # for RemoteTokenRefresh after its last validation, dropped when purged or revoked.
         cached = await session.get(FederationTokenCache, token_uuid)
         if cached is None or not (
             now < cached.refreshes_at and (cached.expires_at is None or now < cached.expires_at)
