@@ -22,7 +22,7 @@ from clusterfed.server.body_limit import MAX_REQUEST_BYTES
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, cluster_config
+from tests.support.servers import Cluster, cluster_config, remote_entry
 
 NESTED = "[" * 1100 + "]" * 1100
 SURROGATE = "\ud800"
@@ -49,6 +49,52 @@ async def api(databases: DatabaseFactory) -> AsyncIterator[Client]:
     async with asgi_client(app) as client:
         _, token = await Cluster("qr1hi", 0, url).new_user()
         yield Client(client, token)
+
+
+@pytest.fixture
+async def routed(databases: DatabaseFactory) -> AsyncIterator[tuple[Any, str]]:
+    """The app of a cluster with a remote (nothing listens there), and a user's token."""
+    url = databases.new_url("router")
+    remotes = {"c97qk": remote_entry(1, Proxy=True)}
+    app = create_app(parse_config(cluster_config("qr1hi", url, remotes=remotes)))
+    async with asgi_client(app):
+        _, token = await Cluster("qr1hi", 0, url).new_user()
+        yield app, token
+
+
+async def raw_get(
+    app: Any, path: str, query: bytes, token: str, *, method: str = "GET"
+) -> httpx.Response:
+    """A request with ``query`` exactly as sent (``curl -g``): httpx would refuse to build it."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query,
+        "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    started: dict[str, Any] = {}
+    body = bytearray()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.update(message)
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
+
+    await app(scope, receive, send)
+    headers = [(key.decode(), value.decode()) for key, value in started["headers"]]
+    return httpx.Response(started["status"], headers=headers, content=bytes(body))
 
 
 def assert_error(response: httpx.Response, status: int) -> None:
@@ -174,3 +220,55 @@ async def test_oversized_admin_form_is_not_read_to_the_end(api: Client) -> None:
     response = await api.client.post(f"{PAGE}/login", content=body(), headers=headers)
     assert response.status_code == 413, response.text
     assert read <= MAX_FORM_BYTES + 2 * chunk
+
+
+REMOTE_COLLECTION = "c97qk-4zz18-000000000000001"
+QUOTES = b'"' * 30_000  # 30,000 raw quotes, 90,000 characters re-encoded
+MANY_UUIDS = json.dumps(
+    [["uuid", "in", [f"c97qk-4zz18-{index:015d}" for index in range(2164)]]]
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "status"),
+    [
+        (f"/arvados/v1/collections/{REMOTE_COLLECTION}", b"select=" + QUOTES, 502),
+        ("/arvados/v1/collections", b"cluster_id=c97qk&filters=" + QUOTES, 502),
+        ("/arvados/v1/collections", b"filters=" + MANY_UUIDS, 502),
+        # The local part of the fan-out judges the select first.
+        ("/arvados/v1/collections", b"federated=true&select=" + QUOTES, 422),
+    ],
+    ids=["object", "cluster_id", "uuid-in", "federated"],
+)
+async def test_a_long_get_goes_to_the_remote_in_a_form_body(
+    routed: tuple[Any, str], path: str, query: bytes, status: int
+) -> None:
+    # Too long for a URL once re-encoded (httpx.InvalidURL, once a 500): sent as Arvados's
+    # client sends a long GET, a POST with the override and a form body. Nothing listens
+    # at the remote's port, so the answer is the fail-closed 502, never a 500.
+    app, token = routed
+    response = await raw_get(app, path, query, token)
+    assert_error(response, status)
+
+
+async def test_query_too_long_to_forward(routed: tuple[Any, str]) -> None:
+    # A request that is not a GET keeps its query in the URL: one too long to send is a
+    # 4xx that says so, decided before any connection.
+    app, token = routed
+    path = f"/arvados/v1/collections/{REMOTE_COLLECTION}"
+    response = await raw_get(app, path, b"select=" + QUOTES, token, method="DELETE")
+    assert_error(response, 414)
+    assert "c97qk" in response.json()["errors"][0] and "65536" in response.json()["errors"][0]
+
+
+@pytest.mark.parametrize(
+    "path", ["/federation/admin/", "/arvados/v1/collections/", "/_health/ping/"]
+)
+async def test_host_header_is_never_reflected(api: Client, path: str) -> None:
+    # A trailing-slash redirect built its Location from Host: an open redirect, and a
+    # poisoned link for any cache in front.
+    headers = {**api.headers, "Host": "evil.example"}
+    response = await api.client.get(path, headers=headers)
+    assert "evil.example" not in response.headers.get("location", "")
+    assert "evil.example" not in response.text
+    assert response.status_code < 500

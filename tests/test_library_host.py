@@ -192,7 +192,7 @@ async def test_the_host_page_and_api_refuse_without_credentials(databases: Datab
     app = host_app(local_config("c97qk", url))
     async with asgi_client(app) as client:
         assert (await client.get("/federation/v1/token_cache")).status_code == 401
-        # A local token: this host gave no local_user hook, so only the ManagementToken.
+        # A local token: this host gave no LocalCredentials, so only the ManagementToken.
         local = await client.get(
             "/federation/v1/token_cache", headers=bearer("v2/c97qk-gj3su-000000000000000/abc")
         )

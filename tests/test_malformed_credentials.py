@@ -8,8 +8,10 @@ fixture), which is what lets the hypothesis tests stay plain synchronous functio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +23,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster
+from tests.support.servers import Cluster, ServerThread, local_config, remote_entry
+from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 
 CLUSTER_ID = "qr1hi"
 USERS_CURRENT = "/arvados/v1/users/current"
@@ -115,6 +118,20 @@ MALFORMED_HEADERS: dict[str, bytes | str] = {
 }
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer " + "a" * 20_000, f"Bearer v2/{UUID}/" + "a" * 20_000, "Basic " + "a" * 60_000],
+    ids=["v1-like", "v2-like", "basic"],
+)
+def test_oversized_authorization_header_is_refused_first(app: App, authorization: str) -> None:
+    # Refused before the token grammar or the host's own lookups see it: 431, SPEC body.
+    response = app.get(authorization)
+    assert response.status_code == 431, response.text
+    body = response.json()
+    assert set(body) == {"errors", "error_token"} and "Authorization" in body["errors"][0]
+    assert authorization[-MIN_LEAK_CHECK:] not in response.text
+
+
 @pytest.mark.parametrize("authorization", MALFORMED_HEADERS.values(), ids=MALFORMED_HEADERS)
 def test_malformed_credential_is_refused_with_spec_error(
     app: App, authorization: bytes | str
@@ -195,3 +212,114 @@ def test_v2_looking_credentials_never_succeed_nor_leak(app: App, token: str) -> 
     secret = token.split("/", 2)[-1]
     if len(secret) >= MIN_LEAK_CHECK:
         assert secret not in response.text
+
+
+# --- malformed answers from a peer (SPEC 3.2: a 200 that is not a valid answer is a 401) ---
+#
+# Each was a 500 on every retry once: text no store can hold in the user record, or an
+# expires_at past what datetime can hold. A merely long name is no fault: it is cut to
+# the column (255), and usernames stay unique.
+
+SURROGATE = "\ud800"
+NUL = "\x00"
+COLUMN = 255
+
+
+@pytest.fixture
+def issuer() -> Iterator[StubIssuer]:
+    stub = StubIssuer("zpeer")
+    with ServerThread(stub.app) as server:
+        stub.port = server.port  # type: ignore[attr-defined]
+        yield stub
+
+
+@pytest.fixture
+async def acceptor(
+    issuer: StubIssuer, databases: DatabaseFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    remotes = {"zpeer": remote_entry(issuer.port, ActivateUsers=True)}  # type: ignore[attr-defined]
+    config = local_config("c97qk", databases.new_url("acceptor"), remotes=remotes)
+    async with asgi_client(create_app(config)) as client:
+        yield client
+
+
+async def current_user(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.get(USERS_CURRENT, headers={"Authorization": f"Bearer {token}"})
+
+
+def escaped(document: Any) -> Answer:
+    # json.dumps escapes a lone surrogate as \ud800, as a misbehaving peer would send it.
+    return Answer(raw=json.dumps(document).encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("text", [SURROGATE, NUL], ids=["surrogate", "nul"])
+@pytest.mark.parametrize("field", ["first_name", "last_name", "email", "username"])
+async def test_peer_user_with_unstorable_text_is_an_invalid_answer(
+    acceptor: httpx.AsyncClient, issuer: StubIssuer, field: str, text: str
+) -> None:
+    token, user = issuer.issue(email="ann@zpeer.example", is_active=True)
+    issuer.overrides[USER_PATH] = escaped({**user.record(), field: f"ann{text}x"})
+    for _ in range(2):  # not a 500 on the retry either
+        assert_spec_401(await current_user(acceptor, token), token)
+
+
+@pytest.mark.parametrize("text", [SURROGATE, NUL], ids=["surrogate", "nul"])
+async def test_peer_scopes_with_unstorable_text_are_an_invalid_answer(
+    acceptor: httpx.AsyncClient, issuer: StubIssuer, text: str
+) -> None:
+    token, user = issuer.issue(is_active=True)
+    record = {
+        "uuid": parse_token(token).uuid,
+        "owner_uuid": user.uuid,
+        "scopes": [f"GET /arvados/v1/users/{text}"],
+    }
+    issuer.overrides[TOKEN_PATH] = escaped(record)
+    assert_spec_401(await current_user(acceptor, token), token)
+
+
+@pytest.mark.parametrize(
+    "expires_at",
+    [
+        "9999-12-31T23:59:59-14:00",  # parses, but is past datetime.max in UTC
+        "2030-01-01T00:00:00\x00Z",
+    ],
+    ids=["past-datetime-max", "nul"],
+)
+async def test_peer_expires_at_out_of_range_is_an_invalid_answer(
+    acceptor: httpx.AsyncClient, issuer: StubIssuer, expires_at: str
+) -> None:
+    token, user = issuer.issue(is_active=True)
+    record = {"uuid": parse_token(token).uuid, "owner_uuid": user.uuid, "expires_at": expires_at}
+    issuer.overrides[TOKEN_PATH] = escaped(record)
+    for _ in range(2):
+        assert_spec_401(await current_user(acceptor, token), token)
+    # Far, but in range: accepted.
+    issuer.overrides[TOKEN_PATH] = escaped({**record, "expires_at": "9999-12-31T09:59:59-14:00"})
+    assert (await current_user(acceptor, token)).status_code == 200
+
+
+async def test_peer_user_with_long_names_is_stored_cut_to_the_column(
+    acceptor: httpx.AsyncClient, issuer: StubIssuer
+) -> None:
+    long = {
+        "first_name": "f" * 1000,
+        "last_name": "l" * 1000,
+        "email": "e" * 990 + "@zpeer.org",
+        "username": "u" * 1000,
+        "is_active": True,
+    }
+    mirrored = []
+    for _ in range(3):  # three users asking for the same 1,000-character username
+        token, _ = issuer.issue(**long)
+        response = await current_user(acceptor, token)
+        assert response.status_code == 200, response.text
+        mirrored.append(response.json())
+    for user in mirrored:
+        assert user["first_name"] == "f" * COLUMN and user["last_name"] == "l" * COLUMN
+        assert user["email"] == "e" * COLUMN
+        assert len(user["username"]) <= COLUMN and user["username"].startswith("u" * 250)
+    assert mirrored[0]["username"] == "u" * COLUMN
+    assert len({user["username"] for user in mirrored}) == 3
+    # Seen again, still long at the issuer: the mirror is updated, not a 500.
+    token, _ = issuer.issue(**long)
+    assert (await current_user(acceptor, token)).status_code == 200

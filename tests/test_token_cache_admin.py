@@ -7,6 +7,7 @@ straight into the table to pin down the ``state`` rule.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -353,10 +354,12 @@ def admin_routes(app: FastAPI) -> list[tuple[str, str]]:
 async def call_as(client: httpx.AsyncClient, method: str, path: str, token: str | None) -> Any:
     headers = auth(token) if token else {}
     if path == LOGIN:  # the login form takes its credential in the form, not a header
-        csrf = "x" * 43
-        client.cookies.set("clusterfed_csrf", csrf)
+        # Its CSRF token is bound to the nonce cookie the form's page sets.
+        form = await client.get("/federation/admin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text
         try:
-            return await client.post(path, data={"credential": token or "", "csrf": csrf})
+            return await client.post(path, data={"credential": token or "", "csrf": csrf[1]})
         finally:
             client.cookies.clear()
     body = {"all": True} if path.endswith("/purge") and path.startswith(API) else None
@@ -419,3 +422,24 @@ async def test_an_admin_of_the_login_cluster_is_admin(
         assert ok.json()["items_available"] == 1  # its own token, cached by that request
         refused = await client.get(f"{API}/token_cache", headers=auth(remote_plain))
         assert refused.status_code == 403
+
+
+async def test_a_page_session_of_a_login_cluster_admin_ends_with_its_cache_entry(
+    qr1hi: Cluster, session_databases: DatabaseFactory
+) -> None:
+    # The session holds no secret, so it cannot ask the login cluster again: it lasts
+    # while the token's cache entry is fresh, and a purge (or a revocation) ends it.
+    app = _app(qr1hi, session_databases, LoginCluster="qr1hi")
+    _, remote_admin = await qr1hi.new_user(is_admin=True)
+    async for client in asgi_client(app):
+        form = await client.get("/federation/admin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text
+        login = await client.post(LOGIN, data={"credential": remote_admin, "csrf": csrf[1]})
+        assert login.status_code == 303, login.text
+        assert remote_admin.rsplit("/", 1)[-1] not in client.cookies["clusterfed_admin"]
+        assert (await client.get("/federation/admin")).status_code == 200
+        token_uuid = parse_token(remote_admin).uuid
+        purged = await client.delete(f"{API}/token_cache/{token_uuid}", headers=MANAGEMENT)
+        assert purged.status_code == 200, purged.text
+        assert (await client.get("/federation/admin")).status_code == 401

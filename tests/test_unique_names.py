@@ -20,6 +20,7 @@ from clusterfed.config import parse_config
 from clusterfed.server.app import create_app
 from clusterfed.server.migrate import SERVER_CHAIN
 from clusterfed.server.models import Collection, Group
+from clusterfed.server.objects import names
 from clusterfed.storage.db import utcnow
 from clusterfed.storage.migrate import alembic_config
 from clusterfed.tokens import COLLECTION_TYPE, GROUP_TYPE, new_uuid
@@ -127,6 +128,48 @@ async def test_concurrent_creates_never_share_a_name(home: Home) -> None:
     names = [response.json()["name"] for response in renamed]
     assert all(response.status_code == 200 for response in renamed)
     assert len(set(names)) == 4 and "renamed" in names
+
+
+async def test_many_concurrent_renaming_creates_all_succeed(home: Home) -> None:
+    """Arvados users run many concurrent creates with ensure_unique_name: none may fail.
+
+    Creates that wait on one another's uncommitted name wake up together and stamp the
+    same millisecond; that must cost another try, never a 422.
+    """
+    _, ann = await home.user()
+
+    async def create() -> httpx.Response:
+        params = {"ensure_unique_name": "true"}
+        return await home.call("POST", COLLECTIONS, ann, json={"name": "busy"}, params=params)
+
+    names: list[str] = []
+    for _ in range(3):
+        answers = await asyncio.gather(*(create() for _ in range(8)))
+        assert [response.status_code for response in answers] == [200] * 8, [
+            response.text for response in answers if response.status_code != 200
+        ]
+        names += [response.json()["name"] for response in answers]
+    assert len(set(names)) == 24 and "busy" in names
+    for name in names:
+        assert name == "busy" or re.fullmatch(f"busy{STAMPED}", name), name
+
+
+async def test_renaming_does_not_wait_for_the_clock_to_move(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Creates that stamp the same millisecond (a burst, or a coarse clock) must each try a
+    # later one, not the same one again: deterministic, where the race above is not.
+    frozen = utcnow()
+    monkeypatch.setattr(names, "utcnow", lambda: frozen)
+    _, ann = await home.user()
+    params = {"ensure_unique_name": "true"}
+    made = [
+        (await home.ok("POST", COLLECTIONS, ann, json={"name": "tick"}, params=params))["name"]
+        for _ in range(4)
+    ]
+    assert made[0] == "tick" and len(set(made)) == 4
+    for name in made[1:]:
+        assert re.fullmatch(f"tick{STAMPED}", name), name
 
 
 async def test_projects_are_unique_in_their_owner_and_roles_are_not(home: Home) -> None:

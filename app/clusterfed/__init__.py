@@ -19,7 +19,7 @@ from .identity import Identity, RemoteUser, UserRecord, foreign_identity, get_id
 from .mount import mount
 from .outbound.permissions import PermissionAnswer, RemotePermissions, RemotePermissionsDep
 from .routing.router import FederatedRouter
-from .service import Federation, LocalUserLookup, RemoteStatus
+from .service import Federation, LocalCredentials, LocalLogin, RemoteStatus
 from .storage.database import Database
 from .storage.migrate import upgrade_database
 from .storage.store import SqlFederationStore
@@ -41,7 +41,8 @@ __all__ = [
     "FederationMiddleware",
     "FederationStore",
     "Identity",
-    "LocalUserLookup",
+    "LocalCredentials",
+    "LocalLogin",
     "MirrorPolicy",
     "ModelUserTable",
     "PermissionAnswer",

@@ -12,6 +12,9 @@ from starlette.types import Scope
 from .tokens import MalformedToken, Token, parse_token, secrets_equal
 
 AUTHORIZATION = b"authorization"
+# Four times the longest token accepted (MAX_TOKEN_LENGTH): a long but plausible header
+# still gets the token grammar's 401 and its reason; beyond this, nothing is a credential.
+MAX_AUTHORIZATION_BYTES = 16 * 1024
 
 
 def authorization_header(scope: Scope) -> str | None:
@@ -22,6 +25,14 @@ def authorization_header(scope: Scope) -> str | None:
             # by the token grammar) instead of raising.
             return value.decode("latin-1")
     return None
+
+
+def oversized_authorization(scope: Scope) -> bool:
+    """Whether any Authorization header is past what can hold a credential (431)."""
+    return any(
+        name == AUTHORIZATION and len(value) > MAX_AUTHORIZATION_BYTES
+        for name, value in scope["headers"]
+    )
 
 
 def bearer_credential(header: str) -> str | None:

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from .config import ClusterConfig
 from .errors import FederationError
 from .routing.router import FederatedRouter
-from .service import Federation, LocalUserLookup
+from .service import Federation, LocalCredentials
 from .storage.database import Database
 from .storage.store import SqlFederationStore
 from .storage.users import UserTable
@@ -41,15 +41,15 @@ def mount(
     users: UserTable,
     router: bool = True,
     admin: bool = True,
-    local_user: LocalUserLookup | None = None,
+    local_credentials: LocalCredentials | None = None,
     database: Database | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Federation:
     """Federate ``app``; returns the :class:`Federation` (also at ``app.state.federation``).
 
-    ``users`` maps clusterfed onto the host's users table. ``local_user`` tells the
-    admin API whose a local credential is (without it only the ManagementToken and
-    login-cluster admins are admins). ``database`` shares the host's started
+    ``users`` maps clusterfed onto the host's users table. ``local_credentials`` tells
+    the admin API and page whose a local credential is (without it only the
+    ManagementToken and login-cluster admins are admins). ``database`` shares the host's started
     :class:`Database`; by default clusterfed opens its own on ``Database.URL``.
     """
     database = database or Database(config.database_url)
@@ -57,7 +57,7 @@ def mount(
         config,
         SqlFederationStore(database, users),
         database=database,
-        local_user=local_user,
+        local_credentials=local_credentials,
         transport=transport,
     )
     app.state.federation = federation

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import httpx
 from starlette.requests import Request
@@ -33,9 +33,33 @@ from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
 
-# The host's answer to "whose is this local credential?" (used by the admin API): the
-# user, or None when it is not valid here; it may raise Unauthorized or Forbidden.
-LocalUserLookup = Callable[[Request, str], Awaitable[UserRecord | None]]
+
+@dataclass(frozen=True, slots=True)
+class LocalLogin:
+    """What a host knows of one of its own credentials: whose it is, and its token."""
+
+    user: UserRecord
+    token_uuid: str | None  # None: a credential with no token record (a SystemRootToken)
+    expires_at: datetime | None
+    scopes: tuple[str, ...]
+
+
+class LocalCredentials(Protocol):
+    """The host's answer to "whose is this local credential?", for the admin API and page.
+
+    Local tokens are the host's business; clusterfed asks only when an operator logs in
+    with one (``login``) and again on each request of the page session that login made
+    (``recheck``, by the token's UUID: the session never holds the secret).
+    """
+
+    async def login(self, request: Request, credential: str) -> LocalLogin | None:
+        """None when the credential is not valid here; may raise Unauthorized/Forbidden."""
+
+    async def recheck(
+        self, request: Request, token_uuid: str | None, user_uuid: str
+    ) -> LocalLogin | None:
+        """The same login now; None once the token is revoked, expired or gone."""
+
 
 # How far behind the purge cursor each poll looks again (see apply_pending_purges).
 PURGE_LOOKBACK_IDS = 100
@@ -59,7 +83,7 @@ class Federation:
         store: FederationStore,
         *,
         database: Database | None = None,
-        local_user: LocalUserLookup | None = None,
+        local_credentials: LocalCredentials | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
@@ -67,7 +91,7 @@ class Federation:
         # clusterfed's own tables, for the admin API and the CLI (None: a host that only
         # validates tokens through a store of its own)
         self._database = database
-        self.local_user = local_user
+        self.local_credentials = local_credentials
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)

@@ -41,11 +41,13 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
             "`clusterfed serve` needs the server extra: pip install 'clusterfed[server]'"
         ) from None
     from clusterfed.server.migrate import upgrade
+    from clusterfed.server.serving import uvicorn_options
 
     upgrade(config.database_url)
-    tls: dict[str, str] = {}
+    # Bounded request heads and an access log with no credential in it (serving.py).
+    options: dict[str, Any] = uvicorn_options()
     if config.tls_certificate:
-        tls = {"ssl_certfile": config.tls_certificate, "ssl_keyfile": config.tls_key}
+        options.update(ssl_certfile=config.tls_certificate, ssl_keyfile=config.tls_key)
     if args.workers > 1:
         # Worker processes rebuild the app from the environment, so the path must be there.
         if config.source != "<built-in default>":
@@ -57,12 +59,12 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
             port=args.port,
             workers=args.workers,
             log_level="info",
-            **tls,
+            **options,
         )
     else:
         from clusterfed.server.app import create_app
 
-        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info", **tls)
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info", **options)
     return 0
 
 

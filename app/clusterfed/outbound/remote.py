@@ -3,8 +3,10 @@
 Every call is bounded by ``RemoteTimeout`` as a whole (retries included), follows no
 redirects, reads at most ``MaxResponseBytes``, and goes only to clusters listed in
 ``RemoteClusters``. Transport failures are translated here, once, into
-``BadGateway`` (refused, reset, TLS) or ``GatewayTimeout``; any HTTP answer comes back
-as a :class:`RemoteResponse` for the caller to judge. Only transient failures are
+``BadGateway`` (refused, reset, TLS) or ``GatewayTimeout``; a request that cannot even be
+built (a caller's query that, re-encoded, passes httpx's URL limit) into a 414 or 422 that
+blames the request, not the remote. Any HTTP answer comes back as a
+:class:`RemoteResponse` for the caller to judge. Only transient failures are
 retried (connection reset, 502, 503, 429), with jittered exponential backoff.
 
 A GET with 1000 bytes of parameters or more goes as Arvados's client sends it
@@ -28,7 +30,13 @@ from urllib.parse import urlencode
 import httpx
 
 from clusterfed.config import ClusterConfig
-from clusterfed.errors import BadGateway, GatewayTimeout, Unauthorized
+from clusterfed.errors import (
+    BadGateway,
+    FederationError,
+    GatewayTimeout,
+    Unauthorized,
+    Unprocessable,
+)
 from clusterfed.tokens import Token
 
 from .circuit import CircuitBreaker
@@ -48,6 +56,8 @@ HOP_HEADER = "x-clusterfed-via"
 # Arvados controllers send this on every call to a peer and forward nothing that carries
 # it (lib/controller/federation/conn.go); so do we, so that Arvados peers stop too.
 VIA = "HTTP/1.1 arvados-controller"
+URI_TOO_LONG = 414
+MAX_URL_LENGTH = 65536  # httpx's own limit (httpx._urlparse), named for our message
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +173,9 @@ class RemoteClient:
         except httpx.TimeoutException:
             circuit.record_failure("timeout")
             raise GatewayTimeout(f"remote cluster {cluster_id} did not answer in time") from None
+        except httpx.InvalidURL as exc:
+            # Not an httpx.HTTPError: nothing was sent, the remote is not to blame.
+            raise _not_forwardable(cluster_id, exc) from None
         except httpx.HTTPError as exc:
             # Transport failures, and answers httpx cannot read (a broken gzip body, say):
             # either way no usable answer came back.
@@ -225,6 +238,21 @@ async def _backoff(attempt: int, deadline: float) -> bool:
         return False
     await asyncio.sleep(delay)
     return True
+
+
+def _not_forwardable(cluster_id: str, exc: httpx.InvalidURL) -> FederationError:
+    # httpx's message only, never the URL: its query may hold anything the caller sent.
+    if "too long" in str(exc):
+        return FederationError(
+            f"this request must go to cluster {cluster_id}, and its parameters are too long "
+            f"to forward there (the URL would pass {MAX_URL_LENGTH} characters); send fewer "
+            "or shorter parameters, e.g. split a long 'uuid in' filter",
+            status_code=URI_TOO_LONG,
+        )
+    return Unprocessable(
+        f"this request must go to cluster {cluster_id}, and its URL cannot be built "
+        "to forward it there"
+    )
 
 
 def _describe(exc: httpx.HTTPError) -> str:

@@ -18,11 +18,13 @@ from clusterfed.storage.database import Database
 
 from .body_limit import BodyLimit
 from .errors import install_error_handlers
+from .head_as_get import HeadAsGet
 from .objects import permission_checks
 from .objects import router as objects
 from .ops import discovery, exported_config
+from .trailing_slash import StripTrailingSlash
 from .users import current
-from .users.auth import local_user_for_admin
+from .users.auth import LocalCredentials
 from .users.bootstrap import ensure_builtin_users
 from .users.service import users_table
 
@@ -42,7 +44,10 @@ def create_app(
         finally:
             await database.dispose()
 
-    app = FastAPI(title=f"clusterfed {config.cluster_id}", lifespan=lifespan)
+    # No trailing-slash redirects (their Location echoed the Host header): StripTrailingSlash.
+    app = FastAPI(
+        title=f"clusterfed {config.cluster_id}", lifespan=lifespan, redirect_slashes=False
+    )
     app.state.config = config
     app.state.database = database
     install_error_handlers(app)
@@ -57,10 +62,13 @@ def create_app(
         config,
         users=users_table,
         database=database,
-        local_user=local_user_for_admin,
+        local_credentials=LocalCredentials(),
         transport=transport,
     )
     app.state.metrics_registry = federation.metrics.registry
     # Outermost of ours: no body is read past the cap, before or after authentication.
     app.add_middleware(BodyLimit)
+    # Outermost: every layer sees a path without a trailing slash, and a HEAD as a GET.
+    app.add_middleware(StripTrailingSlash)
+    app.add_middleware(HeadAsGet)
     return app

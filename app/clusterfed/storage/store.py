@@ -25,7 +25,7 @@ from clusterfed.trust.store import CachedToken, PurgeEvent
 from .database import Database
 from .models import FederationPurge, FederationTokenCache
 from .upsert import insert_for
-from .users import UserTable, free_username, username_base
+from .users import UserTable, fit, free_username, username_base
 
 # Two workers mirroring one user at the same moment: the loser's insert collides on the
 # uuid (or on the username it chose) and its next attempt finds the winner's row.
@@ -98,7 +98,13 @@ class SqlFederationStore:
         raise AssertionError("unreachable")
 
     async def _mirror_once(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
+        # A peer's names may pass the host's columns (PostgreSQL refuses them, SQLite would
+        # keep them): stored cut to size; free_username cuts the username, keeping it unique.
+        limits = self.users.limits()
         first_name, last_name = mirror_names(remote)
+        first_name = fit(first_name, limits.get("first_name"))
+        last_name = fit(last_name, limits.get("last_name"))
+        email = fit(remote.email, limits.get("email"))
         async with self.database.sessionmaker() as session:
             existing = await self.users.get(session, remote.uuid)
             if existing is None:
@@ -110,13 +116,14 @@ class SqlFederationStore:
                 flags = flags_for_existing_user(remote, policy, flags_of(existing))
                 username = existing.username
                 # SPEC 5: the username is set once, and follows only the login cluster.
-                if policy.login and remote.username and remote.username != existing.username:
+                wanted = fit(remote.username, limits.get("username"))
+                if policy.login and remote.username and wanted != existing.username:
                     username = await free_username(
                         self.users, session, remote.username, exclude_uuid=existing.uuid
                     )
             record = UserRecord(
                 uuid=remote.uuid,
-                email=remote.email,
+                email=email,
                 username=username,
                 first_name=first_name,
                 last_name=last_name,

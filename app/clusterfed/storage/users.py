@@ -13,6 +13,7 @@ Most hosts keep users in a SQLAlchemy model with Arvados's attribute names; for 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clusterfed.identity import UserRecord
 
 USER_FIELDS = tuple(f.name for f in fields(UserRecord))
+TEXT_FIELDS = ("email", "username", "first_name", "last_name")
 MAX_USERNAME_SUFFIX = 10_000
 
 _LEADING_NON_LETTERS = re.compile(r"^[^A-Za-z]+")
@@ -40,6 +42,13 @@ class UserTable(Protocol):
     async def username_taken(
         self, session: AsyncSession, username: str, *, exclude_uuid: str | None = None
     ) -> bool: ...
+
+    def limits(self) -> Mapping[str, int]:
+        """The longest value each text field's column holds ({} when none is bounded).
+
+        A peer's names can be longer than a column (PostgreSQL refuses them, SQLite would
+        keep them): clusterfed stores them cut to size, usernames still unique."""
+        ...
 
 
 class ModelUserTable:
@@ -62,6 +71,14 @@ class ModelUserTable:
         missing = [a for a in self.attributes.values() if not hasattr(model, a)]
         if missing:
             raise TypeError(f"{model.__name__} has no attribute {', '.join(missing)}")
+        self._limits = {
+            field: length
+            for field in TEXT_FIELDS
+            if isinstance(length := getattr(self._column(field).type, "length", None), int)
+        }
+
+    def limits(self) -> Mapping[str, int]:
+        return self._limits
 
     def _column(self, field: str) -> Any:
         return getattr(self.model, self.attributes[field])
@@ -105,14 +122,24 @@ def username_base(username: str | None, email: str | None) -> str | None:
     return _NON_ALNUM.sub("", _LEADING_NON_LETTERS.sub("", local)) or None
 
 
+def fit(value: str | None, limit: int | None) -> str | None:
+    """``value`` cut to a column of ``limit`` characters."""
+    return value[:limit] if value is not None and limit is not None else value
+
+
 async def free_username(
     users: UserTable, session: AsyncSession, base: str | None, *, exclude_uuid: str | None = None
 ) -> str | None:
-    """``base``, or ``base2``, ``base3``, ... whichever no other user has (SPEC 5)."""
+    """``base``, or ``base2``, ``base3``, ... whichever no other user has (SPEC 5).
+
+    Each cut to fit the column: a suffix takes the place of the base's last characters.
+    """
     if not base:
         return None
+    limit = users.limits().get("username")
     for n in range(1, MAX_USERNAME_SUFFIX):
-        candidate = base if n == 1 else f"{base}{n}"
+        suffix = "" if n == 1 else str(n)
+        candidate = (fit(base, limit - len(suffix)) if limit else base) + suffix
         if not await users.username_taken(session, candidate, exclude_uuid=exclude_uuid):
             return candidate
     raise RuntimeError(f"no free username for {base!r} after {MAX_USERNAME_SUFFIX} tries")

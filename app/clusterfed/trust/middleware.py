@@ -6,20 +6,30 @@ enforces the token's scopes (403), and leaves the identity in
 requests pass through untouched. Only credentials that claim to be v2 tokens are the
 middleware's business (a malformed one is refused here, 401); any other credential (a v1
 secret, the ManagementToken) is the host's to accept or refuse.
+
+An ``Authorization`` header longer than ``MAX_AUTHORIZATION_BYTES`` is refused first, for
+every request (431): no credential is that long (tokens over 4 kB are refused anyway),
+and neither the token grammar nor the host's own lookups should ever see it.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clusterfed.credentials import authorization_header, bearer_credential
-from clusterfed.errors import FederationError, Forbidden, Unauthorized
+from clusterfed.credentials import (
+    MAX_AUTHORIZATION_BYTES,
+    authorization_header,
+    bearer_credential,
+    oversized_authorization,
+)
+from clusterfed.errors import FederationError, Forbidden, Unauthorized, error_response
 from clusterfed.exported import CONFIG_PATH
 from clusterfed.identity import STATE_KEY
 from clusterfed.service import Federation
 from clusterfed.tokens import MalformedToken, parse_token, scope_allows
 
 V2_PREFIX = "v2/"
+HEADER_TOO_LARGE = 431
 # Served to anyone, as Arvados does. Clients send their token with every request,
 # including for the discovery document and the exported config they start from;
 # validating it here would let a scoped token or an issuer outage stop a client from
@@ -34,7 +44,14 @@ class FederationMiddleware:
         self.local_id = federation.cluster_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if oversized_authorization(scope):
+            message = f"Authorization header is longer than {MAX_AUTHORIZATION_BYTES} bytes"
+            await error_response(HEADER_TOO_LARGE, message)(scope, receive, send)
+            return
+        if scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         header = authorization_header(scope)

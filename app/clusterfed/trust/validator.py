@@ -18,6 +18,7 @@ from typing import Any
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
 from clusterfed.identity import Identity, RemoteUser, UserRecord
+from clusterfed.jsonbody import check_text
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient, RemoteResponse
 from clusterfed.tokens import (
@@ -301,6 +302,8 @@ def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
         scopes = ["all"]
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise Unauthorized(f"issuer {issuer} answered with malformed scopes")
+    for scope in scopes:
+        _storable(scope, "scopes", issuer)
     return {
         "owner_uuid": owner_uuid,
         "scopes": tuple(scopes),
@@ -320,7 +323,7 @@ def _parse_remote_user(answer: RemoteResponse, issuer: str, owner_uuid: str) -> 
 
     def text(name: str) -> str | None:
         value = body.get(name)
-        return value if isinstance(value, str) else None
+        return _storable(value, name, issuer) if isinstance(value, str) else None
 
     def flag(name: str) -> bool | None:
         value = body.get(name)
@@ -344,7 +347,24 @@ def _parse_time(value: object, issuer: str) -> datetime | None:
     if not isinstance(value, str):
         raise Unauthorized(f"issuer {issuer} answered with a malformed expires_at")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(
+            _storable(value, "expires_at", issuer).replace("Z", "+00:00")
+        )
+        # In UTC, or an offset near datetime's ends (9999-12-31T23:59:59-14:00) overflows
+        # in the first comparison or subtraction, on every retry.
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise Unauthorized(
+            f"issuer {issuer} answered with a malformed or out-of-range expires_at"
+        ) from None
+
+
+def _storable(value: str, name: str, issuer: str) -> str:
+    """A peer's text that every store can hold: NUL and lone surrogates make the answer
+    invalid (SPEC 3.2: 401), where they would fail at the database on every retry."""
+    try:
+        return check_text(value)
     except ValueError:
-        raise Unauthorized(f"issuer {issuer} answered with a malformed expires_at") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise Unauthorized(
+            f"issuer {issuer} answered with a {name} holding NUL or a lone surrogate"
+        ) from None

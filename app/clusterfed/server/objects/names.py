@@ -7,14 +7,22 @@ with the name cut short if the whole would pass 255 characters. The rule is the 
 (unique indexes, migration 0003), so two concurrent creates cannot both win a name: the
 insert is an ``INSERT ... ON CONFLICT DO NOTHING``, and a conflict picks the next name
 within the same transaction. Roles and links have no such rule.
+
+Renaming creates of one name in one owner take turns (on PostgreSQL a transaction-scoped
+advisory lock; SQLite has one writer at a time anyway). Without that, on PostgreSQL every
+create that hit another's uncommitted name waited for it, woke with the others when it
+committed, stamped the same millisecond as they did and collided again, until its tries ran
+out (422 under load). Taking turns, a conflict is always with a committed name, and each
+try stamps a later millisecond than the one before.
 """
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime
+import hashlib
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clusterfed.errors import Unprocessable
@@ -23,7 +31,8 @@ from clusterfed.storage.db import utcnow
 from clusterfed.storage.upsert import insert_for
 
 NAME_LENGTH = 255
-ATTEMPTS = 3  # the name as asked, then two timestamps (Arvados retries twice too)
+ATTEMPTS = 5  # the name as asked, then timestamps, each a later millisecond
+MILLISECOND = timedelta(milliseconds=1)
 UniquelyNamed = Collection | Group
 
 
@@ -46,6 +55,22 @@ def name_taken(singular: str, name: str, owner_uuid: str) -> Unprocessable:
     )
 
 
+async def take_turns(session: AsyncSession, table: str, owner_uuid: str, name: str) -> None:
+    """Waits until no other transaction is choosing a name for ``name`` in ``owner_uuid``.
+
+    Held until this transaction ends, so the next one in line sees this one's name.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite: the first insert already waits for the one writer
+    await session.execute(select(func.pg_advisory_xact_lock(turn_key(table, owner_uuid, name))))
+
+
+def turn_key(table: str, owner_uuid: str, name: str) -> int:
+    """The advisory lock key (a signed 64-bit integer) of one name in one owner."""
+    digest = hashlib.blake2b(f"{table}\0{owner_uuid}\0{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, signed=True)
+
+
 async def insert_uniquely_named(
     session: AsyncSession,
     model: type[UniquelyNamed],
@@ -56,7 +81,9 @@ async def insert_uniquely_named(
 ) -> UniquelyNamed:
     """Inserts ``values`` (they hold the UUID) and returns the new row."""
     asked = values["name"]
-    tried: set[str] = set()
+    if ensure_unique_name:
+        await take_turns(session, model.__tablename__, values["owner_uuid"], asked)
+    stamp: datetime | None = None
     for _ in range(ATTEMPTS):
         statement = (
             insert_for(session, model.__table__)
@@ -71,10 +98,8 @@ async def insert_uniquely_named(
             return row
         if not ensure_unique_name:
             raise name_taken(singular, asked, values["owner_uuid"])
-        tried.add(values["name"])
-        values["name"] = timestamped(asked, utcnow())
-        if values["name"] in tried:
-            # Taken within this millisecond: the next one is another name.
-            await asyncio.sleep(0.002)
-            values["name"] = timestamped(asked, utcnow())
+        # A later millisecond than the last try, even when the clock has not moved on.
+        now = utcnow()
+        stamp = now if stamp is None or now >= stamp + MILLISECOND else stamp + MILLISECOND
+        values["name"] = timestamped(asked, stamp)
     raise Unprocessable(f"could not find a unique name for {asked!r} in {values['owner_uuid']}")

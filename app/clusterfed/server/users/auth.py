@@ -19,6 +19,7 @@ from clusterfed.config import ClusterConfig
 from clusterfed.credentials import parse_authorization
 from clusterfed.errors import Forbidden, Unauthorized
 from clusterfed.identity import UserRecord, get_identity
+from clusterfed.service import LocalLogin
 from clusterfed.storage.db import utcnow
 from clusterfed.tokens import (
     MalformedToken,
@@ -151,22 +152,39 @@ async def _system_caller(session: AsyncSession, config: ClusterConfig) -> Caller
     return Caller(to_record(user), None, ("all",), config.cluster_id, None)
 
 
-async def local_user_for_admin(request: Request, credential: str) -> UserRecord | None:
-    """clusterfed's admin hook (``mount(local_user=...)``): whose is this local credential?
+class LocalCredentials:
+    """The example server's ``clusterfed.LocalCredentials``: its own token table answers
+    for the admin API and page, by the same rules as every other endpoint (a token
+    accepted only salted is refused there)."""
 
-    The same rules as every other endpoint: a salted-only token and a token whose scopes
-    do not cover the request are refused.
-    """
-    try:
-        token = parse_token(credential)
-    except MalformedToken:
-        return None
-    config: ClusterConfig = request.app.state.config
-    async with request.app.state.database.sessionmaker() as session:
-        caller = await local_caller(token, request, session, config)
-    if caller.salted_for:
-        raise Unauthorized("a salted token is only accepted by the validation endpoints")
-    method, path = request.method.upper(), request.url.path
-    if not scope_allows(caller.scopes, method, path):
-        raise Forbidden(f"token scopes do not allow {method} {path}")
-    return caller.user
+    async def login(self, request: Request, credential: str) -> LocalLogin | None:
+        try:
+            token = parse_token(credential)
+        except MalformedToken:
+            return None
+        config: ClusterConfig = request.app.state.config
+        async with request.app.state.database.sessionmaker() as session:
+            caller = await local_caller(token, request, session, config)
+        if caller.salted_for:
+            raise Unauthorized("a salted token is only accepted by the validation endpoints")
+        return LocalLogin(caller.user, caller.token_uuid, caller.expires_at, caller.scopes)
+
+    async def recheck(
+        self, request: Request, token_uuid: str | None, user_uuid: str
+    ) -> LocalLogin | None:
+        config: ClusterConfig = request.app.state.config
+        async with request.app.state.database.sessionmaker() as session:
+            if token_uuid is None:  # the SystemRootToken: valid while it is configured
+                if not config.system_root_token:
+                    return None
+                caller = await _system_caller(session, config)
+                return LocalLogin(caller.user, None, None, caller.scopes)
+            record = await get_token(session, uuid=token_uuid)
+            if record is None or record.user_uuid != user_uuid:
+                return None
+            if record.expires_at is not None and record.expires_at <= utcnow():
+                return None
+            user = await get_user(session, uuid=user_uuid)
+            if user is None:
+                return None
+            return LocalLogin(to_record(user), record.uuid, record.expires_at, tuple(record.scopes))
