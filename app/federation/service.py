@@ -88,8 +88,9 @@ class Federation:
         await self.validator.aclose()
         await self.remote.aclose()
 
-    async def identify(self, token: Token) -> Identity:
-        return await self.validator.identify(token)
+    async def identify(self, token: Token, *, client: str | None = None) -> Identity:
+        """``client``: the caller's address, for the cold-validation rate limit."""
+        return await self.validator.identify(token, client=client)
 
     def invalidate(self, kind: str, value: str | None = None) -> int:
         """Drop this process's L1 entries (token, cluster, user or all)."""
