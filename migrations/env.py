@@ -6,7 +6,10 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from app.cluster import models  # noqa: F401  (registers the tables on Base.metadata)
+from app.cluster import (
+    models,  # noqa: F401  (registers the tables on Base.metadata)
+    revocation_models,  # noqa: F401
+)
 from app.cluster.db import Base, create_engine
 from app.federation.config import load_config, resolve_config_path
 

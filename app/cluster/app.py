@@ -15,12 +15,24 @@ from .bootstrap import ensure_builtin_users
 from .database import Database
 from .errors import install_error_handlers
 from .federation_store import SqlFederationStore
-from .routers import admin_page, current, discovery, objects, ops, permission_checks, token_cache
+from .revocation_store import SqlRevocationStore
+from .routers import (
+    admin_page,
+    current,
+    discovery,
+    objects,
+    ops,
+    permission_checks,
+    revocations,
+    token_cache,
+)
 
 
 def create_app(config: ClusterConfig) -> FastAPI:
     database = Database(config.database_url)
-    federation = Federation(config, SqlFederationStore(database))
+    federation = Federation(
+        config, SqlFederationStore(database), revocations=SqlRevocationStore(database)
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +58,7 @@ def create_app(config: ClusterConfig) -> FastAPI:
     app.include_router(token_cache.router)
     app.include_router(admin_page.router)
     app.include_router(permission_checks.router)
+    app.include_router(revocations.router)
     for router in objects.routers:
         app.include_router(router)
     # Added first, so it runs inside FederationMiddleware: foreign tokens are validated

@@ -32,14 +32,31 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import BadGateway, FederationError, NotFound, Unprocessable
-from .forwarding import first_error, part_failed, relay, remote_json, token_for, was_forwarded
+from .errors import BadGateway, FederationError, NotFound, Unauthorized, Unprocessable
+from .forwarding import (
+    AUTHORIZATION,
+    first_error,
+    header,
+    part_failed,
+    relay,
+    remote_json,
+    token_for,
+    was_forwarded,
+)
 from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
 from .jsonbody import loads_client_json
 from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
 from .merge import Page
+from .revocation import revocation_target, route_revocation
 from .service import Federation
-from .tokens import GROUP_TYPE, is_cluster_id, is_uuid, uuid_cluster
+from .tokens import (
+    GROUP_TYPE,
+    MalformedToken,
+    is_cluster_id,
+    is_uuid,
+    parse_authorization,
+    uuid_cluster,
+)
 
 log = logging.getLogger("clusterfed.routing")
 
@@ -55,6 +72,7 @@ class FederatedRouter:
         self, app: ASGIApp, *, federation: Federation, resources: Collection[str] = ROUTED_RESOURCES
     ) -> None:
         self.app = app
+        self.federation = federation
         self.remote = federation.remote
         self.local_id = federation.cluster_id
         remotes = federation.config.remote_clusters
@@ -65,6 +83,10 @@ class FederatedRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or was_forwarded(scope):
             await self.app(scope, receive, send)
+            return
+        revoked = revocation_target(scope["method"], scope["path"])
+        if revoked is not None and uuid_cluster(revoked) != self.local_id:
+            await self._revoke(scope, revoked)(scope, receive, send)
             return
         route = self._route(scope["path"])
         if route is None:
@@ -95,6 +117,26 @@ class FederatedRouter:
             await self.app(scope, receive, send)
         else:
             await response(scope, receive, send)
+
+    async def _revoke(self, scope: Scope, uuid: str) -> Response:
+        """SPEC 3.7: a token is revoked at its issuer, whoever is asked."""
+        try:
+            presented = parse_authorization(header(scope, AUTHORIZATION))
+        except MalformedToken as exc:
+            return Unauthorized(f"malformed credential: {exc}").response()
+        try:
+            answer = await route_revocation(
+                uuid=uuid,
+                presented=presented,
+                salted_for_issuer=lambda: token_for(scope, uuid_cluster(uuid)),
+                remote=self.remote,
+                clusters=self.federation.config.remote_clusters,
+                forget=self.federation.forget_token,
+                path=scope["path"],
+            )
+        except FederationError as exc:
+            return exc.response()
+        return relay(answer, uuid_cluster(uuid), hints=False)
 
     def _route(self, path: str) -> tuple[str, str | None] | None:
         if not path.startswith(API_PREFIX):

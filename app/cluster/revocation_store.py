@@ -1,0 +1,109 @@
+"""The example server's ``RevocationStore`` (SPEC 3.7): outbox rows and cache forgetting.
+
+Each method runs in its own short session, like ``SqlFederationStore``. Claims are one
+conditional UPDATE per row, so of two workers racing for a notice exactly one gets it,
+on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, or_, select, update
+
+from app.federation.revocation import Notice
+
+from .database import Database
+from .db import utcnow
+from .models import ApiClientAuthorization, FederationPurge, FederationTokenCache
+from .revocation_models import FederationRevocationNotice
+
+CLAIM_BATCH = 50
+ERROR_LENGTH = 255
+
+
+class SqlRevocationStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def claim_notices(self, *, now: datetime, lease_until: datetime) -> list[Notice]:
+        outbox = FederationRevocationNotice
+        free = or_(outbox.claimed_until.is_(None), outbox.claimed_until < now)
+        async with self.database.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(outbox.id, outbox.token_uuid, outbox.remote, outbox.attempts)
+                    .add_columns(outbox.give_up_at)
+                    .where(outbox.finished_at.is_(None), outbox.next_attempt_at <= now, free)
+                    .order_by(outbox.next_attempt_at)
+                    .limit(CLAIM_BATCH)
+                )
+            ).all()
+            claimed = []
+            for notice_id, token_uuid, remote, attempts, give_up_at in rows:
+                result = await session.execute(
+                    update(outbox)
+                    .where(outbox.id == notice_id, outbox.finished_at.is_(None), free)
+                    .values(claimed_until=lease_until)
+                )
+                await session.commit()  # one row at a time: never hold locks on a batch
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(Notice(notice_id, token_uuid, remote, attempts, give_up_at))
+            return claimed
+
+    async def token_secret(self, token_uuid: str) -> str | None:
+        async with self.database.sessionmaker() as session:
+            return await session.scalar(
+                select(ApiClientAuthorization.api_token).where(
+                    ApiClientAuthorization.uuid == token_uuid
+                )
+            )
+
+    async def notice_delivered(self, notice_id: int) -> None:
+        await self._update(notice_id, finished_at=utcnow(), outcome="delivered", claimed_until=None)
+
+    async def notice_failed(
+        self, notice_id: int, *, attempts: int, retry_at: datetime, error: str
+    ) -> None:
+        await self._update(
+            notice_id,
+            attempts=attempts,
+            next_attempt_at=retry_at,
+            last_error=error[:ERROR_LENGTH],
+            claimed_until=None,
+        )
+
+    async def notice_abandoned(self, notice_id: int, *, outcome: str, reason: str) -> None:
+        # Kept, finished, so the operator sees it on the admin page; never sent again.
+        await self._update(
+            notice_id,
+            finished_at=utcnow(),
+            outcome=outcome,
+            claimed_until=None,
+            last_error=reason[:ERROR_LENGTH],
+        )
+
+    async def _update(self, notice_id: int, **values: object) -> None:
+        async with self.database.sessionmaker() as session:
+            await session.execute(
+                update(FederationRevocationNotice)
+                .where(FederationRevocationNotice.id == notice_id)
+                .values(**values)
+            )
+            await session.commit()
+
+    async def forget_token(self, token_uuid: str, *, digest: str | None) -> bool:
+        statement = delete(FederationTokenCache).where(
+            FederationTokenCache.token_uuid == token_uuid
+        )
+        if digest is not None:
+            statement = statement.where(FederationTokenCache.secret_digest == digest)
+        async with self.database.sessionmaker() as session:
+            result = await session.execute(statement)
+            deleted = bool(result.rowcount)  # type: ignore[attr-defined]
+            # With a digest, only the worker whose DELETE took the row logs the purge:
+            # a notice delivered twice, or applied by two workers at once, purges once.
+            if deleted or digest is None:
+                session.add(FederationPurge(kind="token", value=token_uuid))
+            await session.commit()
+            return deleted

@@ -1,0 +1,103 @@
+"""SPEC 3.7: revoking a token at its issuer, and receiving revocation notices.
+
+``DELETE /arvados/v1/api_client_authorizations/<uuid>`` for a token issued here: by the
+token itself (its own secret or its secret salted for any cluster: a holder may always
+end their token, whatever its scopes), by another token of its owner, or by an admin.
+For another cluster's token the ``FederatedRouter`` sends the request to its issuer
+before it gets here.
+
+``POST /federation/v1/revocations``: an issuer telling us one of its tokens is revoked.
+The answer is 202 with the same body whatever the notice said.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.federation.config import ClusterConfig
+from app.federation.errors import Forbidden, NotFound, Unauthorized
+from app.federation.remote import HOP_HEADER
+from app.federation.tokens import TOKEN_TYPE, MalformedToken, is_uuid, parse_authorization
+
+from ..admin_auth import admin_from_caller
+from ..auth import is_management_token, resolve_caller
+from ..db import utcnow
+from ..deps import ConfigDep, SessionDep
+from ..models import ApiClientAuthorization
+from ..services.revocation import presented_by_itself, revoke_token, token_json
+from ..services.tokens import get_token
+
+log = logging.getLogger("clusterfed.revocation")
+
+router = APIRouter(tags=["revocation"])
+
+
+@router.delete("/arvados/v1/api_client_authorizations/{uuid}")
+async def revoke(
+    uuid: str, request: Request, session: SessionDep, config: ConfigDep
+) -> dict[str, Any]:
+    try:
+        token = parse_authorization(request.headers.get("authorization"))
+    except MalformedToken as exc:
+        raise Unauthorized(f"malformed credential: {exc}") from None
+    if token is None:
+        raise Unauthorized("this request needs a token (Authorization: Bearer <token>)")
+    local = is_uuid(uuid, type_=TOKEN_TYPE) and uuid[:5] == config.cluster_id
+    record = await get_token(session, uuid=uuid) if local else None
+    hints = (request.query_params.get("remote"), request.headers.get(HOP_HEADER))
+    itself = (
+        record is not None
+        and token.uuid == uuid
+        and await presented_by_itself(session, record, token.secret, config=config, hints=hints)
+    )
+    if itself:
+        assert record is not None
+        if record.expires_at is not None and record.expires_at <= utcnow():
+            raise Unauthorized("token has expired")
+        by = "itself"
+    else:
+        by = await _other_revoker(request, session, config, record)
+        if record is None or by is None:
+            # Not found and not yours answer alike, so token UUIDs cannot be probed.
+            raise NotFound(f"token {uuid} not found")
+    queued = await revoke_token(session, record, config=config)
+    log.info("revoked token=%s by=%s notices=%s", uuid, by, ",".join(queued) or "-")
+    federation = request.app.state.federation
+    if queued and federation.outbox is not None:
+        federation.outbox.queued(queued)
+    return token_json(record)
+
+
+async def _other_revoker(
+    request: Request,
+    session: AsyncSession,
+    config: ClusterConfig,
+    record: ApiClientAuthorization | None,
+) -> str | None:
+    """Who, other than the token itself, may revoke ``record``: its owner's other
+    tokens, an admin, the ManagementToken. None: nobody here (answered 404)."""
+    if is_management_token(request, config):
+        return "ManagementToken"
+    caller = await resolve_caller(request, session, config)
+    if caller is None:
+        raise Unauthorized("this request needs a token (Authorization: Bearer <token>)")
+    local_owner = record is not None and caller.user.uuid == record.user_uuid
+    if local_owner and not caller.is_foreign(config.cluster_id):
+        return caller.user.uuid
+    try:
+        admin_from_caller(caller, config)
+    except Forbidden:
+        return None
+    return caller.user.uuid
+
+
+@router.post("/federation/v1/revocations", status_code=202)
+async def receive(request: Request) -> JSONResponse:
+    body = await request.body()
+    answer = await request.app.state.federation.receive_notice(body)
+    return JSONResponse(answer, status_code=202)
