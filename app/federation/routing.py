@@ -86,7 +86,8 @@ class FederatedRouter:
             return
         revoked = revocation_target(scope["method"], scope["path"])
         if revoked is not None and uuid_cluster(revoked) != self.local_id:
-            await self._revoke(scope, revoked)(scope, receive, send)
+            response = await self._revoke(scope, revoked)
+            await response(scope, receive, send)
             return
         route = self._route(scope["path"])
         if route is None:
