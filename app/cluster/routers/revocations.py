@@ -41,30 +41,33 @@ router = APIRouter(tags=["revocation"])
 async def revoke(
     uuid: str, request: Request, session: SessionDep, config: ConfigDep
 ) -> dict[str, Any]:
-    try:
-        token = parse_authorization(request.headers.get("authorization"))
-    except MalformedToken as exc:
-        raise Unauthorized(f"malformed credential: {exc}") from None
-    if token is None:
-        raise Unauthorized("this request needs a token (Authorization: Bearer <token>)")
     local = is_uuid(uuid, type_=TOKEN_TYPE) and uuid[:5] == config.cluster_id
     record = await get_token(session, uuid=uuid) if local else None
-    hints = (request.query_params.get("remote"), request.headers.get(HOP_HEADER))
-    itself = (
-        record is not None
-        and token.uuid == uuid
-        and await presented_by_itself(session, record, token.secret, config=config, hints=hints)
-    )
-    if itself:
-        assert record is not None
-        if record.expires_at is not None and record.expires_at <= utcnow():
-            raise Unauthorized("token has expired")
-        by = "itself"
+    if is_management_token(request, config):
+        by: str | None = "ManagementToken"
     else:
-        by = await _other_revoker(request, session, config, record)
-        if record is None or by is None:
-            # Not found and not yours answer alike, so token UUIDs cannot be probed.
-            raise NotFound(f"token {uuid} not found")
+        try:
+            token = parse_authorization(request.headers.get("authorization"))
+        except MalformedToken as exc:
+            raise Unauthorized(f"malformed credential: {exc}") from None
+        if token is None:
+            raise Unauthorized("this request needs a token (Authorization: Bearer <token>)")
+        hints = (request.query_params.get("remote"), request.headers.get(HOP_HEADER))
+        itself = (
+            record is not None
+            and token.uuid == uuid
+            and await presented_by_itself(session, record, token.secret, config=config, hints=hints)
+        )
+        if itself:
+            assert record is not None
+            if record.expires_at is not None and record.expires_at <= utcnow():
+                raise Unauthorized("token has expired")
+            by = "itself"
+        else:
+            by = await _other_revoker(request, session, config, record)
+    if record is None or by is None:
+        # Not found and not yours answer alike, so token UUIDs cannot be probed.
+        raise NotFound(f"token {uuid} not found")
     queued = await revoke_token(session, record, config=config)
     log.info("revoked token=%s by=%s notices=%s", uuid, by, ",".join(queued) or "-")
     federation = request.app.state.federation
@@ -80,9 +83,7 @@ async def _other_revoker(
     record: ApiClientAuthorization | None,
 ) -> str | None:
     """Who, other than the token itself, may revoke ``record``: its owner's other
-    tokens, an admin, the ManagementToken. None: nobody here (answered 404)."""
-    if is_management_token(request, config):
-        return "ManagementToken"
+    tokens or an admin. None: nobody here (answered 404)."""
     caller = await resolve_caller(request, session, config)
     if caller is None:
         raise Unauthorized("this request needs a token (Authorization: Bearer <token>)")
