@@ -82,6 +82,26 @@ async def test_revoked_on_a_remote_ends_the_token_everywhere(trio: Trio, where: 
     assert status(trio["qr1hi"], token) == 401
 
 
+async def test_a_scoped_token_logs_out_on_a_remote(trio: Trio) -> None:
+    user_uuid, _ = await trio["qr1hi"].new_user()
+    token = await trio["qr1hi"].new_token(user_uuid, scopes=["GET /arvados/v1/users/current"])
+    uuid = parse_token(token).uuid
+    assert uuid is not None
+    assert status(trio["c97qk"], token) == 200
+    # Its scopes do not name DELETE, but a holder may always end their token.
+    answer = revoke(trio["c97qk"], uuid, token)
+    assert answer.status_code == 200, answer.text
+    assert status(trio["c97qk"], token) == 401
+    # Someone else's token cannot be revoked from a remote either.
+    _, other = await trio["qr1hi"].new_user()
+    _, mine = await trio["qr1hi"].new_user()
+    other_uuid = parse_token(other).uuid
+    assert other_uuid is not None
+    assert status(trio["c97qk"], other) == 200
+    assert revoke(trio["c97qk"], other_uuid, mine).status_code == 404
+    assert status(trio["c97qk"], other) == 200
+
+
 async def test_a_remote_down_during_revocation_learns_of_it_when_back(trio: Trio) -> None:
     token, salted, uuid = await trusted_everywhere(trio)
     trio.stop("zbbbb")
