@@ -161,6 +161,25 @@ async def test_validators_are_remembered_and_remotes_among_them_get_a_notice(qr1
     assert [(n.token_uuid, n.remote) for n in notices] == [(uuid_of(token), "c97qk")]
     assert notices[0].give_up_at is None  # the token had no expiry
 
+    # The operator sees it waiting, in the admin API and on the page.
+    management = bearer(MANAGEMENT_TOKEN)
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        outbox = (await client.get("/federation/v1/revocation_outbox", headers=management)).json()
+        (row,) = outbox["items"]
+        if row["max_attempts"] >= 1:
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    assert (row["remote"], row["pending"], row["delivered"]) == ("c97qk", 1, 0)
+    assert row["last_error"] and row["next_attempt_at"] and row["oldest_pending"]
+    assert (
+        await client.get("/federation/v1/revocation_outbox", headers=bearer(token))
+    ).status_code == 401
+    page = await client.get("/federation/admin", headers=management)
+    assert page.status_code == 200
+    assert '<table id="outbox">' in page.text and row["last_error"] in page.text
+
 
 def test_cli_tokens_revoke(databases: DatabaseFactory, tmp_path: Path) -> None:
     url = databases.new_url("qr1hi")

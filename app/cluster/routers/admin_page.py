@@ -27,6 +27,7 @@ from app.federation.errors import FederationError, Forbidden, Unauthorized
 from ..admin_auth import Admin, admin_for_credential, require_admin
 from ..deps import ConfigDep, SessionDep
 from ..services import token_cache
+from ..services.revocation import outbox_summary
 from ..services.token_cache import InvalidPurge, State
 from ..token_cache_schemas import CLUSTER_ID_PATTERN, USER_UUID_PATTERN
 
@@ -145,6 +146,7 @@ async def admin_page(request: Request, session: SessionDep, config: ConfigDep) -
         offset=filters.offset,
     )
     counts = await token_cache.count_by_cluster(session)
+    outbox = await outbox_summary(session)
     purged = request.query_params.get("purged", "")
     context = {
         "admin": admin,
@@ -156,6 +158,7 @@ async def admin_page(request: Request, session: SessionDep, config: ConfigDep) -
         "page_size": PAGE_SIZE,
         "remotes": request.app.state.federation.remote_status(),
         "counts": counts,
+        "outbox": outbox,
         "error": error,
         "purged": int(purged) if purged.isdigit() and len(purged) < 10 else None,
     }

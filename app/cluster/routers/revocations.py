@@ -13,6 +13,7 @@ The answer is 202 with the same body whatever the notice said.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,12 +25,12 @@ from app.federation.errors import Forbidden, NotFound, Unauthorized
 from app.federation.remote import HOP_HEADER
 from app.federation.tokens import TOKEN_TYPE, MalformedToken, is_uuid, parse_authorization
 
-from ..admin_auth import admin_from_caller
+from ..admin_auth import AdminDep, admin_from_caller
 from ..auth import is_management_token, resolve_caller
 from ..db import utcnow
 from ..deps import ConfigDep, SessionDep
 from ..models import ApiClientAuthorization
-from ..services.revocation import presented_by_itself, revoke_token, token_json
+from ..services.revocation import outbox_summary, presented_by_itself, revoke_token, token_json
 from ..services.tokens import get_token
 
 log = logging.getLogger("clusterfed.revocation")
@@ -95,6 +96,18 @@ async def _other_revoker(
     except Forbidden:
         return None
     return caller.user.uuid
+
+
+@router.get("/federation/v1/revocation_outbox")
+async def revocation_outbox(_: AdminDep, session: SessionDep) -> dict[str, Any]:
+    """Admin: the notice outbox per remote (pending, delivered, given up, last error)."""
+    items = []
+    for row in await outbox_summary(session):
+        item = asdict(row)
+        for key in ("oldest_pending", "next_attempt_at"):
+            item[key] = item[key].isoformat().replace("+00:00", "Z") if item[key] else None
+        items.append(item)
+    return {"items": items}
 
 
 @router.post("/federation/v1/revocations", status_code=202)
