@@ -22,7 +22,7 @@ from starlette.routing import Route
 from app.cluster.database import Database
 from app.cluster.db import utcnow
 from app.cluster.models import ApiClientAuthorization, FederationPurge, FederationTokenCache
-from app.cluster.revocation_models import FederationRevocationNotice
+from app.cluster.revocation_models import FederationRevocationNotice, FederationTokenValidator
 from app.cluster.revocation_store import SqlRevocationStore
 from app.cluster.services.users import create_user
 from app.federation.metrics import FederationMetrics
@@ -216,3 +216,31 @@ async def test_a_notice_past_the_tokens_expiry_is_given_up(
             select(FederationRevocationNotice).where(FederationRevocationNotice.token_uuid == uuid)
         )
     assert notice is not None and notice.outcome == "expired" and notice.finished_at
+
+
+async def test_prune_drops_old_finished_notices_and_validators_of_dead_tokens(
+    workers: list[Database],
+) -> None:
+    live = await _issued_token(workers[0], remotes=("c97qk",))
+    dead = await _issued_token(workers[0], remotes=("zbbbb",))
+    long_ago = utcnow() - timedelta(days=8)
+    async with workers[0].sessionmaker() as session:
+        for uuid in (live, dead):
+            session.add(FederationTokenValidator(token_uuid=uuid, cluster_id="c97qk"))
+        gone = new_uuid("qr1hi", TOKEN_TYPE)  # a token that no longer exists
+        session.add(FederationTokenValidator(token_uuid=gone, cluster_id="c97qk"))
+        token = await session.scalar(
+            select(ApiClientAuthorization).where(ApiClientAuthorization.uuid == dead)
+        )
+        assert token is not None
+        token.expires_at = long_ago
+        for notice in (await session.scalars(select(FederationRevocationNotice))).all():
+            if notice.token_uuid == dead:
+                notice.finished_at, notice.outcome = long_ago, "delivered"
+        await session.commit()
+    store = SqlRevocationStore(workers[1])
+    assert await store.prune(before=utcnow() - timedelta(days=7)) == 3
+    async with workers[0].sessionmaker() as session:
+        left = (await session.scalars(select(FederationTokenValidator.token_uuid))).all()
+        notices = (await session.scalars(select(FederationRevocationNotice.token_uuid))).all()
+    assert left == [live] and notices == [live]

@@ -16,7 +16,7 @@ from app.federation.revocation import Notice
 from .database import Database
 from .db import utcnow
 from .models import ApiClientAuthorization, FederationPurge, FederationTokenCache
-from .revocation_models import FederationRevocationNotice
+from .revocation_models import FederationRevocationNotice, FederationTokenValidator
 
 CLAIM_BATCH = 50
 ERROR_LENGTH = 255
@@ -91,6 +91,24 @@ class SqlRevocationStore:
                 .values(**values)
             )
             await session.commit()
+
+    async def prune(self, *, before: datetime) -> int:
+        outbox, validators = FederationRevocationNotice, FederationTokenValidator
+        tokens = ApiClientAuthorization
+        # A token still live then: its validators may yet need a notice.
+        live = (
+            select(tokens.id)
+            .where(tokens.uuid == validators.token_uuid)
+            .where(or_(tokens.expires_at.is_(None), tokens.expires_at >= before))
+            .exists()
+        )
+        async with self.database.sessionmaker() as session:
+            finished = await session.execute(
+                delete(outbox).where(outbox.finished_at.is_not(None), outbox.finished_at < before)
+            )
+            forgotten = await session.execute(delete(validators).where(~live))
+            await session.commit()
+        return (finished.rowcount or 0) + (forgotten.rowcount or 0)  # type: ignore[attr-defined]
 
     async def forget_token(self, token_uuid: str, *, digest: str | None) -> bool:
         statement = delete(FederationTokenCache).where(

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,10 @@ TOKEN_RECORDS = "/arvados/v1/api_client_authorizations/"
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
 POLL_SECONDS = 0.5
+# Finished notices stay this long for the operator to see; then they, and what the issuer
+# remembers about tokens that expired that long ago, are pruned (every PRUNE_SECONDS).
+RETENTION = timedelta(days=7)
+PRUNE_SECONDS = 600.0
 # Statuses that say "this cluster does not take notices" (an Arvados cluster, say):
 # retrying cannot help, and the token leaves its cache at its next refresh.
 UNSUPPORTED = frozenset({404, 405, 501})
@@ -84,6 +89,10 @@ class RevocationStore(Protocol):
     async def notice_abandoned(self, notice_id: int, *, outcome: str, reason: str) -> None:
         """Stop sending it; ``outcome`` is ``expired`` (the token would have expired
         anyway) or ``abandoned`` (unknown remote, token gone, notices unsupported)."""
+
+    async def prune(self, *, before: datetime) -> int:
+        """Drop notices finished before ``before``, and the validators of tokens that
+        expired (or were revoked) before then; returns how many rows went."""
 
     async def forget_token(self, token_uuid: str, *, digest: str | None) -> bool:
         """Delete the L2 row (only if its digest is ``digest``, when given) and log a
@@ -132,9 +141,13 @@ class RevocationOutbox:
         self.wake()
 
     async def _run(self) -> None:
+        pruned_at = 0.0
         while True:
             try:
                 await self.send_due()
+                if time.monotonic() - pruned_at >= PRUNE_SECONDS:
+                    pruned_at = time.monotonic()
+                    await self.store.prune(before=datetime.now(UTC) - RETENTION)
             except Exception:  # a database blip must not end the outbox
                 log.exception("could not read the revocation outbox; will retry")
             with contextlib.suppress(TimeoutError):
