@@ -57,7 +57,9 @@ async def workers(databases: DatabaseFactory) -> AsyncIterator[list[Database]]:
         await database.dispose()
 
 
-async def _issued_token(database: Database, *, remotes: tuple[str, ...] = ("c97qk",)) -> str:
+async def _issued_token(
+    database: Database, *, remotes: tuple[str, ...] = ("c97qk",), echo: bool = False
+) -> str:
     """A qr1hi token with a pending notice for each of ``remotes``; returns its UUID."""
     async with database.sessionmaker() as session:
         user = await create_user(session, cluster_id="qr1hi", email="a@qr1hi.example")
@@ -65,7 +67,9 @@ async def _issued_token(database: Database, *, remotes: tuple[str, ...] = ("c97q
         session.add(ApiClientAuthorization(uuid=uuid, api_token=new_secret(), user_uuid=user.uuid))
         for remote in remotes:
             session.add(
-                FederationRevocationNotice(token_uuid=uuid, remote=remote, next_attempt_at=utcnow())
+                FederationRevocationNotice(
+                    token_uuid=uuid, remote=remote, next_attempt_at=utcnow(), echo=echo
+                )
             )
         await session.commit()
     return uuid
@@ -244,3 +248,27 @@ async def test_prune_drops_old_finished_notices_and_validators_of_dead_tokens(
         left = (await session.scalars(select(FederationTokenValidator.token_uuid))).all()
         notices = (await session.scalars(select(FederationRevocationNotice.token_uuid))).all()
     assert left == [live] and notices == [live]
+
+
+async def test_a_notice_to_a_remote_that_just_validated_is_sent_again_a_second_later(
+    workers: list[Database], receiver: tuple[Receiver, int]
+) -> None:
+    stub, port = receiver
+    uuid = await _issued_token(workers[0], echo=True)
+    outbox = _outbox(workers[0], port, FederationMetrics())
+    outbox.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            async with workers[0].sessionmaker() as session:
+                notice = await session.scalar(select(FederationRevocationNotice))
+            assert notice is not None
+            if notice.outcome == "delivered":
+                break
+            assert time.monotonic() < deadline, "never finished"
+            await asyncio.sleep(0.05)
+    finally:
+        await outbox.aclose()
+        await outbox.remote.aclose()
+    assert [body["token_uuid"] for _, body in stub.received] == [uuid, uuid]
+    assert stub.received[1][0] - stub.received[0][0] >= 0.9

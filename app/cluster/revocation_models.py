@@ -43,6 +43,8 @@ class FederationRevocationNotice(Base):
     # When the token would have expired anyway: no point in telling anyone after that.
     give_up_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
+    # Send it once more after delivery (the remote validated the token just before).
+    echo: Mapped[bool] = mapped_column(default=False)
     last_error: Mapped[str | None] = mapped_column(String(255))
     # A worker sending the notice holds it until then; another may take it over after.
     claimed_until: Mapped[datetime | None]

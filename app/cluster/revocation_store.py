@@ -33,14 +33,14 @@ class SqlRevocationStore:
             rows = (
                 await session.execute(
                     select(outbox.id, outbox.token_uuid, outbox.remote, outbox.attempts)
-                    .add_columns(outbox.give_up_at)
+                    .add_columns(outbox.give_up_at, outbox.echo)
                     .where(outbox.finished_at.is_(None), outbox.next_attempt_at <= now, free)
                     .order_by(outbox.next_attempt_at)
                     .limit(CLAIM_BATCH)
                 )
             ).all()
             claimed = []
-            for notice_id, token_uuid, remote, attempts, give_up_at in rows:
+            for notice_id, token_uuid, remote, attempts, give_up_at, echo in rows:
                 result = await session.execute(
                     update(outbox)
                     .where(outbox.id == notice_id, outbox.finished_at.is_(None), free)
@@ -48,7 +48,9 @@ class SqlRevocationStore:
                 )
                 await session.commit()  # one row at a time: never hold locks on a batch
                 if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(Notice(notice_id, token_uuid, remote, attempts, give_up_at))
+                    claimed.append(
+                        Notice(notice_id, token_uuid, remote, attempts, give_up_at, echo)
+                    )
             return claimed
 
     async def token_secret(self, token_uuid: str) -> str | None:
@@ -59,7 +61,10 @@ class SqlRevocationStore:
                 )
             )
 
-    async def notice_delivered(self, notice_id: int) -> None:
+    async def notice_delivered(self, notice_id: int, *, again_at: datetime | None) -> None:
+        if again_at is not None:
+            await self._update(notice_id, next_attempt_at=again_at, echo=False, claimed_until=None)
+            return
         await self._update(notice_id, finished_at=utcnow(), outcome="delivered", claimed_until=None)
 
     async def notice_failed(

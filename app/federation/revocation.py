@@ -51,6 +51,11 @@ TOKEN_RECORDS = "/arvados/v1/api_client_authorizations/"
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
 POLL_SECONDS = 0.5
+# A remote that validated a token this recently before its revocation may still have that
+# validation in flight (answered, not yet cached) when the notice arrives, and would then
+# cache a revoked token: it gets the notice a second time, ECHO_SECONDS after the first.
+ECHO_WINDOW = timedelta(seconds=60)
+ECHO_SECONDS = 1.0
 # Finished notices stay this long for the operator to see; then they, and what the issuer
 # remembers about tokens that expired that long ago, are pruned (every PRUNE_SECONDS).
 RETENTION = timedelta(days=7)
@@ -69,6 +74,9 @@ class Notice:
     remote: str
     attempts: int
     give_up_at: datetime | None
+    # Send once more ECHO_SECONDS after delivery: the remote validated the token just
+    # before the revocation, and may save that validation after the first notice arrived.
+    echo: bool = False
 
 
 class RevocationStore(Protocol):
@@ -80,7 +88,8 @@ class RevocationStore(Protocol):
     async def token_secret(self, token_uuid: str) -> str | None:
         """The secret of a token issued here (revoked or not); None when it is gone."""
 
-    async def notice_delivered(self, notice_id: int) -> None: ...
+    async def notice_delivered(self, notice_id: int, *, again_at: datetime | None) -> None:
+        """Finished, or (``again_at``) to be sent once more then, without an echo."""
 
     async def notice_failed(
         self, notice_id: int, *, attempts: int, retry_at: datetime, error: str
@@ -183,7 +192,8 @@ class RevocationOutbox:
             await self._failed(notice, exc.message)
             return
         if 200 <= status < 300:
-            await self.store.notice_delivered(notice.id)
+            again_at = datetime.now(UTC) + timedelta(seconds=ECHO_SECONDS) if notice.echo else None
+            await self.store.notice_delivered(notice.id, again_at=again_at)
             self.metrics.notices.labels(remote, "delivered").inc()
             log.info("revocation notice token=%s remote=%s delivered", notice.token_uuid, remote)
         elif status in UNSUPPORTED:

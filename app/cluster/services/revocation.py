@@ -18,6 +18,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.federation.config import ClusterConfig
+from app.federation.revocation import ECHO_WINDOW
 from app.federation.tokens import is_cluster_id, salted_secret, secrets_equal
 
 from ..db import utcnow
@@ -81,10 +82,15 @@ async def revoke_token(
     queued: list[str] = []
     if original_expiry is None or original_expiry > now:
         record.expires_at = now
-        remotes = sorted(
-            set(await validators(session, token_uuid=record.uuid)) & set(config.remote_clusters)
+        seen = await session.execute(
+            select(FederationTokenValidator.cluster_id, FederationTokenValidator.validated_at)
+            .where(FederationTokenValidator.token_uuid == record.uuid)
+            .order_by(FederationTokenValidator.cluster_id)
         )
-        for remote in remotes:
+        recently = now - ECHO_WINDOW
+        for remote, validated_at in seen.all():
+            if remote not in config.remote_clusters:
+                continue  # never contacted: it cannot be told
             statement = insert_for(session, FederationRevocationNotice).values(
                 token_uuid=record.uuid,
                 remote=remote,
@@ -92,6 +98,7 @@ async def revoke_token(
                 next_attempt_at=now,
                 give_up_at=original_expiry,
                 attempts=0,
+                echo=validated_at >= recently,
             )
             await session.execute(
                 statement.on_conflict_do_nothing(index_elements=["token_uuid", "remote"])
