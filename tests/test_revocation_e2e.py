@@ -31,7 +31,8 @@ def trio(
     session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Trio]:
     workdir: Path = tmp_path_factory.mktemp("revocation")
-    with revocation_trio(session_databases, workdir, workers={"c97qk": 2}) as trio:
+    # Two workers on the issuer race to send each notice; two on c97qk to apply it.
+    with revocation_trio(session_databases, workdir, workers={"qr1hi": 2, "c97qk": 2}) as trio:
         yield trio
 
 
@@ -69,8 +70,34 @@ def refused_everywhere(trio: Trio, token: str, salted: str) -> float:
     return wait_until(both_refuse, timeout=WITHIN)
 
 
+NOTICE_RECEIVED = '"POST /federation/v1/revocations HTTP/1.1" 202'
+
+
+def notices_received(trio: Trio, cluster_id: str) -> int:
+    """Notices the cluster answered, from its access log (every worker writes there)."""
+    return trio.log(cluster_id).count(NOTICE_RECEIVED)
+
+
+async def outbox_idle(trio: Trio) -> None:
+    """Wait until the issuer has no notice left to send (earlier tests' echoes)."""
+    deadline = time.monotonic() + 10
+    while True:
+        async with trio["qr1hi"].session() as session:
+            pending = await session.scalar(
+                select(func.count())
+                .select_from(FederationRevocationNotice)
+                .where(FederationRevocationNotice.finished_at.is_(None))
+            )
+        if not pending:
+            return
+        assert time.monotonic() < deadline, "the issuer's outbox never emptied"
+        await asyncio.sleep(0.1)
+
+
 async def test_revoked_at_the_issuer_is_refused_on_both_remotes_within_2s(trio: Trio) -> None:
     token, salted, uuid = await trusted_everywhere(trio)
+    await outbox_idle(trio)
+    received = {remote: notices_received(trio, remote) for remote in ("c97qk", "zbbbb")}
     answer = revoke(trio["qr1hi"], uuid, token)
     assert answer.status_code == 200, answer.text
     record = answer.json()
@@ -79,6 +106,14 @@ async def test_revoked_at_the_issuer_is_refused_on_both_remotes_within_2s(trio: 
     took = refused_everywhere(trio, token, salted)
     figure(trio, f"revoked at the issuer: refused on both remotes after {took:.3f}s")
     assert status(trio["qr1hi"], token) == 401
+    # Each remote validated it just now: its notice is sent twice (the echo), by one of
+    # the issuer's two workers each time, and never more.
+    for remote in ("c97qk", "zbbbb"):
+        deadline = time.monotonic() + 5
+        while not await delivered(trio, uuid, remote):
+            assert time.monotonic() < deadline, f"the notice to {remote} was never finished"
+            await asyncio.sleep(0.1)
+        assert notices_received(trio, remote) - received[remote] == 2
 
 
 @pytest.mark.parametrize("where", ["c97qk", "zbbbb"])
@@ -103,7 +138,7 @@ async def test_a_scoped_token_logs_out_on_a_remote(trio: Trio) -> None:
     # Its scopes do not name DELETE, but a holder may always end their token.
     answer = revoke(trio["c97qk"], uuid, token)
     assert answer.status_code == 200, answer.text
-    assert status(trio["c97qk"], token) == 401
+    wait_until(lambda: status(trio["c97qk"], token) == 401, timeout=WITHIN)
     # Someone else's token cannot be revoked from a remote either.
     _, other = await trio["qr1hi"].new_user()
     _, mine = await trio["qr1hi"].new_user()
