@@ -1,5 +1,6 @@
 """Alembic environment of clusterfed's own tables (shipped as ``clusterfed.migrations``)."""
 
+from clusterfed.storage import revocation_models  # noqa: F401  (registers its tables)
 from clusterfed.storage.alembic_env import run_migrations
 from clusterfed.storage.migrate import FEDERATION_VERSION_TABLE
 from clusterfed.storage.models import FederationBase

@@ -238,3 +238,20 @@ async def test_the_sdk_lists_90_uuids_of_two_clusters_in_one_call(
     assert (request.method, request.headers["x-http-method-override"]) == ("POST", "GET")
     assert sorted(item["uuid"] for item in listed["items"]) == sorted(uuids)
     assert listed["items_available"] == 90
+
+
+async def test_the_sdk_logs_out_on_the_remote_and_the_token_ends_everywhere(
+    pair: tuple[Cluster, Cluster],
+) -> None:
+    qr1hi, c97qk = pair
+    user_uuid, token = await qr1hi.new_user()
+    uuid = parse_token(token).uuid
+    api = sdk(c97qk, salted_for(token, "c97qk"))
+    assert (await in_thread(lambda: api.users().current().execute()))["uuid"] == user_uuid
+    record = await in_thread(lambda: api.api_client_authorizations().delete(uuid=uuid).execute())
+    assert (record["uuid"], record["owner_uuid"]) == (uuid, user_uuid)
+    for cluster, presented in ((c97qk, salted_for(token, "c97qk")), (qr1hi, token)):
+        with pytest.raises(arvados.errors.ApiError) as refused:
+            client = sdk(cluster, presented)
+            await in_thread(lambda: client.users().current().execute())  # noqa: B023
+        assert refused.value.resp.status == 401

@@ -148,7 +148,13 @@ async def test_clusterfed_tables_sit_beside_the_hosts_own_migrations(
         tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
     await engine.dispose()
     # Its own version table: the host's alembic_version stays the host's.
-    assert tables == {"federation_token_cache", "federation_purges", FEDERATION_VERSION_TABLE}
+    assert tables == {
+        "federation_token_cache",
+        "federation_purges",
+        "federation_token_validators",
+        "federation_revocation_outbox",
+        FEDERATION_VERSION_TABLE,
+    }
 
 
 def test_model_user_table_refuses_a_model_it_cannot_map() -> None:

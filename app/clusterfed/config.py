@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .tokens import is_cluster_id
+from .trust.throttle import parse_networks
 
 log = logging.getLogger("clusterfed.config")
 
@@ -68,6 +69,12 @@ class FederationSettings:
     max_response_bytes: int = 1_048_576
     # How often each worker looks for purges made by other workers (SPEC 3.4: 2 s bound).
     purge_poll_interval: float = 0.5
+    # Cold validations a second (SPEC 4): per client address (burst twice that) and per
+    # issuer, all clients together. 0 turns a limit off.
+    cold_validation_rate: float = 20.0
+    issuer_validation_rate: float = 200.0
+    # CIDRs of proxies whose X-Forwarded-For names the client address.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,8 +292,17 @@ def _federation(reader: _Reader, value: object, at: str) -> FederationSettings:
         "PurgePollInterval": "purge_poll_interval",
     }
     integers = {"TokenCacheSize": "token_cache_size", "MaxResponseBytes": "max_response_bytes"}
-    reader.warn_unknown(spec, at, set(durations) | set(integers))
+    rates = {
+        "ColdValidationRate": "cold_validation_rate",
+        "IssuerValidationRate": "issuer_validation_rate",
+    }
+    reader.warn_unknown(spec, at, set(durations) | set(integers) | set(rates) | {"TrustedProxies"})
     values: dict[str, Any] = {}
+    for key, attr in rates.items():
+        if key in spec:
+            values[attr] = reader.rate(spec[key], f"{at}.{key}")
+    if "TrustedProxies" in spec:
+        values["trusted_proxies"] = reader.networks(spec["TrustedProxies"], f"{at}.TrustedProxies")
     for key, attr in durations.items():
         if key in spec:
             values[attr] = reader.duration(spec[key], f"{at}.{key}")
@@ -333,6 +349,26 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise self._fail(key, f"expected a positive integer, got {value!r}")
         return value
+
+    def rate(self, value: object, key: str) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise self._fail(key, f"expected a non-negative number per second, got {value!r}")
+        return float(value)
+
+    def networks(self, value: object, key: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._fail(key, "expected a list of CIDRs, e.g. [10.0.0.0/8]")
+        try:
+            return tuple(str(net) for net in parse_networks(value))
+        except ValueError as exc:
+            raise self._fail(key, str(exc)) from exc
 
     def _convert(self, convert: Callable[[object], Any], value: object, key: str) -> Any:
         try:

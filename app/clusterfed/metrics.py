@@ -52,3 +52,22 @@ class FederationMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.throttled = Counter(
+            "clusterfed_validations_throttled",
+            "Cold validations refused by a rate limit (429), by which limit",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.notices = Counter(
+            "clusterfed_revocation_notices",
+            "Revocation notices by remote and event: queued, delivered, failed (an attempt)"
+            ", expired (given up: the token would have expired anyway)",
+            ["remote", "event"],
+            registry=self.registry,
+        )
+        self.notices_received = Counter(
+            "clusterfed_revocation_notices_received",
+            "Revocation notices received, by result: applied, or ignored",
+            ["result"],
+            registry=self.registry,
+        )

@@ -30,7 +30,9 @@ from .service import Federation, LocalCredentials
 from .storage.database import Database
 from .storage.store import SqlFederationStore
 from .storage.users import UserTable
+from .trust import notices
 from .trust.middleware import FederationMiddleware
+from .trust.revocation import RevocationStore
 from .wire import ArvadosRequests
 
 
@@ -42,6 +44,7 @@ def mount(
     router: bool = True,
     admin: bool = True,
     local_credentials: LocalCredentials | None = None,
+    revocations: RevocationStore | None = None,
     database: Database | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Federation:
@@ -49,8 +52,10 @@ def mount(
 
     ``users`` maps clusterfed onto the host's users table. ``local_credentials`` tells
     the admin API and page whose a local credential is (without it only the
-    ManagementToken and login-cluster admins are admins). ``database`` shares the host's started
-    :class:`Database`; by default clusterfed opens its own on ``Database.URL``.
+    ManagementToken and login-cluster admins are admins). ``revocations`` is the notice
+    outbox of a host that issues tokens (SPEC 3.7); every host receives notices.
+    ``database`` shares the host's started :class:`Database`; by default clusterfed
+    opens its own on ``Database.URL``.
     """
     database = database or Database(config.database_url)
     federation = Federation(
@@ -58,9 +63,11 @@ def mount(
         SqlFederationStore(database, users),
         database=database,
         local_credentials=local_credentials,
+        revocations=revocations,
         transport=transport,
     )
     app.state.federation = federation
+    app.include_router(notices.router)  # revocation notices from issuers (SPEC 3.7)
     # clusterfed's routes and dependencies raise FederationError; it answers in the SPEC's
     # error body in any host (a host's own handler for it, added later, wins).
     if FederationError not in app.exception_handlers:

@@ -28,6 +28,7 @@ from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
 from .storage.database import Database
 from .tokens import Token
+from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
 from .trust.validator import TokenValidator
 
@@ -85,6 +86,7 @@ class Federation:
         database: Database | None = None,
         local_credentials: LocalCredentials | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        revocations: RevocationStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -92,10 +94,23 @@ class Federation:
         # validates tokens through a store of its own)
         self._database = database
         self.local_credentials = local_credentials
+        # The issuer's notice outbox (SPEC 3.7): only a host that issues tokens has one.
+        self.revocations = revocations
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
         self.permissions = RemotePermissions(config, self.remote)
+        # A notice's lease outlasts one delivery attempt, retries included.
+        self.outbox = (
+            RevocationOutbox(
+                revocations,
+                self.remote,
+                self.metrics,
+                lease_seconds=config.federation.remote_timeout + 5,
+            )
+            if revocations is not None
+            else None
+        )
         self._purge_cursor = 0
         self._applied: set[int] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -121,6 +136,8 @@ class Federation:
         low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
         self._applied = {event.id for event in await self.store.purges_after(low)}
         self._poller = asyncio.create_task(self._poll_purges(), name="clusterfed-purge-poller")
+        if self.outbox is not None:
+            self.outbox.start()
 
     async def aclose(self) -> None:
         if self._poller is not None:
@@ -128,11 +145,30 @@ class Federation:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        if self.outbox is not None:
+            await self.outbox.aclose()
         await self.validator.aclose()
         await self.remote.aclose()
 
-    async def identify(self, token: Token) -> Identity:
-        return await self.validator.identify(token)
+    async def identify(self, token: Token, *, client: str | None = None) -> Identity:
+        """``client``: the caller's address, for the cold-validation rate limit."""
+        return await self.validator.identify(token, client=client)
+
+    async def receive_notice(self, body: bytes) -> dict[str, str]:
+        """A revocation notice from an issuer (SPEC 3.7); the answer is always the same."""
+        return await receive_notice(
+            body,
+            local_id=self.cluster_id,
+            digest=self.validator.secret_digest,
+            store=self.store,
+            invalidate=self.invalidate,
+            metrics=self.metrics,
+        )
+
+    async def forget_token(self, token_uuid: str) -> None:
+        """Its issuer said this token is revoked: out of L2, and of L1 in every worker."""
+        await self.store.forget_token(token_uuid, digest=None)
+        self.invalidate("token", token_uuid)
 
     def invalidate(self, kind: str, value: str | None = None) -> int:
         """Drop this process's L1 entries (token, cluster, user or all)."""

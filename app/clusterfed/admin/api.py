@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from dataclasses import asdict
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
@@ -12,6 +13,7 @@ from clusterfed.errors import NotFound
 from . import token_cache
 from .auth import AdminDep
 from .deps import FederationDep, SessionDep
+from .outbox import outbox_summary
 from .schemas import (
     CLUSTER_ID_PATTERN,
     MAX_LIMIT,
@@ -93,3 +95,15 @@ async def remote_clusters(
     return RemoteClusterList(
         items=[RemoteClusterStatus.of(s, counts.get(s.cluster_id, 0)) for s in statuses]
     )
+
+
+@router.get("/revocation_outbox")
+async def revocation_outbox(_: AdminDep, session: SessionDep) -> dict[str, Any]:
+    """The revocation notice outbox per remote (pending, delivered, given up, last error)."""
+    items = []
+    for row in await outbox_summary(session):
+        item = asdict(row)
+        for key in ("oldest_pending", "next_attempt_at"):
+            item[key] = item[key].isoformat().replace("+00:00", "Z") if item[key] else None
+        items.append(item)
+    return {"items": items}

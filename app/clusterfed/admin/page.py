@@ -32,6 +32,7 @@ from . import token_cache
 from .auth import Admin, admin_for_credential, admin_for_session, require_admin
 from .deps import FederationDep, SessionDep
 from .login_throttle import LoginThrottle
+from .outbox import outbox_summary
 from .schemas import CLUSTER_ID_PATTERN, USER_UUID_PATTERN
 from .session import AdminSession, csrf_matches, csrf_token, new_session, read_session
 from .token_cache import InvalidPurge, State
@@ -194,6 +195,7 @@ async def admin_page(request: Request, session: SessionDep, federation: Federati
         offset=filters.offset,
     )
     counts = await token_cache.count_by_cluster(session)
+    outbox = await outbox_summary(session)
     purged = request.query_params.get("purged", "")
     context = {
         "admin": admin,
@@ -205,6 +207,7 @@ async def admin_page(request: Request, session: SessionDep, federation: Federati
         "page_size": PAGE_SIZE,
         "remotes": federation.remote_status(),
         "counts": counts,
+        "outbox": outbox,
         "error": error,
         "purged": int(purged) if purged.isdigit() and len(purged) < 10 else None,
     }

@@ -8,6 +8,7 @@ from typing import Any
 
 from clusterfed.config import ClusterConfig, parse_duration
 from clusterfed.tokens import (
+    TOKEN_TYPE,
     USER_TYPE,
     CannotResalt,
     MalformedToken,
@@ -50,6 +51,12 @@ def add_commands(commands: Any) -> None:
     salt_token.add_argument("token")
     salt_token.add_argument("--remote", required=True)
     salt_token.set_defaults(handler=cmd_tokens_salt)
+    revoke_token = tokens_commands.add_parser(
+        "revoke", help="revoke a token issued here, on every cluster that validated it"
+    )
+    add_config(revoke_token)
+    revoke_token.add_argument("uuid", help="token UUID")
+    revoke_token.set_defaults(handler=cmd_tokens_revoke)
 
 
 def cmd_users_create(args: argparse.Namespace, config: ClusterConfig) -> int:
@@ -114,3 +121,28 @@ def cmd_tokens_salt(args: argparse.Namespace, _: ClusterConfig) -> int:
     except (MalformedToken, CannotResalt) as exc:
         raise CommandError(str(exc)) from None
     return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace, config: ClusterConfig) -> int:
+    from clusterfed.server.users.revocation import revoke_token
+    from clusterfed.server.users.tokens import get_token
+
+    if not is_uuid(args.uuid, type_=TOKEN_TYPE):
+        raise CommandError(f"{args.uuid!r} is not a token UUID (<cluster>-{TOKEN_TYPE}-...)")
+    if args.uuid[:5] != config.cluster_id:
+        raise CommandError(
+            f"{args.uuid} was issued by cluster {args.uuid[:5]}; revoke it there "
+            "(or through this cluster's API, which sends the request to its issuer)"
+        )
+
+    async def work(session: Any) -> int:
+        record = await get_token(session, uuid=args.uuid)
+        if record is None:
+            raise CommandError(f"no token {args.uuid} on this cluster")
+        queued = await revoke_token(session, record, config=config)
+        # The running servers' outboxes send the notices; they look every half second.
+        notified = ", ".join(queued) if queued else "none (no remote validated it)"
+        print(f"revoked {args.uuid}; notices queued for: {notified}")
+        return 0
+
+    return run(with_session(config, work, server=True))

@@ -40,11 +40,20 @@ from urllib.parse import urlencode
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clusterfed.errors import BadGateway, FederationError, NotFound, RemoteError, Unprocessable
+from clusterfed.credentials import authorization_header, parse_authorization
+from clusterfed.errors import (
+    BadGateway,
+    FederationError,
+    NotFound,
+    RemoteError,
+    Unauthorized,
+    Unprocessable,
+)
 from clusterfed.jsonbody import loads_client_json
 from clusterfed.params import QueryItems, query_items, serve_locally
 from clusterfed.service import Federation
-from clusterfed.tokens import GROUP_TYPE, is_cluster_id, is_uuid, uuid_cluster
+from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid, uuid_cluster
+from clusterfed.trust.revocation import revocation_target, route_revocation
 
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
 from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
@@ -66,6 +75,7 @@ class FederatedRouter:
         self, app: ASGIApp, *, federation: Federation, resources: Collection[str] = ROUTED_RESOURCES
     ) -> None:
         self.app = app
+        self.federation = federation
         self.remote = federation.remote
         self.local_id = federation.cluster_id
         remotes = federation.config.remote_clusters
@@ -74,11 +84,22 @@ class FederatedRouter:
         self.resources = frozenset(resources)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._route(scope["path"]) if scope["type"] == "http" else None
-        # Only a routed path pays for reading the query that may say "serve it here".
-        if route is None or serve_locally(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        revoked = revocation_target(scope["method"], scope["path"])
+        route = None if revoked else self._route(scope["path"])
+        # Only a routed path pays for reading the query that may say "serve it here".
+        if (revoked is None and route is None) or serve_locally(scope):
+            await self.app(scope, receive, send)
+            return
+        if revoked is not None:
+            if uuid_cluster(revoked) == self.local_id:
+                await self.app(scope, receive, send)
+            else:
+                await (await self._revoke(scope, revoked))(scope, receive, send)
+            return
+        assert route is not None
         resource, uuid = route
         response: Response | None = None
         try:
@@ -104,6 +125,26 @@ class FederatedRouter:
             await self.app(scope, receive, send)
         else:
             await response(scope, receive, send)
+
+    async def _revoke(self, scope: Scope, uuid: str) -> Response:
+        """SPEC 3.7: a token is revoked at its issuer, whoever is asked."""
+        try:
+            presented = parse_authorization(authorization_header(scope))
+        except MalformedToken as exc:
+            return Unauthorized(f"malformed credential: {exc}").response()
+        try:
+            answer = await route_revocation(
+                uuid=uuid,
+                presented=presented,
+                salted_for_issuer=lambda: token_for(scope, uuid_cluster(uuid)),
+                remote=self.remote,
+                clusters=self.federation.config.remote_clusters,
+                forget=self.federation.forget_token,
+                path=scope["path"],
+            )
+        except FederationError as exc:
+            return exc.response()
+        return relay(answer, uuid_cluster(uuid), hints=False)
 
     def _route(self, path: str) -> tuple[str, str | None] | None:
         if not path.startswith(API_PREFIX):

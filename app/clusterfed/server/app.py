@@ -23,9 +23,10 @@ from .objects import permission_checks
 from .objects import router as objects
 from .ops import discovery, exported_config
 from .trailing_slash import StripTrailingSlash
-from .users import current
+from .users import current, revocations
 from .users.auth import LocalCredentials
 from .users.bootstrap import ensure_builtin_users
+from .users.revocation_store import SqlRevocationStore
 from .users.service import users_table
 
 
@@ -55,6 +56,7 @@ def create_app(
     app.include_router(discovery.router)
     app.include_router(exported_config.router)
     app.include_router(permission_checks.router)
+    app.include_router(revocations.router)
     for router in objects.routers:
         app.include_router(router)
     federation = mount(
@@ -63,6 +65,7 @@ def create_app(
         users=users_table,
         database=database,
         local_credentials=LocalCredentials(),
+        revocations=SqlRevocationStore(database),
         transport=transport,
     )
     app.state.metrics_registry = federation.metrics.registry

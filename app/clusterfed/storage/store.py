@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from clusterfed.identity import RemoteUser, UserRecord
@@ -150,3 +150,21 @@ class SqlFederationStore:
                 .order_by(FederationPurge.id)
             )
             return [PurgeEvent(row.id, row.kind, row.value) for row in rows]
+
+    async def forget_token(self, token_uuid: str, *, digest: str | None) -> bool:
+        """Drop a revoked token from L2 (only if its digest matches, when one is given) and
+        log a purge so every worker drops it from L1; whether a row was dropped."""
+        statement = delete(FederationTokenCache).where(
+            FederationTokenCache.token_uuid == token_uuid
+        )
+        if digest is not None:
+            statement = statement.where(FederationTokenCache.secret_digest == digest)
+        async with self.database.sessionmaker() as session:
+            result = await session.execute(statement)
+            deleted = bool(result.rowcount)  # type: ignore[attr-defined]
+            # With a digest, only the worker whose DELETE took the row logs the purge:
+            # a notice delivered twice, or applied by two workers at once, purges once.
+            if deleted or digest is None:
+                session.add(FederationPurge(kind="token", value=token_uuid))
+            await session.commit()
+            return deleted

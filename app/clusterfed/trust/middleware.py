@@ -26,7 +26,9 @@ from clusterfed.errors import FederationError, Forbidden, Unauthorized, error_re
 from clusterfed.exported import CONFIG_PATH
 from clusterfed.identity import STATE_KEY
 from clusterfed.service import Federation
-from clusterfed.tokens import MalformedToken, parse_token, scope_allows
+from clusterfed.tokens import MalformedToken, Token, parse_token, scope_allows
+
+from .throttle import client_address, parse_networks
 
 V2_PREFIX = "v2/"
 HEADER_TOO_LARGE = 431
@@ -35,6 +37,7 @@ HEADER_TOO_LARGE = 431
 # validating it here would let a scoped token or an issuer outage stop a client from
 # being built at all.
 PUBLIC_PATHS = frozenset({"/discovery/v1/apis/arvados/v1/rest", CONFIG_PATH})
+TOKEN_RECORDS = "/arvados/v1/api_client_authorizations/"
 
 
 class FederationMiddleware:
@@ -42,6 +45,7 @@ class FederationMiddleware:
         self.app = app
         self.federation = federation
         self.local_id = federation.cluster_id
+        self.trusted_proxies = parse_networks(federation.config.federation.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,12 +72,18 @@ class FederationMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            identity = await self.federation.identify(token)
+            client = client_address(scope, self.trusted_proxies)
+            identity = await self.federation.identify(token, client=client)
             method, path = scope["method"], scope["path"]
-            if not scope_allows(identity.scopes, method, path):
+            if not (scope_allows(identity.scopes, method, path) or _ends_itself(token, scope)):
                 raise Forbidden(f"token scopes do not allow {method} {path}")
         except FederationError as exc:
             await exc.response()(scope, receive, send)
             return
         scope.setdefault("state", {})[STATE_KEY] = identity
         await self.app(scope, receive, send)
+
+
+def _ends_itself(token: Token, scope: Scope) -> bool:
+    """A holder may always revoke their own token, whatever its scopes (SPEC 3.7)."""
+    return scope["method"] == "DELETE" and scope["path"] == f"{TOKEN_RECORDS}{token.uuid}"

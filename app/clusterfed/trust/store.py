@@ -59,3 +59,7 @@ class FederationStore(Protocol):
     async def latest_purge_id(self) -> int: ...
 
     async def purges_after(self, purge_id: int) -> list[PurgeEvent]: ...
+
+    async def forget_token(self, token_uuid: str, *, digest: str | None) -> bool:
+        """Drop the L2 row (only when its digest is ``digest``, if given) and log a token
+        purge for every worker; True when a row was dropped (SPEC 3.7)."""

@@ -27,12 +27,14 @@ from clusterfed.tokens import (
     Token,
     anonymous_user_uuid,
     is_uuid,
+    salted_secret,
     secrets_equal,
 )
 
 from .cache import L1Entry, TokenCache
 from .mirroring import MirrorPolicy
 from .store import CachedToken, FederationStore
+from .throttle import TooManyRequests, ValidationThrottle
 
 log = logging.getLogger("clusterfed.validation")
 
@@ -79,6 +81,9 @@ class TokenValidator:
                 "SystemRootToken is not set: the token-cache digests are keyed by the "
                 "cluster ID alone; set it so they are keyed by a secret"
             )
+        self.throttle = ValidationThrottle(
+            client_rate=settings.cold_validation_rate, issuer_rate=settings.issuer_validation_rate
+        )
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -87,8 +92,11 @@ class TokenValidator:
     def issuer_allowed(self, issuer: str) -> bool:
         return issuer in self.remote.clusters
 
-    async def identify(self, token: Token) -> Identity:
-        """The identity for a foreign v2 token, or a FederationError to answer with."""
+    async def identify(self, token: Token, *, client: str | None = None) -> Identity:
+        """The identity for a foreign v2 token, or a FederationError to answer with.
+
+        ``client`` is the caller's address, for the cold-validation rate limit.
+        """
         issuer = token.issuer
         assert issuer is not None and issuer != self.local_id
         if not self.issuer_allowed(issuer):
@@ -109,20 +117,26 @@ class TokenValidator:
         rejection = self.cache.rejection(key)
         if rejection is not None:
             raise Unauthorized(rejection)
-        flight = self._flights.get(key)
+        # One flight per token, whichever form it came in: the raw and the salted
+        # presentation share one L2 entry and so one validation.
+        salted = self.salted_for_us(token)
+        flight_key = self.cache.key(issuer, f"v2/{token.uuid}/{salted}")
+        flight = self._flights.get(flight_key)
         if flight is None:
-            flight = asyncio.create_task(self._validate(token, key, entry))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+            flight = asyncio.create_task(self._validate(token, key, entry, salted, client))
+            self._flights[flight_key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(flight_key, None))
         # shield: one caller going away must not cancel the validation the others await.
         return await asyncio.shield(flight)
 
     # -- one flight ------------------------------------------------------------------
 
-    async def _validate(self, token: Token, key: bytes, stale: L1Entry | None) -> Identity:
+    async def _validate(
+        self, token: Token, key: bytes, stale: L1Entry | None, salted: str, client: str | None
+    ) -> Identity:
         assert token.uuid is not None and token.issuer is not None
         now = datetime.now(UTC)
-        digest = self._secret_digest(token.secret)
+        digest = self.secret_digest(salted)
         cached = await self.store.load_token(token.uuid)
         # A known UUID with another secret is never served from cache (SPEC 4).
         same_secret = cached is not None and secrets_equal(cached.secret_digest, digest)
@@ -138,6 +152,18 @@ class TokenValidator:
         self.metrics.l2_miss.inc()
         if stale is None and cached is not None and same_secret:
             stale = await self._stale_from_l2(cached)
+        try:
+            self.throttle.admit(client, token.issuer)
+        except TooManyRequests as exc:
+            self.metrics.throttled.labels(exc.reason).inc()
+            log.info(
+                "validation token=%s issuer=%s outcome=throttled reason=%s client=%s",
+                token.uuid,
+                token.issuer,
+                exc.reason,
+                client,
+            )
+            raise
 
         started = time.monotonic()
         outcome = "error"
@@ -262,8 +288,14 @@ class TokenValidator:
             autosetup=self.config.auto_setup_new_users,
         )
 
-    def _secret_digest(self, secret: str) -> str:
-        return hmac.new(self._digest_key, secret.encode(), hashlib.sha256).hexdigest()
+    def salted_for_us(self, token: Token) -> str:
+        """The token's secret as salted for this cluster (a salted one is taken as is)."""
+        return token.secret if token.is_salted else salted_secret(token.secret, self.local_id)
+
+    def secret_digest(self, salted: str) -> str:
+        """The L2 digest of a secret salted for this cluster (SPEC 3.7: a revocation
+        notice's proof is exactly that secret, so the receiver can match it)."""
+        return hmac.new(self._digest_key, salted.encode(), hashlib.sha256).hexdigest()
 
     def _in_background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

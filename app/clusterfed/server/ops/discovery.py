@@ -82,7 +82,7 @@ RESOURCES = (
         "ApiClientAuthorization",
         "arvados#apiClientAuthorization",
         (("expires_at", "datetime"), ("scopes", "array")),
-        ("current",),
+        ("current", "delete"),
     ),
     Resource(
         "groups",

@@ -188,3 +188,10 @@ class LocalCredentials:
             if user is None:
                 return None
             return LocalLogin(to_record(user), record.uuid, record.expires_at, tuple(record.scopes))
+
+
+def is_admin_caller(caller: Caller, config: ClusterConfig) -> bool:
+    """An active admin of this cluster, or of its login cluster (SPEC 3.4)."""
+    if caller.is_foreign(config.cluster_id) and caller.issuer != config.login_cluster:
+        return False
+    return caller.user.is_admin and caller.user.is_active

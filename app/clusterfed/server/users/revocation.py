@@ -1,0 +1,121 @@
+"""Revoking tokens issued here (SPEC 3.7), and what the issuer remembers for it.
+
+A revoked token's row stays, with ``expires_at`` set to the moment of revocation: every
+request with it is refused from then on (local tokens are looked up on each request),
+and its secret is still there to compute each notice's proof. The same transaction
+queues one notice for every cluster in ``RemoteClusters`` that validated the token, and
+logs a token purge, so a future in-process cache of local tokens drops it in every
+worker too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clusterfed.config import ClusterConfig
+from clusterfed.server.models import ApiClientAuthorization
+from clusterfed.storage.db import utcnow
+from clusterfed.storage.models import FederationPurge
+from clusterfed.storage.revocation_models import (
+    FederationRevocationNotice,
+    FederationTokenValidator,
+)
+from clusterfed.storage.upsert import insert_for
+from clusterfed.tokens import is_cluster_id, salted_secret, secrets_equal
+from clusterfed.trust.revocation import ECHO_WINDOW
+
+
+async def record_validation(session: AsyncSession, *, token_uuid: str, cluster_id: str) -> None:
+    """Cluster ``cluster_id`` validated our token (its ``remote=``): notify it on revocation."""
+    statement = insert_for(session, FederationTokenValidator).values(
+        token_uuid=token_uuid, cluster_id=cluster_id, validated_at=utcnow()
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["token_uuid", "cluster_id"], set_={"validated_at": utcnow()}
+        )
+    )
+
+
+async def validators(session: AsyncSession, *, token_uuid: str) -> list[str]:
+    rows = await session.scalars(
+        select(FederationTokenValidator.cluster_id).where(
+            FederationTokenValidator.token_uuid == token_uuid
+        )
+    )
+    return list(rows)
+
+
+async def presented_by_itself(
+    session: AsyncSession,
+    record: ApiClientAuthorization,
+    secret: str,
+    *,
+    config: ClusterConfig,
+    hints: tuple[str | None, ...] = (),
+) -> bool:
+    """Is ``secret`` the token's own, or its secret salted for some cluster?
+
+    The clusters tried: every remote, every cluster that validated it, and ``hints``
+    (the request's ``remote=`` and the cluster that forwarded it). A token salted for a
+    cluster that never validated it was never usable there, so nothing else is needed.
+    """
+    if secrets_equal(secret, record.api_token):
+        return True
+    candidates = set(config.remote_clusters) | set(
+        await validators(session, token_uuid=record.uuid)
+    )
+    candidates.update(hint for hint in hints if is_cluster_id(hint))
+    candidates.discard(config.cluster_id)
+    matches = [secrets_equal(secret, salted_secret(record.api_token, c)) for c in candidates]
+    return any(matches)
+
+
+async def revoke_token(
+    session: AsyncSession, record: ApiClientAuthorization, *, config: ClusterConfig
+) -> list[str]:
+    """Revoke it and queue the notices; returns the remotes queued. Commits."""
+    now = utcnow()
+    original_expiry = record.expires_at
+    queued: list[str] = []
+    if original_expiry is None or original_expiry > now:
+        record.expires_at = now
+        seen = await session.execute(
+            select(FederationTokenValidator.cluster_id, FederationTokenValidator.validated_at)
+            .where(FederationTokenValidator.token_uuid == record.uuid)
+            .order_by(FederationTokenValidator.cluster_id)
+        )
+        recently = now - ECHO_WINDOW
+        for remote, validated_at in seen.all():
+            if remote not in config.remote_clusters:
+                continue  # never contacted: it cannot be told
+            statement = insert_for(session, FederationRevocationNotice).values(
+                token_uuid=record.uuid,
+                remote=remote,
+                created_at=now,
+                next_attempt_at=now,
+                give_up_at=original_expiry,
+                attempts=0,
+                echo=validated_at >= recently,
+            )
+            await session.execute(
+                statement.on_conflict_do_nothing(index_elements=["token_uuid", "remote"])
+            )
+            queued.append(remote)
+        session.add(FederationPurge(kind="token", value=record.uuid))
+    await session.commit()
+    return queued
+
+
+def token_json(record: ApiClientAuthorization) -> dict[str, Any]:
+    expires_at = record.expires_at
+    return {
+        "kind": "arvados#apiClientAuthorization",
+        "uuid": record.uuid,
+        "owner_uuid": record.user_uuid,
+        "expires_at": expires_at.isoformat().replace("+00:00", "Z") if expires_at else None,
+        "scopes": list(record.scopes),
+    }

@@ -1,0 +1,167 @@
+"""Rate limits on cold validations (SPEC 4; RFC 7662 section 4 on token fishing).
+
+A cold validation (no usable cache entry) costs calls to the token's issuer, so a client
+that sends random foreign tokens makes this cluster hammer its peers. Two token buckets
+stand in front of every call to an issuer:
+
+- one per client address: ``ColdValidationRate`` per second, burst twice that;
+- one per issuer, all clients together: ``IssuerValidationRate`` per second, burst
+  twice that.
+
+Over either limit the request is refused with 429, a ``Retry-After`` header and the
+usual error body, and the issuer is not called. Answers from cache never reach here.
+The buckets live in each process: with ``--workers N`` a client can get N times the rate.
+
+The client address is the peer of the connection, unless that peer is one of
+``TrustedProxies``: then the rightmost address of ``X-Forwarded-For`` that is not itself
+a trusted proxy names the client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Callable, Iterable
+
+from cachetools import TTLCache
+from starlette.responses import JSONResponse
+from starlette.types import Scope
+
+from clusterfed.errors import FederationError, error_response
+
+# Buckets of clients that went quiet are forgotten; a full bucket is the same as none.
+MAX_TRACKED_CLIENTS = 100_000
+FORWARDED_FOR = b"x-forwarded-for"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TooManyRequests(FederationError):
+    """429: a rate limit said no; ``retry_after`` seconds until it would say yes."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: float, reason: str) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+        self.reason = reason
+
+    def response(self) -> JSONResponse:
+        return error_response(
+            self.status_code, self.message, headers={"Retry-After": str(self.retry_after)}
+        )
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; ``take()`` spends one if there is one."""
+
+    __slots__ = ("burst", "level", "rate", "updated")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.level = burst
+        self.updated = now
+
+    def take(self, now: float) -> float:
+        """0 when a token was spent, else the seconds until one will be there."""
+        self.level = min(self.burst, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.level >= 1:
+            self.level -= 1
+            return 0.0
+        return (1 - self.level) / self.rate
+
+
+class ValidationThrottle:
+    def __init__(
+        self,
+        *,
+        client_rate: float,
+        issuer_rate: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client_rate = client_rate
+        self.issuer_rate = issuer_rate
+        self._clock = clock
+        # A client's bucket refills completely in burst/rate = 2 s; after that it can go.
+        self._clients: TTLCache[str, TokenBucket] = TTLCache(
+            maxsize=MAX_TRACKED_CLIENTS, ttl=2.0 + 1.0, timer=clock
+        )
+        self._issuers: dict[str, TokenBucket] = {}
+
+    def admit(self, client: str | None, issuer: str) -> None:
+        """Spend one cold validation for ``client`` at ``issuer``, or raise 429.
+
+        The client's bucket is checked first, so a flooding client does not drain the
+        issuer's bucket that every other client shares.
+        """
+        now = self._clock()
+        if client is not None and self.client_rate > 0:
+            bucket = self._clients.get(client)
+            if bucket is None:
+                bucket = TokenBucket(self.client_rate, 2 * self.client_rate, now)
+            wait = bucket.take(now)
+            self._clients[client] = bucket  # re-insert: refreshes its time to live
+            if wait:
+                raise TooManyRequests(
+                    "too many validations of uncached tokens from this client; "
+                    f"retry in {math.ceil(wait)}s",
+                    retry_after=wait,
+                    reason="client",
+                )
+        if self.issuer_rate > 0:
+            bucket = self._issuers.get(issuer)
+            if bucket is None:
+                bucket = self._issuers[issuer] = TokenBucket(
+                    self.issuer_rate, 2 * self.issuer_rate, now
+                )
+            wait = bucket.take(now)
+            if wait:
+                raise TooManyRequests(
+                    f"too many validations of uncached tokens issued by {issuer}; "
+                    f"retry in {math.ceil(wait)}s",
+                    retry_after=wait,
+                    reason="issuer",
+                )
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """CIDRs (or single addresses); raises ValueError naming the bad one."""
+    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(scope: Scope, trusted: tuple[Network, ...]) -> str | None:
+    """Who is asking: the connection's peer, or what a trusted proxy says it forwarded."""
+    peer = scope.get("client")
+    host = peer[0] if peer else None
+    if not trusted or host is None:
+        return host
+    address = _address(host)
+    if address is None or not any(address in net for net in trusted):
+        return host
+    hops: list[str] = []
+    for name, value in scope["headers"]:
+        if name == FORWARDED_FOR:
+            hops.extend(value.decode("latin-1").split(","))
+    # Rightmost first: each trusted proxy appended the address it saw.
+    for hop in reversed(hops):
+        hop_address = _address(hop)
+        if hop_address is None:
+            return host  # a garbled header from a trusted proxy: count it against the proxy
+        if not any(hop_address in net for net in trusted):
+            return str(hop_address)
+    return host
