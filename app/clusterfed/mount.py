@@ -25,11 +25,13 @@ from starlette.responses import Response
 
 from .config import ClusterConfig
 from .errors import FederationError
+from .routing.login_forwarding import LoginClusterRouter
 from .routing.router import FederatedRouter
 from .service import Federation, LocalUserLookup
 from .storage.database import Database
 from .storage.store import SqlFederationStore
 from .storage.users import UserTable
+from .trust.login_cluster import KnowsCredential
 from .trust.middleware import FederationMiddleware
 from .wire import ArvadosRequests
 
@@ -42,6 +44,7 @@ def mount(
     router: bool = True,
     admin: bool = True,
     local_user: LocalUserLookup | None = None,
+    knows_credential: KnowsCredential | None = None,
     database: Database | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Federation:
@@ -51,6 +54,9 @@ def mount(
     admin API whose a local credential is (without it only the ManagementToken and
     login-cluster admins are admins). ``database`` shares the host's started
     :class:`Database`; by default clusterfed opens its own on ``Database.URL``.
+    ``knows_credential`` says whether a credential that is not a v2 token is the host's
+    own; with ``Login.LoginCluster`` set to another cluster, the ones it does not know
+    are validated there (SPEC 3.8), and without it they stay the host's business.
     """
     database = database or Database(config.database_url)
     federation = Federation(
@@ -58,6 +64,7 @@ def mount(
         SqlFederationStore(database, users),
         database=database,
         local_user=local_user,
+        knows_credential=knows_credential,
         transport=transport,
     )
     app.state.federation = federation
@@ -73,6 +80,9 @@ def mount(
     # Added first, so it runs inside FederationMiddleware: foreign tokens are validated
     # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
     if router:
+        if federation.login.is_satellite:
+            # Innermost: what a satellite defers to its login cluster (SPEC 3.8).
+            app.add_middleware(LoginClusterRouter, federation=federation)
         app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)
     # Outside both: they see every request in one shape, however the client sent it

@@ -28,6 +28,7 @@ from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
 from .storage.database import Database
 from .tokens import Token
+from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
 from .trust.store import FederationStore
 from .trust.validator import TokenValidator
 
@@ -60,6 +61,7 @@ class Federation:
         *,
         database: Database | None = None,
         local_user: LocalUserLookup | None = None,
+        knows_credential: KnowsCredential | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
@@ -72,6 +74,18 @@ class Federation:
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
         self.permissions = RemotePermissions(config, self.remote)
+        # SPEC 3.8: credentials a satellite defers to its login cluster, runtime tokens.
+        self.login = LoginCredentials(
+            config,
+            store,
+            self.remote,
+            self.metrics,
+            self.validator,
+            knows_credential=knows_credential,
+        )
+        self.runtime_owners = RuntimeOwners(config, store, self.remote)
+        if config.login_cluster:
+            self.validator.runtime_owners = self.runtime_owners
         self._purge_cursor = 0
         self._applied: set[int] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -104,6 +118,8 @@ class Federation:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        await self.login.aclose()
+        await self.runtime_owners.aclose()
         await self.validator.aclose()
         await self.remote.aclose()
 

@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
@@ -32,6 +32,9 @@ from clusterfed.tokens import (
 from .cache import L1Entry, TokenCache
 from .mirroring import MirrorPolicy
 from .store import CachedToken, FederationStore
+
+if TYPE_CHECKING:
+    from .login_cluster import RuntimeOwners
 
 log = logging.getLogger("clusterfed.validation")
 
@@ -80,6 +83,9 @@ class TokenValidator:
             )
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # SPEC 3.8 runtime tokens (a token whose owner is a login-cluster user, issued by
+        # another cluster of the federation): set by Federation when LoginCluster is set.
+        self.runtime_owners: RuntimeOwners | None = None
 
     # -- the entry point -------------------------------------------------------------
 
@@ -194,8 +200,13 @@ class TokenValidator:
         outgoing = token
         params = {"remote": self.local_id}
         answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
-        record = _judge_token_answer(answer, token)
-        user = await self._user_from_issuer(token, outgoing, record["owner_uuid"])
+        runtime = self.runtime_owners
+        owner_cluster = runtime.owner_cluster(issuer) if runtime is not None else None
+        record = _judge_token_answer(answer, token, owner_cluster=owner_cluster)
+        if runtime is not None and record["owner_uuid"][:5] != issuer:
+            user = await runtime.owner(issuer, record["owner_uuid"])
+        else:
+            user = await self._user_from_issuer(issuer, outgoing, record["owner_uuid"])
 
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
@@ -220,9 +231,7 @@ class TokenValidator:
         )
         return identity, refreshes_at
 
-    async def _user_from_issuer(self, token: Token, outgoing: Token, owner_uuid: str) -> UserRecord:
-        issuer = token.issuer
-        assert issuer is not None
+    async def _user_from_issuer(self, issuer: str, outgoing: Token, owner_uuid: str) -> UserRecord:
         try:
             answer = await self.remote.request(
                 issuer, "GET", USER_PATH, token=outgoing, params={"remote": self.local_id}
@@ -275,9 +284,21 @@ class TokenValidator:
         self._background.clear()
 
 
-def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
-    """SPEC 3.2's table for the token call: the checked record, or the error to answer."""
-    issuer = token.issuer
+def _judge_token_answer(
+    answer: RemoteResponse,
+    token: Token,
+    *,
+    issuer: str | None = None,
+    owner_cluster: str | None = None,
+) -> dict[str, Any]:
+    """SPEC 3.2's table for the token call: the checked record, or the error to answer.
+
+    ``issuer`` is given for a credential that is not a v2 token (SPEC 3.8: the login
+    cluster's answer names the token UUID). ``owner_cluster`` is the one other cluster
+    whose users the issuer may vouch for (runtime tokens, SPEC 3.8), checked further by
+    :class:`RuntimeOwners`.
+    """
+    issuer = issuer or token.issuer
     if answer.status_code == 429:
         # Still rate-limited after the retries: the issuer said "not now", not "no".
         # Answering 503 keeps it out of the negative cache and lets StaleIfError apply.
@@ -292,9 +313,13 @@ def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
     if body is None:
         raise Unauthorized(f"issuer {issuer} did not answer with a token record")
     uuid, owner_uuid = body.get("uuid"), body.get("owner_uuid")
-    if not is_uuid(uuid, type_=TOKEN_TYPE) or uuid[:5] != issuer or uuid != token.uuid:
+    if (
+        not is_uuid(uuid, type_=TOKEN_TYPE)
+        or uuid[:5] != issuer
+        or (token.uuid is not None and uuid != token.uuid)
+    ):
         raise Unauthorized(f"issuer {issuer} answered for a different or malformed token UUID")
-    if not is_uuid(owner_uuid, type_=USER_TYPE) or owner_uuid[:5] != issuer:
+    if not is_uuid(owner_uuid, type_=USER_TYPE) or owner_uuid[:5] not in (issuer, owner_cluster):
         raise Unauthorized(f"issuer {issuer} vouched for a user that is not its own")
     scopes = body.get("scopes", ["all"])
     if scopes is None:
@@ -302,6 +327,7 @@ def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise Unauthorized(f"issuer {issuer} answered with malformed scopes")
     return {
+        "uuid": uuid,
         "owner_uuid": owner_uuid,
         "scopes": tuple(scopes),
         "expires_at": _parse_time(body.get("expires_at"), issuer),
