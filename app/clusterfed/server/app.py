@@ -21,10 +21,11 @@ from .errors import install_error_handlers
 from .objects import permission_checks
 from .objects import router as objects
 from .ops import discovery, exported_config
-from .users import current
+from .users import current, tokens_router, users_router
 from .users.auth import local_user_for_admin
 from .users.bootstrap import ensure_builtin_users
 from .users.service import users_table
+from .users.tokens import secret_is_known
 
 
 def create_app(
@@ -47,17 +48,26 @@ def create_app(
     app.state.database = database
     install_error_handlers(app)
     app.include_router(current.router)
+    # After current.router: /users/current is not a user UUID.
+    app.include_router(users_router.router)
+    app.include_router(tokens_router.router)
     app.include_router(discovery.router)
     app.include_router(exported_config.router)
     app.include_router(permission_checks.router)
     for router in objects.routers:
         app.include_router(router)
+
+    async def knows_credential(credential: str) -> bool:
+        async with database.sessionmaker() as session:
+            return await secret_is_known(session, secret=credential)
+
     federation = mount(
         app,
         config,
         users=users_table,
         database=database,
         local_user=local_user_for_admin,
+        knows_credential=knows_credential,
         transport=transport,
     )
     app.state.metrics_registry = federation.metrics.registry
