@@ -9,6 +9,8 @@ says when it was asked, the satellites' databases say whom they mirrored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Iterator
@@ -44,6 +46,7 @@ class Federation:
     z1234: Cluster
     x9999: Cluster
     login_process: ClusterProcess
+    satellite_process: ClusterProcess
     outsider_process: ClusterProcess
     alice: str
     alice_token: str
@@ -127,6 +130,7 @@ def federation(
             z1234=clusters["z1234"],
             x9999=clusters["x9999"],
             login_process=processes["qr1hi"],
+            satellite_process=processes["c97qk"],
             outsider_process=processes["x9999"],
             alice=alice,
             alice_token=alice_token,
@@ -181,6 +185,12 @@ def test_v1_secret_of_a_login_cluster_token_works_on_a_satellite(federation: Fed
     time.sleep(1.2)  # purges reach every worker within PurgePollInterval
     assert call(fed.c97qk, secret).status_code == 200
     assert fed.wait_login_calls(path, before + 2) == before + 2
+
+    # Neither the credential nor its digest is in any log line.
+    digest = hmac.new((ROOT_TOKEN + "c").encode(), secret.encode(), hashlib.sha256).hexdigest()
+    for process in (fed.satellite_process, fed.login_process):
+        text = process.log()
+        assert secret not in text and digest[:12] not in text
 
 
 def test_concurrent_requests_with_one_new_credential_make_one_validation(

@@ -164,8 +164,10 @@ class LoginCredentials:
 
         started = time.monotonic()
         outcome = "error"
+        token_uuid = "-"  # known once L answers; the credential itself is never logged
         try:
             identity, refreshes_at = await self._ask(credential, digest)
+            token_uuid = identity.token_uuid
             outcome = "accepted"
         except IssuerRejected as exc:
             outcome = "rejected"
@@ -185,10 +187,9 @@ class LoginCredentials:
             elapsed = time.monotonic() - started
             self.metrics.validations.labels(login, outcome).inc()
             self.metrics.validation_seconds.labels(login).observe(elapsed)
-            # The credential has no UUID of its own; its digest prefix names it in logs.
             log.info(
-                "validation credential=hmac:%s issuer=%s outcome=%s duration_ms=%.1f",
-                digest[:12],
+                "validation credential=non-v2 token=%s issuer=%s outcome=%s duration_ms=%.1f",
+                token_uuid,
                 login,
                 outcome,
                 elapsed * 1000,
