@@ -29,6 +29,7 @@ from cachetools import TTLCache
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
+from clusterfed.exported import CONFIG_PATH
 from clusterfed.identity import Identity, UserRecord
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient
@@ -46,7 +47,6 @@ from .validator import (
 
 log = logging.getLogger("clusterfed.login_cluster")
 
-CONFIG_PATH = "/arvados/v1/config"
 # How long a peer's exported LoginCluster is believed. Federation membership changes by
 # reconfiguring clusters, which is rare; an hour bounds how long a change goes unseen.
 PEER_CONFIG_TTL_SECONDS = 3600.0

@@ -19,7 +19,7 @@ from clusterfed.errors import Forbidden, NotFound, Unprocessable
 from clusterfed.jsonbody import check_text
 from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
 from clusterfed.server.models import User
-from clusterfed.server.objects.listing import parse_params, run_list
+from clusterfed.server.objects.listing import parse_params, parse_select, run_list, wants_count
 from clusterfed.tokens import USER_TYPE, is_uuid, system_user_uuid
 
 from .auth import Caller
@@ -80,8 +80,28 @@ def _require_admin(caller: Caller, action: str) -> None:
         raise Forbidden(f"only an admin may {action}")
 
 
-def _json(row: User, config: Any) -> dict[str, Any]:
-    return user_json(to_record(row), cluster_id=config.cluster_id)
+def _json(row: User, config: Any, names: list[str] | None = None) -> dict[str, Any]:
+    body = user_json(to_record(row), cluster_id=config.cluster_id)
+    if names is None:
+        return body
+    return {key: value for key, value in body.items() if key == "kind" or key in names}
+
+
+# What ``select`` may name: every attribute of the Arvados user record served here.
+SELECTABLE = (
+    "uuid",
+    "owner_uuid",
+    "email",
+    "username",
+    "first_name",
+    "last_name",
+    "full_name",
+    "is_admin",
+    "is_active",
+    "is_invited",
+    "prefs",
+)
+SelectParam = Annotated[str | None, Query(alias="select")]
 
 
 @router.get("")
@@ -93,20 +113,26 @@ async def list_users(
     order: Annotated[str | None, Query()] = None,
     limit: Annotated[str | None, Query()] = None,
     offset: Annotated[str | None, Query()] = None,
+    select_: SelectParam = None,
+    count: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
+    names = parse_select(select_, SELECTABLE)
+    counted = wants_count(count)
     query = select(User)
     visible = _visible(caller)
     if visible is not None:
         query = query.where(visible)
     rows, available = await run_list(session, query, params, ATTRIBUTES, User.uuid)
-    return {
+    answer: dict[str, Any] = {
         "kind": "arvados#userList",
-        "items": [_json(row, config) for row in rows],
-        "items_available": available,
+        "items": [_json(row, config, names) for row in rows],
         "offset": params.offset,
         "limit": params.limit,
     }
+    if counted:
+        answer["items_available"] = available
+    return answer
 
 
 @router.post("/setup")
@@ -143,9 +169,14 @@ async def setup_user(
 
 @router.get("/{uuid}")
 async def get_one_user(
-    uuid: str, caller: CallerDep, session: SessionDep, config: ConfigDep
+    uuid: str,
+    caller: CallerDep,
+    session: SessionDep,
+    config: ConfigDep,
+    select_: SelectParam = None,
 ) -> dict[str, Any]:
-    return _json(await _user(session, caller, uuid), config)
+    names = parse_select(select_, SELECTABLE)
+    return _json(await _user(session, caller, uuid), config, names)
 
 
 @router.post("/{uuid}/activate")
