@@ -493,3 +493,25 @@ def test_validation_counts_show_in_metrics(federation: Federation) -> None:
     fed = federation
     text = httpx.get(f"{fed.c97qk.base_url}/metrics", headers=MANAGEMENT).text
     assert metric(text, "clusterfed_validations_total", issuer="qr1hi", outcome="accepted") >= 1
+
+
+def test_a_third_clusters_token_reaches_the_login_cluster(federation: Federation) -> None:
+    """z1234's runtime token for alice, presented on c97qk for a token create: c97qk
+    sends it on to qr1hi (salted for qr1hi), and qr1hi validates it at z1234."""
+    fed = federation
+    for satellite in (fed.c97qk, fed.z1234):
+        assert call(satellite, fed.alice_token).status_code == 200
+    runtime = asyncio.run(fed.z1234.new_token(fed.alice))
+    before = fed.login_calls(TOKENS)
+    created = httpx.post(
+        f"{fed.c97qk.base_url}{TOKENS}",
+        headers={"Authorization": f"Bearer {runtime}"},
+        json={"api_client_authorization": {}},
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()["uuid"].startswith("qr1hi-gj3su-")
+    assert created.json()["owner_uuid"] == fed.alice
+    assert fed.wait_login_calls(TOKENS, before + 1) == before + 1
+    # qr1hi validated the token at z1234 (its log line names the token, never a secret).
+    runtime_uuid = parse_token(runtime).uuid
+    assert f"token={runtime_uuid} issuer=z1234 outcome=accepted" in fed.login_process.log()
