@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 from clusterfed.server.models import User
-from clusterfed.tokens import parse_token
+from clusterfed.tokens import parse_token, salted_secret
 from sqlalchemy import select
 
 from tests.support.databases import DatabaseFactory
-from tests.support.federation_pair import MANAGEMENT, metric, run_cli
+from tests.support.federation_pair import MANAGEMENT, cached_digest, metric, run_cli
 from tests.support.servers import (
     Cluster,
     ClusterProcess,
@@ -167,7 +167,12 @@ def test_v1_secret_of_a_login_cluster_token_works_on_a_satellite(federation: Fed
     time.sleep(0.3)
     assert fed.login_calls(path) == before + 1
 
-    # Cached in L2 under HMAC-SHA256(SystemRootToken, credential), never the credential.
+    # Cached in L2 under an HMAC-SHA256 keyed by the SystemRootToken of the secret salted
+    # for c97qk: exactly what qr1hi's revocation notice proves (SPEC 3.7), never the secret.
+    l2_key = hashlib.sha256(f"clusterfed-l2\0c97qk\0{ROOT_TOKEN}c".encode()).digest()
+    proof = salted_secret(secret, "c97qk")
+    expected = hmac.new(l2_key, proof.encode(), hashlib.sha256).hexdigest()
+    assert asyncio.run(cached_digest(fed.c97qk, parse_token(token).uuid or "")) == expected
     cached = httpx.get(
         f"{fed.c97qk.base_url}/federation/v1/token_cache/{parse_token(token).uuid}",
         headers=MANAGEMENT,
@@ -187,7 +192,8 @@ def test_v1_secret_of_a_login_cluster_token_works_on_a_satellite(federation: Fed
     assert fed.wait_login_calls(path, before + 2) == before + 2
 
     # Neither the credential nor its digest is in any log line.
-    digest = hmac.new((ROOT_TOKEN + "c").encode(), secret.encode(), hashlib.sha256).hexdigest()
+    digest = asyncio.run(cached_digest(fed.c97qk, parse_token(token).uuid or ""))
+    assert digest is not None
     for process in (fed.satellite_process, fed.login_process):
         text = process.log()
         assert secret not in text and digest[:12] not in text

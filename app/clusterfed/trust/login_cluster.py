@@ -6,9 +6,12 @@ others (satellites) defer to it. Two rules live here:
 - :class:`LoginCredentials`: on a satellite, a credential that is not a v2 token (a v1
   secret, an OIDC access token) and that this cluster does not know is validated at L
   with the two calls of SPEC 3.2, as presented. It is cached under the token UUID L
-  returns, with ``HMAC-SHA256(SystemRootToken, credential)`` as its L2 digest, in the
-  same L1 as v2 tokens (so purges and the negative cache apply), one flight per
-  credential.
+  returns, in the same L1 as v2 tokens (so purges and the negative cache apply), one
+  flight per credential. Its L2 digest is an HMAC-SHA256 keyed by the SystemRootToken
+  (through the L2 key every digest uses) of the credential salted for this cluster:
+  SPEC 3.8 asks for a digest keyed by the SystemRootToken, SPEC 3.7 for one always taken
+  of the secret salted for this cluster, so that L's revocation notice (whose proof is
+  exactly that salted secret) finds the row. This digest is both.
 - :class:`RuntimeOwners`: a token issued by cluster S but owned by a user of L (work S
   runs on the user's behalf) is accepted only when the user is already known here and
   S's exported ``/arvados/v1/config`` names the same ``LoginCluster`` (fetched once,
@@ -18,8 +21,6 @@ others (satellites) defer to it. Two rules live here:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,7 @@ from clusterfed.exported import CONFIG_PATH
 from clusterfed.identity import Identity, UserRecord
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient
-from clusterfed.tokens import Token, is_opaque_credential, secrets_equal
+from clusterfed.tokens import Token, is_opaque_credential, salted_secret, secrets_equal
 
 from .cache import L1Entry
 from .store import CachedToken, FederationStore
@@ -78,9 +79,6 @@ class LoginCredentials:
         self.metrics = metrics
         self.validator = validator
         self.knows_credential = knows_credential
-        # SPEC 3.8: the digest Arvados stores for such a credential, keyed by the
-        # SystemRootToken (the same on every worker and across restarts).
-        self._digest_key = config.system_root_token.encode()
         self._own = tuple(t for t in (config.management_token, config.system_root_token) if t)
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
         if self.is_satellite and knows_credential is None:
@@ -140,7 +138,9 @@ class LoginCredentials:
         return await asyncio.shield(flight)
 
     def digest(self, credential: str) -> str:
-        return hmac.new(self._digest_key, credential.encode(), hashlib.sha256).hexdigest()
+        """The L2 digest: of the credential salted for us, under the SystemRootToken-keyed
+        L2 key (the same on every worker and across restarts; see the module docstring)."""
+        return self.validator._secret_digest(salted_secret(credential, self.local_id))
 
     async def _validate(self, credential: str, key: bytes, stale: L1Entry | None) -> Identity:
         login = self.login_cluster
