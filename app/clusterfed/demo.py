@@ -1,5 +1,6 @@
 """``make demo``: two federated clusters on loopback (SQLite), walked through the seed
-scenarios with the same CLI and HTTP calls an operator and a user would make.
+scenarios with the same CLI and HTTP calls an operator and a user would make; then a
+federation with a login cluster (three clusters, SPEC 3.8).
 
 Everything lives under ``./var/demo/`` (configs, databases, server logs) and the servers
 are stopped at the end. Each step prints what it does and what came back; any surprise
@@ -43,21 +44,26 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, cluster_id: str, port: int, management_token: str) -> None:
+    def __init__(
+        self, cluster_id: str, port: int, management_token: str, directory: Path = DEMO_DIR
+    ) -> None:
         self.cluster_id = cluster_id
         self.port = port
         self.management_token = management_token
-        self.config_path = DEMO_DIR / f"{cluster_id}.yml"
+        self.directory = directory
+        self.config_path = directory / f"{cluster_id}.yml"
         self.base_url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def write_config(self, peers: list[Cluster]) -> None:
+    def write_config(self, peers: list[Cluster], *, login_cluster: str = "") -> None:
         config = {
             "Clusters": {
                 self.cluster_id: {
                     "Database": {
-                        "URL": f"sqlite+aiosqlite:///{DEMO_DIR.resolve()}/{self.cluster_id}.db"
+                        "URL": f"sqlite+aiosqlite:///{self.directory.resolve()}/"
+                        f"{self.cluster_id}.db"
                     },
+                    "SystemRootToken": secrets.token_hex(20),
                     "ManagementToken": self.management_token,
                     "RemoteClusters": {
                         peer.cluster_id: {
@@ -68,7 +74,7 @@ class Cluster:
                         }
                         for peer in peers
                     },
-                    "Login": {"RemoteTokenRefresh": "5m"},
+                    "Login": {"LoginCluster": login_cluster, "RemoteTokenRefresh": "5m"},
                     "Federation": {"PermissionCacheTTL": "2s"},
                 }
             }
@@ -87,7 +93,7 @@ class Cluster:
         return done.stdout.strip()
 
     def start(self) -> None:
-        log = open(DEMO_DIR / f"{self.cluster_id}.log", "wb")  # noqa: SIM115 (lives with the process)
+        log = open(self.directory / f"{self.cluster_id}.log", "wb")  # noqa: SIM115 (lives with the process)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -106,7 +112,9 @@ class Cluster:
         headers = {"Authorization": f"Bearer {self.management_token}"}
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise DemoFailed(f"{self.cluster_id} exited; see {DEMO_DIR}/{self.cluster_id}.log")
+                raise DemoFailed(
+                    f"{self.cluster_id} exited; see {self.config_path.with_suffix('.log')}"
+                )
             try:
                 if httpx.get(f"{self.base_url}/_health/ping", headers=headers).status_code == 200:
                     print(f"  {self.cluster_id} serving on {self.base_url}")
@@ -270,12 +278,105 @@ def walk(qr1hi: Cluster, c97qk: Cluster) -> None:
     )
 
 
+@contextmanager
+def login_federation() -> Iterator[tuple[Cluster, Cluster, Cluster]]:
+    directory = DEMO_DIR / "login"
+    directory.mkdir(parents=True)
+    qr1hi, c97qk, z1234 = (
+        Cluster(cluster_id, free_port(), secrets.token_hex(16), directory)
+        for cluster_id in ("qr1hi", "c97qk", "z1234")
+    )
+    everyone = [qr1hi, c97qk, z1234]
+    for cluster in everyone:
+        cluster.write_config([c for c in everyone if c is not cluster], login_cluster="qr1hi")
+    try:
+        yield qr1hi, c97qk, z1234
+    finally:
+        for cluster in everyone:
+            cluster.stop()
+
+
+def login_walk(qr1hi: Cluster, c97qk: Cluster, z1234: Cluster) -> None:
+    step("Login cluster: qr1hi issues every identity; c97qk and z1234 defer to it")
+    for cluster in (qr1hi, c97qk, z1234):
+        cluster.cli("db", "upgrade")
+    alice = qr1hi.cli("users", "create", "--email", "alice@qr1hi.example", "--active")
+    alice_token = qr1hi.cli("tokens", "create", "--user", alice)
+    carol = qr1hi.cli("users", "create", "--email", "carol@qr1hi.example", "--active")
+    print(f"  alice = {alice}, carol = {carol} (both users of qr1hi)")
+    for cluster in (qr1hi, c97qk, z1234):
+        cluster.start()
+
+    step("8. Alice's bare qr1hi secret (v1 form, as an OIDC token would be) works on c97qk")
+    secret = parse_token(alice_token).secret
+    for _ in range(2):
+        me = c97qk.call("GET", "/arvados/v1/users/current", secret, expect=200)
+        if me["uuid"] != alice:
+            raise DemoFailed("c97qk did not recognise alice's bare secret")
+    metrics = httpx.get(
+        f"{c97qk.base_url}/metrics",
+        headers={"Authorization": f"Bearer {c97qk.management_token}"},
+    ).text
+    accepted = re.search(
+        r'clusterfed_validations_total\{issuer="qr1hi",outcome="accepted"\} (\S+)', metrics
+    )
+    print(f"    c97qk validated at qr1hi {accepted.group(1) if accepted else '?'} time(s)")
+
+    step("9. Alice asks c97qk for a new token: qr1hi issues it, and it works on z1234")
+    created = c97qk.call(
+        "POST",
+        "/arvados/v1/api_client_authorizations",
+        alice_token,
+        expect=200,
+        json={"api_client_authorization": {"scopes": ["all"]}},
+    )
+    if not created["uuid"].startswith("qr1hi-gj3su-"):
+        raise DemoFailed("the token was not issued by the login cluster")
+    new_token = f"v2/{created['uuid']}/{created['api_token']}"
+    z1234.call("GET", "/arvados/v1/users/current", new_token, expect=200)
+
+    step("10. The users list on z1234 comes from qr1hi: carol is there, never having visited")
+    listing = z1234.call("GET", "/arvados/v1/users", new_token, expect=200)
+    if carol not in [item["uuid"] for item in listing["items"]]:
+        raise DemoFailed("carol is missing from z1234's users list")
+    z1234.call("GET", f"/arvados/v1/users/{carol}", new_token, expect=200)
+    print("    (z1234 now mirrors carol)")
+
+    step("11. /login on c97qk sends the browser to qr1hi")
+    response = httpx.get(
+        f"{c97qk.base_url}/login", params={"return_to": "https://workbench.example/"}
+    )
+    location = response.headers.get("location", "")
+    print(f"    GET c97qk/login -> {response.status_code} Location: {location}")
+    if response.status_code != 302 or not response.headers["location"].startswith(
+        f"{qr1hi.base_url}/login?return_to="
+    ):
+        raise DemoFailed("c97qk did not redirect /login to qr1hi")
+
+    step("12. A token c97qk issued itself is never forwarded to qr1hi")
+    local = c97qk.cli("users", "create", "--email", "dan@c97qk.example", "--active")
+    local_token = c97qk.cli("tokens", "create", "--user", local)
+    c97qk.call("POST", "/arvados/v1/api_client_authorizations", local_token, expect=401, json={})
+
+    step("13. c97qk runs work for alice with a token of its own; z1234 accepts it")
+    runtime = c97qk.cli("tokens", "create", "--user", alice)
+    print(f"    the runtime token's issuer is {runtime[3:8]}, its owner {alice}")
+    z1234.call("GET", "/arvados/v1/users/current", alice_token, expect=200)  # z1234 mirrors her
+    me = z1234.call("GET", "/arvados/v1/users/current", runtime, expect=200)
+    if me["uuid"] != alice:
+        raise DemoFailed("z1234 did not accept c97qk's runtime token for alice")
+    print("    (z1234 read c97qk's /arvados/v1/config: it names the same LoginCluster)")
+
+
 def main() -> int:
     os.environ.pop("CLUSTERFED_CONFIG", None)
     print("clusterfed demo: two federated clusters on loopback, SQLite under var/demo/")
     try:
         with clusters() as (qr1hi, c97qk):
             walk(qr1hi, c97qk)
+        print("\nclusterfed demo, part two: a federation with a login cluster (three clusters)")
+        with login_federation() as (qr1hi, c97qk, z1234):
+            login_walk(qr1hi, c97qk, z1234)
     except DemoFailed as exc:
         print(f"\nDEMO FAILED: {exc}\n(server logs are in {DEMO_DIR}/)", file=sys.stderr)
         return 1

@@ -25,12 +25,14 @@ from starlette.responses import Response
 
 from .config import ClusterConfig
 from .errors import FederationError
+from .routing.login_forwarding import LoginClusterRouter
 from .routing.router import FederatedRouter
 from .service import Federation, LocalCredentials
 from .storage.database import Database
 from .storage.store import SqlFederationStore
 from .storage.users import UserTable
 from .trust import notices
+from .trust.login_cluster import KnowsCredential
 from .trust.middleware import FederationMiddleware
 from .trust.revocation import RevocationStore
 from .wire import ArvadosRequests
@@ -45,6 +47,7 @@ def mount(
     admin: bool = True,
     local_credentials: LocalCredentials | None = None,
     revocations: RevocationStore | None = None,
+    knows_credential: KnowsCredential | None = None,
     database: Database | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Federation:
@@ -56,6 +59,9 @@ def mount(
     outbox of a host that issues tokens (SPEC 3.7); every host receives notices.
     ``database`` shares the host's started :class:`Database`; by default clusterfed
     opens its own on ``Database.URL``.
+    ``knows_credential`` says whether a credential that is not a v2 token is the host's
+    own; with ``Login.LoginCluster`` set to another cluster, the ones it does not know
+    are validated there (SPEC 3.8), and without it they stay the host's business.
     """
     database = database or Database(config.database_url)
     federation = Federation(
@@ -64,6 +70,7 @@ def mount(
         database=database,
         local_credentials=local_credentials,
         revocations=revocations,
+        knows_credential=knows_credential,
         transport=transport,
     )
     app.state.federation = federation
@@ -80,6 +87,9 @@ def mount(
     # Added first, so it runs inside FederationMiddleware: foreign tokens are validated
     # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
     if router:
+        if federation.login.is_satellite:
+            # Innermost: what a satellite defers to its login cluster (SPEC 3.8).
+            app.add_middleware(LoginClusterRouter, federation=federation)
         app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)
     # Outside both: they see every request in one shape, however the client sent it

@@ -28,6 +28,7 @@ from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
 from .storage.database import Database
 from .tokens import Token
+from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
 from .trust.validator import TokenValidator
@@ -85,6 +86,7 @@ class Federation:
         *,
         database: Database | None = None,
         local_credentials: LocalCredentials | None = None,
+        knows_credential: KnowsCredential | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         revocations: RevocationStore | None = None,
     ) -> None:
@@ -111,6 +113,18 @@ class Federation:
             if revocations is not None
             else None
         )
+        # SPEC 3.8: credentials a satellite defers to its login cluster, runtime tokens.
+        self.login = LoginCredentials(
+            config,
+            store,
+            self.remote,
+            self.metrics,
+            self.validator,
+            knows_credential=knows_credential,
+        )
+        self.runtime_owners = RuntimeOwners(config, store, self.remote)
+        if config.login_cluster:
+            self.validator.runtime_owners = self.runtime_owners
         self._purge_cursor = 0
         self._applied: set[int] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -147,6 +161,8 @@ class Federation:
             self._poller = None
         if self.outbox is not None:
             await self.outbox.aclose()
+        await self.login.aclose()
+        await self.runtime_owners.aclose()
         await self.validator.aclose()
         await self.remote.aclose()
 

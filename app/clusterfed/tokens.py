@@ -171,3 +171,25 @@ def scope_allows(scopes: list[str] | tuple[str, ...], method: str, path: str) ->
         if scope_path == path or (scope_path.endswith("/") and path.startswith(scope_path)):
             return True
     return False
+
+
+# SPEC 3.8: what a credential that is not a v2 token may look like (a v1 secret, an OIDC
+# access token) when it is sent to the login cluster. RFC 6750's b64token without "/"
+# (which only v2 tokens carry), at most 4 kB. Anything else (quotes, spaces, control or
+# non-ASCII characters) cannot be a credential at all and never leaves this cluster.
+OPAQUE_CREDENTIAL_RE = re.compile(r"[A-Za-z0-9\-._~+]+=*")
+NO_TOKEN = "-"  # "Bearer -": Arvados controllers' way of saying "no token"
+
+
+def is_opaque_credential(value: str) -> bool:
+    """Whether ``value`` could be a non-v2 credential another cluster issued (SPEC 3.8).
+
+    Not a v2 token, not ``-``, not a UUID (those are public), and of the b64token grammar.
+    """
+    return (
+        len(value) <= MAX_TOKEN_LENGTH
+        and value != NO_TOKEN
+        and not value.startswith("v2/")
+        and UUID_RE.fullmatch(value) is None
+        and OPAQUE_CREDENTIAL_RE.fullmatch(value) is not None
+    )

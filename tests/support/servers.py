@@ -142,9 +142,12 @@ def wait_until_serving(
 class ClusterProcess:
     """``python -m app serve`` in a child process."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, *, workers: int = 1, port: int | None = None
+    ) -> None:
         (cluster_id,) = config["Clusters"]
-        self.port = free_port()
+        # ``port``: chosen beforehand, when clusters must name each other in their configs.
+        self.port = port or free_port()
         self.config_path = workdir / f"{cluster_id}-{self.port}.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"{cluster_id}-{self.port}.log"

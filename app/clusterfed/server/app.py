@@ -23,11 +23,12 @@ from .objects import permission_checks
 from .objects import router as objects
 from .ops import discovery, exported_config
 from .trailing_slash import StripTrailingSlash
-from .users import current, revocations
+from .users import current, revocations, tokens_router, users_router
 from .users.auth import LocalCredentials
 from .users.bootstrap import ensure_builtin_users
 from .users.revocation_store import SqlRevocationStore
 from .users.service import users_table
+from .users.tokens import secret_is_known
 
 
 def create_app(
@@ -53,12 +54,20 @@ def create_app(
     app.state.database = database
     install_error_handlers(app)
     app.include_router(current.router)
+    # After current.router: /users/current is not a user UUID.
+    app.include_router(users_router.router)
+    app.include_router(tokens_router.router)
     app.include_router(discovery.router)
     app.include_router(exported_config.router)
     app.include_router(permission_checks.router)
     app.include_router(revocations.router)
     for router in objects.routers:
         app.include_router(router)
+
+    async def knows_credential(credential: str) -> bool:
+        async with database.sessionmaker() as session:
+            return await secret_is_known(session, secret=credential)
+
     federation = mount(
         app,
         config,
@@ -66,6 +75,7 @@ def create_app(
         database=database,
         local_credentials=LocalCredentials(),
         revocations=SqlRevocationStore(database),
+        knows_credential=knows_credential,
         transport=transport,
     )
     app.state.metrics_registry = federation.metrics.registry

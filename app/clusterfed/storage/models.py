@@ -29,7 +29,8 @@ class FederationTokenCache(FederationBase):
     token_uuid: Mapped[str] = mapped_column(String(27), primary_key=True)
     user_uuid: Mapped[str] = mapped_column(String(27), index=True)
     cluster_id: Mapped[str] = mapped_column(String(5), index=True)
-    secret_digest: Mapped[str] = mapped_column(String(64))
+    # Indexed: a satellite finds a bare credential's row by its digest (SPEC 3.8).
+    secret_digest: Mapped[str] = mapped_column(String(64), index=True)
     scopes: Mapped[list[str]] = mapped_column(JSON)
     expires_at: Mapped[datetime | None]
     refreshes_at: Mapped[datetime]

@@ -54,6 +54,28 @@ class SqlFederationStore:
                 last_used_at=row.last_used_at,
             )
 
+    async def load_token_by_digest(self, cluster_id: str, digest: str) -> CachedToken | None:
+        async with self.database.sessionmaker() as session:
+            row = await session.scalar(
+                select(FederationTokenCache)
+                .where(FederationTokenCache.cluster_id == cluster_id)
+                .where(FederationTokenCache.secret_digest == digest)
+                .limit(1)
+            )
+        if row is None:
+            return None
+        return CachedToken(
+            token_uuid=row.token_uuid,
+            user_uuid=row.user_uuid,
+            cluster_id=row.cluster_id,
+            secret_digest=row.secret_digest,
+            scopes=tuple(row.scopes),
+            expires_at=row.expires_at,
+            refreshes_at=row.refreshes_at,
+            validated_at=row.validated_at,
+            last_used_at=row.last_used_at,
+        )
+
     async def save_token(self, entry: CachedToken) -> None:
         values = {
             "token_uuid": entry.token_uuid,

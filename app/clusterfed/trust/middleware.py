@@ -5,7 +5,8 @@ enforces the token's scopes (403), and leaves the identity in
 ``scope["state"]["federation_identity"]`` for the host. Local tokens and anonymous
 requests pass through untouched. Only credentials that claim to be v2 tokens are the
 middleware's business (a malformed one is refused here, 401); any other credential (a v1
-secret, the ManagementToken) is the host's to accept or refuse.
+secret, the ManagementToken) is the host's to accept or refuse, except on a satellite of
+a login cluster, where one the host does not know is validated there (SPEC 3.8).
 
 An ``Authorization`` header longer than ``MAX_AUTHORIZATION_BYTES`` is refused first, for
 every request (431): no credential is that long (tokens over 4 kB are refused anyway),
@@ -13,6 +14,8 @@ and neither the token grammar nor the host's own lookups should ever see it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -24,7 +27,7 @@ from clusterfed.credentials import (
 )
 from clusterfed.errors import FederationError, Forbidden, Unauthorized, error_response
 from clusterfed.exported import CONFIG_PATH
-from clusterfed.identity import STATE_KEY
+from clusterfed.identity import STATE_KEY, Identity
 from clusterfed.service import Federation
 from clusterfed.tokens import MalformedToken, Token, parse_token, scope_allows
 
@@ -60,8 +63,20 @@ class FederationMiddleware:
             return
         header = authorization_header(scope)
         credential = bearer_credential(header) if header is not None else None
-        if credential is None or not credential.startswith(V2_PREFIX):
+        if credential is None:
             await self.app(scope, receive, send)
+            return
+        if not credential.startswith(V2_PREFIX):
+            # SPEC 3.8: on a satellite, a credential of another shape that the host does
+            # not know is the login cluster's to validate; otherwise it is the host's.
+            login = self.federation.login
+            if not login.is_satellite or not await login.defers(credential):
+                await self.app(scope, receive, send)
+                return
+            client = client_address(scope, self.trusted_proxies)
+            await self._accept(
+                login.identify(credential, client=client), None, scope, receive, send
+            )
             return
         try:
             token = parse_token(credential)
@@ -71,11 +86,23 @@ class FederationMiddleware:
         if token.issuer == self.local_id:
             await self.app(scope, receive, send)
             return
+        client = client_address(scope, self.trusted_proxies)
+        identifying = self.federation.identify(token, client=client)
+        await self._accept(identifying, token, scope, receive, send)
+
+    async def _accept(
+        self,
+        identifying: Awaitable[Identity],
+        token: Token | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         try:
-            client = client_address(scope, self.trusted_proxies)
-            identity = await self.federation.identify(token, client=client)
+            identity = await identifying
             method, path = scope["method"], scope["path"]
-            if not (scope_allows(identity.scopes, method, path) or _ends_itself(token, scope)):
+            ends_itself = token is not None and _ends_itself(token, scope)
+            if not (scope_allows(identity.scopes, method, path) or ends_itself):
                 raise Forbidden(f"token scopes do not allow {method} {path}")
         except FederationError as exc:
             await exc.response()(scope, receive, send)

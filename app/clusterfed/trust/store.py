@@ -49,6 +49,10 @@ class FederationStore(Protocol):
     async def save_token(self, entry: CachedToken) -> None:
         """Insert or replace the row for ``entry.token_uuid`` (an upsert)."""
 
+    async def load_token_by_digest(self, cluster_id: str, digest: str) -> CachedToken | None:
+        """The row of ``cluster_id`` whose digest is ``digest`` (SPEC 3.8: a credential that
+        is not a v2 token carries no UUID to look it up by)."""
+
     async def touch_token(self, token_uuid: str, used_at: datetime) -> None: ...
 
     async def get_user(self, uuid: str) -> UserRecord | None: ...

@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
@@ -35,6 +35,9 @@ from .cache import L1Entry, TokenCache
 from .mirroring import MirrorPolicy
 from .store import CachedToken, FederationStore
 from .throttle import TooManyRequests, ValidationThrottle
+
+if TYPE_CHECKING:
+    from .login_cluster import RuntimeOwners
 
 log = logging.getLogger("clusterfed.validation")
 
@@ -86,6 +89,9 @@ class TokenValidator:
         )
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # SPEC 3.8 runtime tokens (a token whose owner is a login-cluster user, issued by
+        # another cluster of the federation): set by Federation when LoginCluster is set.
+        self.runtime_owners: RuntimeOwners | None = None
 
     # -- the entry point -------------------------------------------------------------
 
@@ -131,6 +137,22 @@ class TokenValidator:
 
     # -- one flight ------------------------------------------------------------------
 
+    def admit_cold(self, client: str | None, issuer: str, token_uuid: str) -> None:
+        """SPEC 4: a validation no cache could answer is rate-limited per client address
+        and per issuer; over a limit, 429 and the issuer is not asked."""
+        try:
+            self.throttle.admit(client, issuer)
+        except TooManyRequests as exc:
+            self.metrics.throttled.labels(exc.reason).inc()
+            log.info(
+                "validation token=%s issuer=%s outcome=throttled reason=%s client=%s",
+                token_uuid,
+                issuer,
+                exc.reason,
+                client,
+            )
+            raise
+
     async def _validate(
         self, token: Token, key: bytes, stale: L1Entry | None, salted: str, client: str | None
     ) -> Identity:
@@ -152,18 +174,7 @@ class TokenValidator:
         self.metrics.l2_miss.inc()
         if stale is None and cached is not None and same_secret:
             stale = await self._stale_from_l2(cached)
-        try:
-            self.throttle.admit(client, token.issuer)
-        except TooManyRequests as exc:
-            self.metrics.throttled.labels(exc.reason).inc()
-            log.info(
-                "validation token=%s issuer=%s outcome=throttled reason=%s client=%s",
-                token.uuid,
-                token.issuer,
-                exc.reason,
-                client,
-            )
-            raise
+        self.admit_cold(client, token.issuer, token.uuid)
 
         started = time.monotonic()
         outcome = "error"
@@ -221,8 +232,13 @@ class TokenValidator:
         outgoing = token
         params = {"remote": self.local_id}
         answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
-        record = _judge_token_answer(answer, token)
-        user = await self._user_from_issuer(token, outgoing, record["owner_uuid"])
+        runtime = self.runtime_owners
+        owner_cluster = runtime.owner_cluster(issuer) if runtime is not None else None
+        record = _judge_token_answer(answer, token, owner_cluster=owner_cluster)
+        if runtime is not None and record["owner_uuid"][:5] != issuer:
+            user = await runtime.owner(issuer, record["owner_uuid"])
+        else:
+            user = await self._user_from_issuer(issuer, outgoing, record["owner_uuid"])
 
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
@@ -247,9 +263,7 @@ class TokenValidator:
         )
         return identity, refreshes_at
 
-    async def _user_from_issuer(self, token: Token, outgoing: Token, owner_uuid: str) -> UserRecord:
-        issuer = token.issuer
-        assert issuer is not None
+    async def _user_from_issuer(self, issuer: str, outgoing: Token, owner_uuid: str) -> UserRecord:
         try:
             answer = await self.remote.request(
                 issuer, "GET", USER_PATH, token=outgoing, params={"remote": self.local_id}
@@ -308,9 +322,21 @@ class TokenValidator:
         self._background.clear()
 
 
-def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
-    """SPEC 3.2's table for the token call: the checked record, or the error to answer."""
-    issuer = token.issuer
+def _judge_token_answer(
+    answer: RemoteResponse,
+    token: Token,
+    *,
+    issuer: str | None = None,
+    owner_cluster: str | None = None,
+) -> dict[str, Any]:
+    """SPEC 3.2's table for the token call: the checked record, or the error to answer.
+
+    ``issuer`` is given for a credential that is not a v2 token (SPEC 3.8: the login
+    cluster's answer names the token UUID). ``owner_cluster`` is the one other cluster
+    whose users the issuer may vouch for (runtime tokens, SPEC 3.8), checked further by
+    :class:`RuntimeOwners`.
+    """
+    issuer = issuer or token.issuer
     if answer.status_code == 429:
         # Still rate-limited after the retries: the issuer said "not now", not "no".
         # Answering 503 keeps it out of the negative cache and lets StaleIfError apply.
@@ -325,9 +351,13 @@ def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
     if body is None:
         raise Unauthorized(f"issuer {issuer} did not answer with a token record")
     uuid, owner_uuid = body.get("uuid"), body.get("owner_uuid")
-    if not is_uuid(uuid, type_=TOKEN_TYPE) or uuid[:5] != issuer or uuid != token.uuid:
+    if (
+        not is_uuid(uuid, type_=TOKEN_TYPE)
+        or uuid[:5] != issuer
+        or (token.uuid is not None and uuid != token.uuid)
+    ):
         raise Unauthorized(f"issuer {issuer} answered for a different or malformed token UUID")
-    if not is_uuid(owner_uuid, type_=USER_TYPE) or owner_uuid[:5] != issuer:
+    if not is_uuid(owner_uuid, type_=USER_TYPE) or owner_uuid[:5] not in (issuer, owner_cluster):
         raise Unauthorized(f"issuer {issuer} vouched for a user that is not its own")
     scopes = body.get("scopes", ["all"])
     if scopes is None:
@@ -337,6 +367,7 @@ def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
     for scope in scopes:
         _storable(scope, "scopes", issuer)
     return {
+        "uuid": uuid,
         "owner_uuid": owner_uuid,
         "scopes": tuple(scopes),
         "expires_at": _parse_time(body.get("expires_at"), issuer),

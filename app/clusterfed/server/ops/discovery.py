@@ -76,13 +76,19 @@ _USER_FIELDS = (
 )
 
 RESOURCES = (
-    Resource("users", "User", "arvados#user", _USER_FIELDS, ("current", "get", "list")),
+    Resource(
+        "users",
+        "User",
+        "arvados#user",
+        _USER_FIELDS,
+        ("current", "get", "list", "activate", "setup", "unsetup"),
+    ),
     Resource(
         "api_client_authorizations",
         "ApiClientAuthorization",
         "arvados#apiClientAuthorization",
-        (("expires_at", "datetime"), ("scopes", "array")),
-        ("current", "delete"),
+        (("expires_at", "datetime"), ("scopes", "array"), ("api_token", "string")),
+        ("current", "create", "list", "delete"),
     ),
     Resource(
         "groups",
@@ -195,6 +201,26 @@ def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
             "DELETE",
             f"{resource.name}/{{uuid}}",
             {"parameters": {"uuid": _UUID}, "response": obj},
+        ),
+        # The users admin actions (SPEC 3.8 forwards them to the login cluster).
+        "activate": (
+            "POST",
+            f"{resource.name}/{{uuid}}/activate",
+            {"parameters": {"uuid": _UUID}, "response": obj},
+        ),
+        "unsetup": (
+            "POST",
+            f"{resource.name}/{{uuid}}/unsetup",
+            {"parameters": {"uuid": _UUID}, "response": obj},
+        ),
+        "setup": (
+            "POST",
+            f"{resource.name}/setup",
+            {
+                "parameters": {"uuid": {"type": "string", "location": "query"}},
+                "request": {"required": False, "properties": {resource.singular: obj}},
+                "response": obj,
+            },
         ),
     }
     return table[name]

@@ -49,3 +49,11 @@ async def get_token_by_secret(
     return await session.scalar(
         select(ApiClientAuthorization).where(ApiClientAuthorization.api_token == secret)
     )
+
+
+async def secret_is_known(session: AsyncSession, *, secret: str) -> bool:
+    """Whether ``secret`` is the bare secret of a token issued here, whatever its state."""
+    found = await session.scalar(
+        select(ApiClientAuthorization.id).where(ApiClientAuthorization.api_token == secret)
+    )
+    return found is not None

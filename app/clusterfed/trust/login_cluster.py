@@ -1,0 +1,306 @@
+"""Federations with a login cluster, the trust side (SPEC 3.8).
+
+Every cluster sets ``Login.LoginCluster: L``; L issues every user's tokens and the
+others (satellites) defer to it. Two rules live here:
+
+- :class:`LoginCredentials`: on a satellite, a credential that is not a v2 token (a v1
+  secret, an OIDC access token) and that this cluster does not know is validated at L
+  with the two calls of SPEC 3.2, as presented. It is cached under the token UUID L
+  returns, in the same L1 as v2 tokens (so purges and the negative cache apply), one
+  flight per credential. Its L2 digest is an HMAC-SHA256 keyed by the SystemRootToken
+  (through the L2 key every digest uses) of the credential salted for this cluster:
+  SPEC 3.8 asks for a digest keyed by the SystemRootToken, SPEC 3.7 for one always taken
+  of the secret salted for this cluster, so that L's revocation notice (whose proof is
+  exactly that salted secret) finds the row. This digest is both.
+- :class:`RuntimeOwners`: a token issued by cluster S but owned by a user of L (work S
+  runs on the user's behalf) is accepted only when the user is already known here and
+  S's exported ``/arvados/v1/config`` names the same ``LoginCluster`` (fetched once,
+  then cached): S proves it is in this federation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from cachetools import TTLCache
+
+from clusterfed.config import ClusterConfig
+from clusterfed.errors import FederationError, RemoteError, Unauthorized
+from clusterfed.exported import CONFIG_PATH
+from clusterfed.identity import Identity, UserRecord
+from clusterfed.metrics import FederationMetrics
+from clusterfed.outbound.remote import RemoteClient
+from clusterfed.tokens import Token, is_opaque_credential, salted_secret, secrets_equal
+
+from .cache import L1Entry
+from .store import CachedToken, FederationStore
+from .validator import (
+    TOKEN_PATH,
+    TOUCH_INTERVAL_SECONDS,
+    IssuerRejected,
+    TokenValidator,
+    _judge_token_answer,
+)
+
+log = logging.getLogger("clusterfed.login_cluster")
+
+# How long a peer's exported LoginCluster is believed. Federation membership changes by
+# reconfiguring clusters, which is rare; an hour bounds how long a change goes unseen.
+PEER_CONFIG_TTL_SECONDS = 3600.0
+PEER_CONFIG_CACHE_SIZE = 1000
+
+# The host's answer to "is this credential one of yours?", whatever its state (expired,
+# scoped...): a credential the host knows is never sent to the login cluster.
+KnowsCredential = Callable[[str], Awaitable[bool]]
+
+
+class LoginCredentials:
+    """Validation at the login cluster of credentials that are not v2 tokens."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: FederationStore,
+        remote: RemoteClient,
+        metrics: FederationMetrics,
+        validator: TokenValidator,
+        *,
+        knows_credential: KnowsCredential | None = None,
+    ) -> None:
+        self.config = config
+        self.local_id = config.cluster_id
+        self.login_cluster = config.login_cluster
+        self.store = store
+        self.remote = remote
+        self.metrics = metrics
+        self.validator = validator
+        self.knows_credential = knows_credential
+        self._own = tuple(t for t in (config.management_token, config.system_root_token) if t)
+        self._flights: dict[bytes, asyncio.Task[Identity]] = {}
+        if self.is_satellite and knows_credential is None:
+            log.warning(
+                "Login.LoginCluster is %s but the host gave no knows_credential hook: "
+                "credentials that are not v2 tokens stay the host's and are never sent there",
+                self.login_cluster,
+            )
+
+    @property
+    def is_satellite(self) -> bool:
+        return bool(self.login_cluster) and self.login_cluster != self.local_id
+
+    async def defers(self, credential: str) -> bool:
+        """Whether this non-v2 credential is for the login cluster to validate.
+
+        Never one that cannot be a credential at all, never this cluster's own
+        ManagementToken or SystemRootToken, never one the host knows.
+        """
+        if not self.is_satellite or self.knows_credential is None:
+            return False
+        if not is_opaque_credential(credential):
+            return False
+        if any(secrets_equal(credential, own) for own in self._own):
+            return False
+        cache = self.validator.cache
+        if cache.get(cache.key(self.login_cluster, credential)) is not None:
+            return True  # deferred before: no need to ask the host again
+        return not await self.knows_credential(credential)
+
+    async def identify(self, credential: str, *, client: str | None = None) -> Identity:
+        login = self.login_cluster
+        if login not in self.remote.clusters:
+            raise Unauthorized(f"login cluster {login} has no RemoteClusters entry")
+        cache = self.validator.cache
+        key = cache.key(login, credential)
+        now = time.time()
+        entry = cache.get(key)
+        if entry is not None and entry.fresh(now):
+            self.metrics.l1_hit.inc()
+            if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
+                entry.touched_at = now
+                used_at = datetime.fromtimestamp(now, UTC)
+                self.validator._in_background(
+                    self.store.touch_token(entry.identity.token_uuid, used_at)
+                )
+            return entry.identity
+        self.metrics.l1_miss.inc()
+        rejection = cache.rejection(key)
+        if rejection is not None:
+            raise Unauthorized(rejection)
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.create_task(self._validate(credential, key, entry, client))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        return await asyncio.shield(flight)
+
+    def digest(self, credential: str) -> str:
+        """The L2 digest: of the credential salted for us, under the SystemRootToken-keyed
+        L2 key (the same on every worker and across restarts; see the module docstring)."""
+        return self.validator.secret_digest(salted_secret(credential, self.local_id))
+
+    async def _validate(
+        self, credential: str, key: bytes, stale: L1Entry | None, client: str | None
+    ) -> Identity:
+        login = self.login_cluster
+        cache = self.validator.cache
+        now = datetime.now(UTC)
+        digest = self.digest(credential)
+        cached = await self.store.load_token_by_digest(login, digest)
+        if cached is not None:
+            user = await self.store.get_user(cached.user_uuid)
+            if user is not None:
+                identity = Identity(
+                    user, cached.token_uuid, cached.scopes, login, cached.expires_at
+                )
+                if cached.is_fresh(now):
+                    self.metrics.l2_hit.inc()
+                    cache.put(key, L1Entry(identity, cached.refreshes_at, now.timestamp()))
+                    return identity
+                if stale is None:
+                    stale = L1Entry(identity, cached.refreshes_at, cached.last_used_at.timestamp())
+        self.metrics.l2_miss.inc()
+        self.validator.admit_cold(client, login, "-")
+
+        started = time.monotonic()
+        outcome = "error"
+        token_uuid = "-"  # known once L answers; the credential itself is never logged
+        try:
+            identity, refreshes_at = await self._ask(credential, digest)
+            token_uuid = identity.token_uuid
+            outcome = "accepted"
+        except IssuerRejected as exc:
+            outcome = "rejected"
+            cache.reject(key, exc.message)
+            raise
+        except FederationError as exc:
+            outcome = "unreachable" if isinstance(exc, RemoteError) else "invalid"
+            usable = stale is not None and stale.usable_stale(
+                datetime.now(UTC), self.validator.stale_if_error
+            )
+            if usable and exc.status_code >= 500:
+                assert stale is not None
+                outcome = "stale"
+                return stale.identity
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            self.metrics.validations.labels(login, outcome).inc()
+            self.metrics.validation_seconds.labels(login).observe(elapsed)
+            log.info(
+                "validation credential=non-v2 token=%s issuer=%s outcome=%s duration_ms=%.1f",
+                token_uuid,
+                login,
+                outcome,
+                elapsed * 1000,
+            )
+        cache.put(key, L1Entry(identity, refreshes_at, time.time()))
+        return identity
+
+    async def _ask(self, credential: str, digest: str) -> tuple[Identity, datetime]:
+        login = self.login_cluster
+        # As presented: L issued it (or knows the identity provider that did).
+        outgoing = Token(uuid=None, secret=credential)
+        params = {"remote": self.local_id}
+        answer = await self.remote.request(login, "GET", TOKEN_PATH, token=outgoing, params=params)
+        record = _judge_token_answer(answer, outgoing, issuer=login)
+        user = await self.validator._user_from_issuer(login, outgoing, record["owner_uuid"])
+        now = datetime.now(UTC)
+        expires_at = record["expires_at"]
+        if expires_at is not None and expires_at <= now:
+            raise IssuerRejected("token has expired at its issuer")
+        refreshes_at = now + timedelta(seconds=self.config.remote_token_refresh)
+        if expires_at is not None:
+            refreshes_at = min(refreshes_at, expires_at)
+        identity = Identity(user, record["uuid"], record["scopes"], login, expires_at)
+        await self.store.save_token(
+            CachedToken(
+                token_uuid=record["uuid"],
+                user_uuid=user.uuid,
+                cluster_id=login,
+                secret_digest=digest,
+                scopes=record["scopes"],
+                expires_at=expires_at,
+                refreshes_at=refreshes_at,
+                validated_at=now,
+                last_used_at=now,
+            )
+        )
+        return identity, refreshes_at
+
+    async def aclose(self) -> None:
+        for task in list(self._flights.values()):
+            task.cancel()
+
+
+class RuntimeOwners:
+    """Tokens issued by one cluster of the federation for a user of the login cluster."""
+
+    def __init__(self, config: ClusterConfig, store: FederationStore, remote: RemoteClient) -> None:
+        self.login_cluster = config.login_cluster
+        self.store = store
+        self.remote = remote
+        # issuer -> the LoginCluster its exported config names ("" for none)
+        self._peers: TTLCache[str, str] = TTLCache(
+            maxsize=PEER_CONFIG_CACHE_SIZE, ttl=PEER_CONFIG_TTL_SECONDS
+        )
+        self._flights: dict[str, asyncio.Task[str]] = {}
+
+    def owner_cluster(self, issuer: str) -> str | None:
+        """Whose users ``issuer`` may vouch for besides its own: the login cluster's."""
+        login = self.login_cluster
+        return login if login and issuer != login else None
+
+    async def owner(self, issuer: str, owner_uuid: str) -> UserRecord:
+        """The local record of a runtime token's owner, once ``issuer`` proved membership."""
+        login = self.login_cluster
+        if owner_uuid[:5] != login:
+            raise Unauthorized(f"issuer {issuer} vouched for a user that is not its own")
+        # Cheapest first: a user never seen here cannot own a runtime token here.
+        user = await self.store.get_user(owner_uuid)
+        if user is None:
+            raise Unauthorized(
+                f"issuer {issuer} vouched for a user of login cluster {login} unknown here"
+            )
+        named = await self.peer_login_cluster(issuer)
+        if named != login:
+            raise Unauthorized(
+                f"issuer {issuer} vouched for a user of login cluster {login}, but it does "
+                f"not defer to {login} (its LoginCluster is {named or 'unset'})"
+            )
+        return user
+
+    async def peer_login_cluster(self, issuer: str) -> str:
+        named = self._peers.get(issuer)
+        if named is not None:
+            return named
+        flight = self._flights.get(issuer)
+        if flight is None:
+            flight = asyncio.create_task(self._fetch(issuer))
+            self._flights[issuer] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(issuer, None))
+        return await asyncio.shield(flight)
+
+    async def _fetch(self, issuer: str) -> str:
+        answer = await self.remote.request(issuer, "GET", CONFIG_PATH, token=None)
+        if answer.status_code >= 500:
+            raise FederationError(
+                f"issuer {issuer} failed ({answer.status_code}) exporting its config",
+                status_code=answer.status_code,
+            )
+        body = answer.json_object() if answer.status_code == 200 else None
+        if body is None or body.get("ClusterID") != issuer:
+            # Not remembered: a peer that cannot show its config now may later.
+            raise Unauthorized(f"issuer {issuer} did not export its config")
+        login = body.get("Login")
+        named = login.get("LoginCluster") if isinstance(login, dict) else None
+        named = named if isinstance(named, str) else ""
+        self._peers[issuer] = named
+        return named
+
+    async def aclose(self) -> None:
+        for task in list(self._flights.values()):
+            task.cancel()

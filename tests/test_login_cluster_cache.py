@@ -1,0 +1,104 @@
+"""Cache rules for credentials a satellite validates at its login cluster (SPEC 3.8, 4).
+
+Real processes: qr1hi (the login cluster) and c97qk (a satellite). A bare secret is
+validated once for every worker of the satellite (L2 is shared, found by the digest of
+the credential), and with ``StaleIfError`` it is still served while qr1hi is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clusterfed.tokens import parse_token
+
+from tests.support.databases import DatabaseFactory
+from tests.support.federation_pair import call
+from tests.support.servers import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    free_port,
+    remote_entry,
+    running,
+)
+
+LOGIN = "qr1hi"
+VALIDATION = " /arvados/v1/api_client_authorizations/current?remote=c97qk HTTP/1.1"
+
+
+def login_config(databases: DatabaseFactory) -> dict[str, object]:
+    return cluster_config(
+        "qr1hi",
+        databases.new_url("qr1hi"),
+        login={"LoginCluster": LOGIN},
+        system_root_token="q" * 40,
+    )
+
+
+def satellite_config(databases: DatabaseFactory, port: int, **federation: str) -> dict[str, object]:
+    return cluster_config(
+        "c97qk",
+        databases.new_url("c97qk"),
+        remotes={"qr1hi": remote_entry(port)},
+        login={"LoginCluster": LOGIN, "RemoteTokenRefresh": federation.pop("refresh", "1h")},
+        federation=federation or None,
+        system_root_token="c" * 40,
+    )
+
+
+def wait_count(process: ClusterProcess, needle: str, expected: int) -> int:
+    deadline = time.monotonic() + 5
+    while (found := process.log().count(needle)) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+@pytest.fixture
+def login_cluster(
+    databases: DatabaseFactory, workdir: Path
+) -> Iterator[tuple[Cluster, ClusterProcess]]:
+    process = ClusterProcess(login_config(databases), workdir)
+    with running(process) as qr1hi:
+        yield qr1hi, process
+
+
+def test_every_worker_of_a_satellite_shares_one_validation(
+    databases: DatabaseFactory, workdir: Path, login_cluster: tuple[Cluster, ClusterProcess]
+) -> None:
+    qr1hi, login_process = login_cluster
+    _, token = asyncio.run(qr1hi.new_user())
+    secret = parse_token(token).secret
+    satellite = ClusterProcess(satellite_config(databases, qr1hi.port), workdir, workers=2)
+    with running(satellite) as c97qk:
+        # A new connection per call: the two workers take turns.
+        for _ in range(10):
+            assert call(c97qk, secret).status_code == 200
+        assert wait_count(login_process, VALIDATION, 1) == 1
+        time.sleep(0.3)
+        assert login_process.log().count(VALIDATION) == 1
+
+
+def test_stale_if_error_serves_a_known_credential_while_the_login_cluster_is_down(
+    databases: DatabaseFactory, workdir: Path
+) -> None:
+    port = free_port()
+    login = ClusterProcess(login_config(databases), workdir, port=port)
+    qr1hi = login.start()
+    try:
+        _, token = asyncio.run(qr1hi.new_user())
+        secret = parse_token(token).secret
+        config = satellite_config(databases, port, refresh="1s", StaleIfError="1h")
+        with running(ClusterProcess(config, workdir)) as c97qk:
+            assert call(c97qk, secret).status_code == 200
+            login.stop()
+            time.sleep(1.2)  # past RemoteTokenRefresh: the entry is due for a refresh
+            assert call(c97qk, secret).status_code == 200  # served stale
+            # A credential never seen cannot be served: qr1hi is unreachable (502).
+            assert call(c97qk, secrets.token_hex(25)).status_code == 502
+    finally:
+        login.stop()
