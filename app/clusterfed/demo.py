@@ -277,6 +277,14 @@ def walk(qr1hi: Cluster, c97qk: Cluster) -> None:
         "GET", "/arvados/v1/collections", alice_for_c97qk, expect=401, params={"remote": "c97qk"}
     )
 
+    step("8. Alice logs out on c97qk: her token ends at qr1hi and on c97qk at once")
+    print("  c97qk sends the revocation to qr1hi, the token's issuer (SPEC 3.7)")
+    c97qk.call(
+        "DELETE", f"/arvados/v1/api_client_authorizations/{token_uuid}", alice_for_c97qk, expect=200
+    )
+    c97qk.call("GET", "/arvados/v1/users/current", alice_for_c97qk, expect=401)
+    qr1hi.call("GET", "/arvados/v1/users/current", alice_token, expect=401)
+
 
 @contextmanager
 def login_federation() -> Iterator[tuple[Cluster, Cluster, Cluster]]:
@@ -307,7 +315,7 @@ def login_walk(qr1hi: Cluster, c97qk: Cluster, z1234: Cluster) -> None:
     for cluster in (qr1hi, c97qk, z1234):
         cluster.start()
 
-    step("8. Alice's bare qr1hi secret (v1 form, as an OIDC token would be) works on c97qk")
+    step("9. Alice's bare qr1hi secret (v1 form, as an OIDC token would be) works on c97qk")
     secret = parse_token(alice_token).secret
     for _ in range(2):
         me = c97qk.call("GET", "/arvados/v1/users/current", secret, expect=200)
@@ -322,7 +330,7 @@ def login_walk(qr1hi: Cluster, c97qk: Cluster, z1234: Cluster) -> None:
     )
     print(f"    c97qk validated at qr1hi {accepted.group(1) if accepted else '?'} time(s)")
 
-    step("9. Alice asks c97qk for a new token: qr1hi issues it, and it works on z1234")
+    step("10. Alice asks c97qk for a new token: qr1hi issues it, and it works on z1234")
     created = c97qk.call(
         "POST",
         "/arvados/v1/api_client_authorizations",
@@ -335,14 +343,14 @@ def login_walk(qr1hi: Cluster, c97qk: Cluster, z1234: Cluster) -> None:
     new_token = f"v2/{created['uuid']}/{created['api_token']}"
     z1234.call("GET", "/arvados/v1/users/current", new_token, expect=200)
 
-    step("10. The users list on z1234 comes from qr1hi: carol is there, never having visited")
+    step("11. The users list on z1234 comes from qr1hi: carol is there, never having visited")
     listing = z1234.call("GET", "/arvados/v1/users", new_token, expect=200)
     if carol not in [item["uuid"] for item in listing["items"]]:
         raise DemoFailed("carol is missing from z1234's users list")
     z1234.call("GET", f"/arvados/v1/users/{carol}", new_token, expect=200)
     print("    (z1234 now mirrors carol)")
 
-    step("11. /login on c97qk sends the browser to qr1hi")
+    step("12. /login on c97qk sends the browser to qr1hi")
     response = httpx.get(
         f"{c97qk.base_url}/login", params={"return_to": "https://workbench.example/"}
     )
@@ -353,12 +361,12 @@ def login_walk(qr1hi: Cluster, c97qk: Cluster, z1234: Cluster) -> None:
     ):
         raise DemoFailed("c97qk did not redirect /login to qr1hi")
 
-    step("12. A token c97qk issued itself is never forwarded to qr1hi")
+    step("13. A token c97qk issued itself is never forwarded to qr1hi")
     local = c97qk.cli("users", "create", "--email", "dan@c97qk.example", "--active")
     local_token = c97qk.cli("tokens", "create", "--user", local)
     c97qk.call("POST", "/arvados/v1/api_client_authorizations", local_token, expect=401, json={})
 
-    step("13. c97qk runs work for alice with a token of its own; z1234 accepts it")
+    step("14. c97qk runs work for alice with a token of its own; z1234 accepts it")
     runtime = c97qk.cli("tokens", "create", "--user", alice)
     print(f"    the runtime token's issuer is {runtime[3:8]}, its owner {alice}")
     z1234.call("GET", "/arvados/v1/users/current", alice_token, expect=200)  # z1234 mirrors her
