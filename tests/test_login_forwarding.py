@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from clusterfed.errors import Unauthorized, Unprocessable
 from clusterfed.identity import STATE_KEY, Identity, UserRecord
-from clusterfed.routing.login_forwarding import LoginClusterRouter, _deferred
+from clusterfed.routing.login_forwarding import LoginClusterRouter, _deferred, _remote_user
 from clusterfed.server.users.service import users_table
 from clusterfed.service import Federation
 from clusterfed.storage.database import Database
@@ -100,3 +100,24 @@ def test_no_credential_goes_as_none(router: LoginClusterRouter) -> None:
 )
 def test_what_a_satellite_defers(method: str, path: str, deferred: bool) -> None:
     assert _deferred(method, path) is deferred
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("first_name", "Ada\x00"), ("username", "ada\ud800"), ("email", "\x00@qr1hi.example")],
+)
+def test_a_listed_user_no_store_can_hold_is_not_mirrored(field: str, value: str) -> None:
+    """The users list a satellite mirrors is judged by the same rule as a validation's
+    user record (SPEC 3.2): NUL or a lone surrogate would fail at the database."""
+    record = {
+        "uuid": "qr1hi-tpzed-000000000000abc",
+        "email": "ada@qr1hi.example",
+        "username": "ada",
+        "first_name": "Ada",
+        "last_name": "L",
+        "is_active": True,
+        "is_invited": True,
+        "is_admin": False,
+    }
+    assert _remote_user(record, "qr1hi") is not None
+    assert _remote_user({**record, field: value}, "qr1hi") is None

@@ -41,6 +41,7 @@ from clusterfed.tokens import (
     parse_token,
     salt,
 )
+from clusterfed.trust.validator import user_from_record
 
 from .forwarding import relay, remote_json
 from .inprocess import BodyTooLarge, read_body
@@ -189,21 +190,7 @@ def _remote_user(record: Any, login: str) -> RemoteUser | None:
     if uuid == anonymous_user_uuid(login):
         return None
 
-    def text(name: str) -> str | None:
-        value = record.get(name)
-        return value if isinstance(value, str) else None
-
-    def flag(name: str) -> bool | None:
-        value = record.get(name)
-        return value if isinstance(value, bool) else None
-
-    return RemoteUser(
-        uuid=uuid,
-        email=text("email"),
-        username=text("username"),
-        first_name=text("first_name"),
-        last_name=text("last_name"),
-        is_admin=flag("is_admin"),
-        is_active=flag("is_active"),
-        is_invited=flag("is_invited"),
-    )
+    try:
+        return user_from_record(record, uuid, login)
+    except Unauthorized:
+        return None  # a record no store can hold is not mirrored (SPEC 3.2's rule)

@@ -383,13 +383,19 @@ def _parse_remote_user(answer: RemoteResponse, issuer: str, owner_uuid: str) -> 
         raise Unauthorized(f"issuer {issuer} vouched for a user that is not its own")
     if uuid != owner_uuid:
         raise Unauthorized(f"issuer {issuer} answered with a user that does not own the token")
+    return user_from_record(body, uuid, issuer)
+
+
+def user_from_record(record: dict[str, Any], uuid: str, issuer: str) -> RemoteUser:
+    """A peer's user record as the mirror rules read it: names and flags of the right
+    type, or missing; text no store can hold makes the record invalid (Unauthorized)."""
 
     def text(name: str) -> str | None:
-        value = body.get(name)
+        value = record.get(name)
         return _storable(value, name, issuer) if isinstance(value, str) else None
 
     def flag(name: str) -> bool | None:
-        value = body.get(name)
+        value = record.get(name)
         return value if isinstance(value, bool) else None
 
     return RemoteUser(
