@@ -25,13 +25,8 @@ FederationDep = Annotated[Federation, Depends(get_federation)]
 
 async def get_session(federation: FederationDep) -> AsyncIterator[AsyncSession]:
     """Commits when the handler succeeds, rolls back when it raises."""
-    async with federation.database.sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    async with federation.database.transaction() as session:
+        yield session
 
 
 # scope="function": commit before the response is sent (see the example server's deps).

@@ -23,13 +23,8 @@ async def get_config(request: Request) -> ClusterConfig:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """Commits when the handler succeeds, rolls back when it raises."""
-    async with request.app.state.database.sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    async with request.app.state.database.transaction() as session:
+        yield session
 
 
 ConfigDep = Annotated[ClusterConfig, Depends(get_config)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .db import create_engine, create_sessionmaker
@@ -39,3 +42,15 @@ class Database:
         if self._sessionmaker is None:
             raise RuntimeError("database is not started (the app lifespan starts it)")
         return self._sessionmaker
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One session that commits when the work succeeds and rolls back when it raises:
+        what a request's session dependency yields."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
