@@ -26,10 +26,9 @@ from clusterfed.config import parse_config
 from clusterfed.identity import STATE_KEY
 from clusterfed.server.app import create_app
 from clusterfed.server.migrate import upgrade_async
+from clusterfed.server.testing import Cluster, ServerThread, cluster_config, remote_entry
 from clusterfed.tokens import parse_token
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from tests.support.servers import Cluster, ServerThread, cluster_config, remote_entry
 
 PATH = "/arvados/v1/users/current"
 # Many short rounds, each measuring every variant back to back: the ratio is taken per

@@ -231,9 +231,8 @@ async def bench_remote_check(workdir: Path) -> None:
     from clusterfed.config import parse_config
     from clusterfed.outbound.permissions import RemotePermissions
     from clusterfed.outbound.remote import RemoteClient
+    from clusterfed.server.testing import ClusterProcess, cluster_config, remote_entry, running
     from clusterfed.tokens import parse_token
-
-    from tests.support.servers import ClusterProcess, cluster_config, remote_entry, running
 
     home = ClusterProcess(
         cluster_config("qr1hi", f"sqlite+aiosqlite:///{workdir / 'qr1hi.db'}"), workdir

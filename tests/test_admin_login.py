@@ -20,12 +20,12 @@ from clusterfed.admin.session import SESSION_SECONDS, new_session
 from clusterfed.config import parse_config
 from clusterfed.server.app import create_app
 from clusterfed.server.models import ApiClientAuthorization
+from clusterfed.server.testing import MANAGEMENT_TOKEN, Cluster, cluster_config
 from clusterfed.tokens import parse_token
 from sqlalchemy import delete
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import MANAGEMENT_TOKEN, Cluster, cluster_config
 
 PAGE = "/federation/admin"
 SESSION = "clusterfed_admin"

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterfed.server.testing import MANAGEMENT_TOKEN
 from clusterfed.tokens import parse_token
 
 from tests.support import REPO_ROOT
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import Pair, cached_digest, call, federation_pair
-from tests.support.servers import MANAGEMENT_TOKEN
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -21,11 +21,11 @@ import arvados.config
 import googleapiclient.http
 import httpx
 import pytest
+from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
 from clusterfed.tokens import parse_token, salt
 
 from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
 from tests.support.tls import self_signed
 
 MANIFEST = ". 37b51d194a7513e45b56f6524f2d51f2+3 0:3:bar.txt\n"

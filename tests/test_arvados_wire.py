@@ -34,11 +34,7 @@ import httpx
 import pytest
 from clusterfed.routing.manifests import portable_data_hash
 from clusterfed.server.app import create_app
-
-from tests.conftest import asgi_client
-from tests.support.databases import DatabaseFactory
-from tests.support.federation_pair import wait_for_log
-from tests.support.servers import (
+from clusterfed.server.testing import (
     Cluster,
     ClusterProcess,
     ServerThread,
@@ -47,6 +43,10 @@ from tests.support.servers import (
     remote_entry,
     running,
 )
+
+from tests.conftest import asgi_client
+from tests.support.databases import DatabaseFactory
+from tests.support.federation_pair import wait_for_log
 
 COLLECTIONS = "/arvados/v1/collections"
 FORM = "application/x-www-form-urlencoded"

@@ -18,13 +18,13 @@ import pytest
 import yaml
 from clusterfed.config import CONFIG_ENV
 from clusterfed.server.models import User
+from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, free_port, running
 from clusterfed.server.users.service import get_user
 from clusterfed.storage.db import create_engine
 from clusterfed.tokens import is_uuid, parse_token
 from sqlalchemy import inspect
 
 from tests.support.databases import PG_ADMIN_DSN, DatabaseFactory
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, free_port, running
 
 CLUSTER_ID = "qr1hi"
 USERS_CURRENT = "/arvados/v1/users/current"

@@ -12,14 +12,13 @@ from clusterfed import FederatedRouter, Federation
 from clusterfed.routing.lists import ROUTING_PARAMS
 from clusterfed.server.app import create_app
 from clusterfed.server.ops import discovery
+from clusterfed.server.testing import local_config
 from clusterfed.server.users.service import users_table
 from clusterfed.storage.database import Database
 from clusterfed.storage.store import SqlFederationStore
 from clusterfed.trust.middleware import PUBLIC_PATHS
 from fastapi import APIRouter, FastAPI, Query
 from googleapiclient.discovery import build_from_document
-
-from tests.support.servers import local_config
 
 CONFIG = local_config("qr1hi", "sqlite+aiosqlite:///unused.db")
 

@@ -8,15 +8,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from clusterfed.server.models import ApiClientAuthorization, User
+from clusterfed.server.testing import (
+    Cluster,
+    issuer_and_acceptor,
+)
 from clusterfed.storage.models import FederationTokenCache
 from clusterfed.tokens import parse_token, salt
 from sqlalchemy import delete, func, select, update
 
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import (
-    Cluster,
-    issuer_and_acceptor,
-)
 
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"

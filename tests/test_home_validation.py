@@ -9,12 +9,12 @@ import httpx
 import pytest
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import Unauthorized
+from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, running
 from clusterfed.server.users.auth import resolve_caller
 from clusterfed.tokens import parse_token, salt
 from starlette.requests import Request
 
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, running
 
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"

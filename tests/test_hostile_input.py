@@ -19,10 +19,10 @@ from clusterfed.config import parse_config
 from clusterfed.routing.inprocess import MAX_BODY_BYTES
 from clusterfed.server.app import create_app
 from clusterfed.server.body_limit import MAX_REQUEST_BYTES
+from clusterfed.server.testing import Cluster, cluster_config, remote_entry
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, cluster_config, remote_entry
 
 NESTED = "[" * 1100 + "]" * 1100
 SURROGATE = "\ud800"

@@ -17,12 +17,7 @@ import pytest
 from clusterfed.config import parse_config
 from clusterfed.server.app import create_app
 from clusterfed.server.objects.names import turn_key
-from clusterfed.storage.db import create_engine
-from sqlalchemy import func, select, text
-
-from tests.conftest import asgi_client
-from tests.support.databases import DatabaseFactory
-from tests.support.servers import (
+from clusterfed.server.testing import (
     MANAGEMENT_TOKEN,
     Cluster,
     ServerThread,
@@ -30,6 +25,11 @@ from tests.support.servers import (
     free_port,
     remote_entry,
 )
+from clusterfed.storage.db import create_engine
+from sqlalchemy import func, select, text
+
+from tests.conftest import asgi_client
+from tests.support.databases import DatabaseFactory
 
 COLLECTIONS = "/arvados/v1/collections"
 

@@ -20,6 +20,14 @@ from clusterfed import (
     mount,
     upgrade_database,
 )
+from clusterfed.server.testing import (
+    MANAGEMENT_TOKEN,
+    ClusterProcess,
+    cluster_config,
+    local_config,
+    remote_entry,
+    running,
+)
 from clusterfed.storage.db import create_engine
 from clusterfed.storage.migrate import FEDERATION_VERSION_TABLE
 from clusterfed.tokens import parse_token, salt
@@ -29,14 +37,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory, run_blocking
-from tests.support.servers import (
-    MANAGEMENT_TOKEN,
-    ClusterProcess,
-    cluster_config,
-    local_config,
-    remote_entry,
-    running,
-)
 
 
 class HostBase(DeclarativeBase):

@@ -20,18 +20,18 @@ from pathlib import Path
 import httpx
 import pytest
 from clusterfed.server.models import User
-from clusterfed.tokens import parse_token, salted_secret
-from sqlalchemy import select
-
-from tests.support.databases import DatabaseFactory
-from tests.support.federation_pair import MANAGEMENT, cached_digest, metric, run_cli
-from tests.support.servers import (
+from clusterfed.server.testing import (
     Cluster,
     ClusterProcess,
     cluster_config,
     free_port,
     remote_entry,
 )
+from clusterfed.tokens import parse_token, salted_secret
+from sqlalchemy import select
+
+from tests.support.databases import DatabaseFactory
+from tests.support.federation_pair import MANAGEMENT, cached_digest, metric, run_cli
 from tests.test_malformed_credentials import MALFORMED_HEADERS, near_misses
 
 USERS_CURRENT = "/arvados/v1/users/current"

@@ -14,11 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clusterfed.tokens import parse_token
-
-from tests.support.databases import DatabaseFactory
-from tests.support.federation_pair import call
-from tests.support.servers import (
+from clusterfed.server.testing import (
     Cluster,
     ClusterProcess,
     cluster_config,
@@ -26,6 +22,10 @@ from tests.support.servers import (
     remote_entry,
     running,
 )
+from clusterfed.tokens import parse_token
+
+from tests.support.databases import DatabaseFactory
+from tests.support.federation_pair import call
 
 LOGIN = "qr1hi"
 VALIDATION = " /arvados/v1/api_client_authorizations/current?remote=c97qk HTTP/1.1"

@@ -18,18 +18,18 @@ import httpx
 import pytest
 from clusterfed.credentials import bearer_credential
 from clusterfed.server.app import create_app
-from clusterfed.tokens import is_opaque_credential, parse_token
-from hypothesis import given, settings
-
-from tests.conftest import asgi_client
-from tests.support.databases import DatabaseFactory
-from tests.support.servers import (
+from clusterfed.server.testing import (
     ClusterProcess,
     cluster_config,
     local_config,
     remote_entry,
     running,
 )
+from clusterfed.tokens import is_opaque_credential, parse_token
+from hypothesis import given, settings
+
+from tests.conftest import asgi_client
+from tests.support.databases import DatabaseFactory
 from tests.test_malformed_credentials import (
     MALFORMED_HEADERS,
     _header,

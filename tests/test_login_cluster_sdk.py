@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
 from clusterfed.tokens import parse_token
 
 from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
 from tests.support.tls import self_signed
 
 LOGIN = {"LoginCluster": "qr1hi"}

@@ -9,13 +9,12 @@ import pytest
 from clusterfed.errors import Unauthorized, Unprocessable
 from clusterfed.identity import STATE_KEY, Identity, UserRecord
 from clusterfed.routing.login_forwarding import LoginClusterRouter, _deferred, _remote_user
+from clusterfed.server.testing import local_config
 from clusterfed.server.users.service import users_table
 from clusterfed.service import Federation
 from clusterfed.storage.database import Database
 from clusterfed.storage.store import SqlFederationStore
 from clusterfed.tokens import parse_token, salt, salted_secret
-
-from tests.support.servers import local_config
 
 SECRET = "3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi"
 LOGIN_TOKEN = f"v2/qr1hi-gj3su-000000000000001/{SECRET}"

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from clusterfed.config import ClusterConfig
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import Cluster, ServerThread, local_config, remote_entry
 from clusterfed.tokens import parse_token
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, ServerThread, local_config, remote_entry
 from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 
 CLUSTER_ID = "qr1hi"

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from clusterfed.identity import RemoteUser
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import ServerThread, local_config, remote_entry
 from clusterfed.server.users.service import create_user
 from clusterfed.trust.mirroring import (
     Flags,
@@ -22,7 +23,6 @@ from clusterfed.trust.mirroring import (
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import ServerThread, local_config, remote_entry
 from tests.support.stub_issuer import StubIssuer, StubUser
 
 TRISTATE = (True, False, None)

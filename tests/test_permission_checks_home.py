@@ -13,11 +13,11 @@ import httpx
 import pytest
 from clusterfed.config import parse_config
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import Cluster, cluster_config
 from clusterfed.tokens import COLLECTION_TYPE, new_uuid, parse_token, salt
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, cluster_config
 
 CHECKS = "/federation/v1/permission_checks"
 

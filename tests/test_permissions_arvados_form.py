@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import Cluster, ServerThread, local_config, remote_entry
 from clusterfed.tokens import GROUP_TYPE, new_uuid, parse_token, salt
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, ServerThread, local_config, remote_entry
 from tests.support.stub_issuer import GROUPS_PATH, StubIssuer
 
 SELECT = ["uuid", "can_write", "can_manage"]

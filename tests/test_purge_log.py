@@ -3,6 +3,7 @@ id order (PostgreSQL draws ids at insert and shows rows at commit)."""
 
 from __future__ import annotations
 
+from clusterfed.server.testing import local_config
 from clusterfed.server.users.service import users_table
 from clusterfed.service import Federation
 from clusterfed.storage.database import Database
@@ -10,7 +11,6 @@ from clusterfed.storage.models import FederationPurge
 from clusterfed.storage.store import SqlFederationStore
 
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import local_config
 
 
 async def log_purge(database: Database, purge_id: int, value: str) -> None:

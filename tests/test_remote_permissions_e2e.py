@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
 from clusterfed.tokens import GROUP_TYPE, new_uuid
 
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
 
 TTL = 1.0
 

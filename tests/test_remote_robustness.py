@@ -10,13 +10,12 @@ from collections.abc import Iterator
 import pytest
 from clusterfed.outbound.permissions import RemotePermissions
 from clusterfed.outbound.remote import RemoteClient
+from clusterfed.server.testing import ServerThread, local_config, remote_entry
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from tests.support.servers import ServerThread, local_config, remote_entry
 
 CHECK_DELAY = 0.3
 

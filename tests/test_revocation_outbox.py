@@ -16,6 +16,7 @@ import pytest
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient
 from clusterfed.server.models import ApiClientAuthorization
+from clusterfed.server.testing import ServerThread, local_config, remote_entry
 from clusterfed.server.users.revocation_store import SqlRevocationStore
 from clusterfed.server.users.service import create_user, users_table
 from clusterfed.storage.database import Database
@@ -41,7 +42,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import ServerThread, local_config, remote_entry
 
 
 def test_retry_delay_first_within_a_second_then_at_most_30s() -> None:

@@ -12,6 +12,14 @@ import httpx
 import pytest
 import yaml
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import (
+    MANAGEMENT_TOKEN,
+    Cluster,
+    cluster_config,
+    free_port,
+    local_config,
+    remote_entry,
+)
 from clusterfed.storage.models import FederationPurge
 from clusterfed.storage.revocation_models import (
     FederationRevocationNotice,
@@ -23,14 +31,6 @@ from sqlalchemy import select
 from tests.conftest import asgi_client
 from tests.support import REPO_ROOT
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import (
-    MANAGEMENT_TOKEN,
-    Cluster,
-    cluster_config,
-    free_port,
-    local_config,
-    remote_entry,
-)
 
 TOKENS = "/arvados/v1/api_client_authorizations"
 USERS_CURRENT = "/arvados/v1/users/current"

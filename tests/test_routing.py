@@ -18,11 +18,7 @@ import pytest
 import yaml
 from clusterfed.outbound.remote import HOP_HEADER
 from clusterfed.server.app import create_app
-from clusterfed.tokens import parse_token, salt
-
-from tests.conftest import asgi_client
-from tests.support.databases import DatabaseFactory
-from tests.support.servers import (
+from clusterfed.server.testing import (
     Cluster,
     ClusterProcess,
     cluster_config,
@@ -31,6 +27,10 @@ from tests.support.servers import (
     remote_entry,
     running,
 )
+from clusterfed.tokens import parse_token, salt
+
+from tests.conftest import asgi_client
+from tests.support.databases import DatabaseFactory
 
 IDS = ("qr1hi", "c97qk", "zbbbb")
 A = "acbd18db4cc2f85cedef654fccc4a4d8+3"

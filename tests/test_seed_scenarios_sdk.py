@@ -25,10 +25,10 @@ import arvados.collection
 import arvados.config
 import pytest
 import yaml
+from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
 
 from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry, running
 from tests.support.tls import self_signed
 
 A = "acbd18db4cc2f85cedef654fccc4a4d8+3"

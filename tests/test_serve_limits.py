@@ -18,8 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from clusterfed.server.serving import redact_query
-
-from tests.support.servers import ClusterProcess, cluster_config, running
+from clusterfed.server.testing import ClusterProcess, cluster_config, running
 
 HUGE_HEADER_BYTES = 64 * 1024 * 1024
 MAX_RSS_GROWTH_KB = 32 * 1024

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import ServerThread, free_port, local_config, remote_entry
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_uuid, parse_token
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import ServerThread, free_port, local_config, remote_entry
 from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 
 REMOTE_TIMEOUT = 1.0

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from clusterfed.config import ConfigError, parse_config
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import ServerThread, cluster_config, local_config, remote_entry
 from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
 from clusterfed.trust.throttle import (
     TokenBucket,
@@ -19,7 +20,6 @@ from clusterfed.trust.throttle import (
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import ServerThread, cluster_config, local_config, remote_entry
 from tests.support.stub_issuer import TOKEN_PATH, StubIssuer
 
 

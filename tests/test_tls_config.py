@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 from clusterfed.config import ConfigError, parse_config
-
-from tests.support.servers import cluster_config
+from clusterfed.server.testing import cluster_config
 
 
 def with_tls(tls: object) -> dict[str, object]:

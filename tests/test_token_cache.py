@@ -15,6 +15,7 @@ import pytest
 from clusterfed.identity import RemoteUser
 from clusterfed.server.app import create_app
 from clusterfed.server.models import User
+from clusterfed.server.testing import ServerThread, local_config, remote_entry
 from clusterfed.server.users.service import users_table
 from clusterfed.storage.database import Database
 from clusterfed.storage.models import FederationTokenCache
@@ -27,7 +28,6 @@ from sqlalchemy import func, select
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import ServerThread, local_config, remote_entry
 from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 
 

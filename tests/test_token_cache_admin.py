@@ -17,6 +17,15 @@ from typing import Any
 import httpx
 import pytest
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import (
+    MANAGEMENT_TOKEN,
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    local_config,
+    remote_entry,
+    running,
+)
 from clusterfed.server.users.service import create_user
 from clusterfed.server.users.tokens import create_token, v2_token
 from clusterfed.storage.models import FederationPurge, FederationTokenCache
@@ -26,15 +35,6 @@ from sqlalchemy import select
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import (
-    MANAGEMENT_TOKEN,
-    Cluster,
-    ClusterProcess,
-    cluster_config,
-    local_config,
-    remote_entry,
-    running,
-)
 
 API = "/federation/v1"
 ITEM_FIELDS = {

@@ -21,6 +21,7 @@ from clusterfed.server.app import create_app
 from clusterfed.server.migrate import SERVER_CHAIN
 from clusterfed.server.models import Collection, Group
 from clusterfed.server.objects import names
+from clusterfed.server.testing import Cluster, cluster_config
 from clusterfed.storage.db import utcnow
 from clusterfed.storage.migrate import alembic_config
 from clusterfed.tokens import COLLECTION_TYPE, GROUP_TYPE, new_uuid
@@ -28,7 +29,6 @@ from sqlalchemy import select
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory, run_blocking
-from tests.support.servers import Cluster, cluster_config
 
 COLLECTIONS = "/arvados/v1/collections"
 GROUPS = "/arvados/v1/groups"

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from clusterfed.server.app import create_app
+from clusterfed.server.testing import Cluster, local_config
 from clusterfed.tokens import is_opaque_credential, parse_token, salt, system_user_uuid
 
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, local_config
 
 TOKENS = "/arvados/v1/api_client_authorizations"
 USERS = "/arvados/v1/users"

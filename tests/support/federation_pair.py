@@ -19,13 +19,7 @@ from typing import Any
 
 import httpx
 from clusterfed.server.models import ApiClientAuthorization
-from clusterfed.storage.models import FederationTokenCache
-from clusterfed.tokens import parse_token
-from sqlalchemy import delete, select
-
-from tests.support import REPO_ROOT
-from tests.support.databases import DatabaseFactory
-from tests.support.servers import (
+from clusterfed.server.testing import (
     MANAGEMENT_TOKEN,
     Cluster,
     ClusterProcess,
@@ -33,6 +27,12 @@ from tests.support.servers import (
     remote_entry,
     running,
 )
+from clusterfed.storage.models import FederationTokenCache
+from clusterfed.tokens import parse_token
+from sqlalchemy import delete, select
+
+from tests.support import REPO_ROOT
+from tests.support.databases import DatabaseFactory
 
 USERS_CURRENT = "/arvados/v1/users/current"
 ISSUER_TOKEN_CALL = "/arvados/v1/api_client_authorizations/current?remote=c97qk"

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import yaml
+from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry
 
 from tests.support.databases import DatabaseFactory
-from tests.support.servers import Cluster, ClusterProcess, cluster_config, remote_entry
 
 CLUSTERS = ("qr1hi", "c97qk", "zbbbb")
 USERS_CURRENT = "/arvados/v1/users/current"

@@ -9,8 +9,7 @@ from typing import Any, TypeVar
 
 import arvados
 import pytest
-
-from tests.support.servers import Cluster
+from clusterfed.server.testing import Cluster
 
 T = TypeVar("T")
 

@@ -1,9 +1,11 @@
-"""Real servers on loopback for tests.
+"""Real clusters on loopback, for tests and benchmarks (clusterfed's own, and a host's).
 
-``ClusterProcess``: ``python -m app serve`` as a child process with its own config and
-database, the way an operator runs it. ``ServerThread``: any ASGI app (a stub issuer
-that misbehaves on purpose, or a cluster app built with an unusual config) under
-uvicorn in a background thread of the test process.
+``ClusterProcess``: ``python -m clusterfed serve`` as a child process with its own config
+and database, the way an operator runs it; its ``Cluster`` makes users and tokens in
+that database. ``ServerThread``: any ASGI app (a stub issuer that misbehaves on purpose,
+or a cluster app built with an unusual config) under uvicorn in a background thread.
+A host testing its own ``mount`` can start an issuing cluster with these. Needs the
+``server`` extra (uvicorn).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from typing import Any
 import httpx
 import uvicorn
 import yaml
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from clusterfed.server.users.bootstrap import ensure_builtin_users
 from clusterfed.server.users.service import create_user
 from clusterfed.server.users.tokens import create_token, v2_token
 from clusterfed.storage.db import create_engine, create_sessionmaker
-from sqlalchemy.ext.asyncio import AsyncSession
 
 MANAGEMENT_TOKEN = "test-management-token"
 
