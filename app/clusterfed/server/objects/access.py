@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
@@ -110,7 +110,8 @@ class Access:
         owners: set[str] = set()
         for table in {model, Group}:
             rows = await self.session.scalars(
-                select(distinct(table.owner_uuid))
+                select(table.owner_uuid)
+                .distinct()
                 .where(table.owner_uuid.like(f"{prefix}%"))
                 .limit(MAX_REMOTE_ROOTS)
             )
