@@ -73,9 +73,10 @@ def test_existing_user_flags(
     if invited is False or (active is False and invited is None):
         assert (result.is_active, result.is_invited) == (False, False)
     elif active and (login or trusted):
-        assert result.is_active is True
+        assert (result.is_active, result.is_invited) == (True, True)
     else:
-        assert result.is_active is mirror_active  # activation stays as it was
+        # activation stays as it was
+        assert (result.is_active, result.is_invited) == (mirror_active, mirror_active)
     assert result.is_admin is bool(login and result.is_active and flags["is_admin"])
 
 
