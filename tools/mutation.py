@@ -47,6 +47,7 @@ TESTS = [
     "tests/test_purge_log.py",
     "tests/test_malformed_credentials.py",
     "tests/test_permission_checks_home.py",
+    "tests/test_remote_permission_calls.py",
 ]
 # Copied into the scratch tree; mutmut copies tests/ and pyproject.toml itself.
 COPIED = ["app", "tests", "migrations", "alembic.ini", "pyproject.toml"]

@@ -1,0 +1,223 @@
+"""SPEC 3.3, the calling side in process: whom it asks, what it sends, how it judges and
+caches the answer. The home cluster is an ``httpx.MockTransport`` that records requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.requests import Request
+
+from app.federation.errors import BadGateway, Unauthorized, Unprocessable
+from app.federation.permissions import (
+    CHECK_PATH,
+    THIRD_CLUSTER_REASON,
+    RemotePermissions,
+    get_remote_permissions,
+    request_token,
+)
+from app.federation.remote import RemoteClient
+from app.federation.tokens import TOKEN_TYPE, USER_TYPE, Token, new_secret, new_uuid, salt
+from tests.support.servers import local_config, remote_entry
+
+USER = new_uuid("qr1hi", USER_TYPE)
+PROJECT = new_uuid("qr1hi", "j7d0g")
+TOKEN = Token(uuid=new_uuid("qr1hi", TOKEN_TYPE), secret=new_secret())
+
+
+def agreeing(allowed: bool = True, **extra: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A home that answers the question it was asked."""
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        return {"allowed": allowed, "user_uuid": USER, **body, "reason": "because", **extra}
+
+    return answer
+
+
+class Home:
+    def __init__(self, answer: Any = None, status: int = 200, delay: float = 0.0) -> None:
+        self.answer = answer or agreeing()
+        self.status = status
+        self.delay = delay
+        self.requests: list[httpx.Request] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        await asyncio.sleep(self.delay)
+        body = json.loads(request.content)
+        payload = self.answer(body) if callable(self.answer) else self.answer
+        return httpx.Response(self.status, json=payload)
+
+
+def checker(home: Home, ttl: str = "30s") -> RemotePermissions:
+    config = local_config(
+        "c97qk",
+        "sqlite+aiosqlite:///:memory:",
+        remotes={"qr1hi": remote_entry(1), "zbbbb": remote_entry(2)},
+        federation={"PermissionCacheTTL": ttl},
+    )
+    return RemotePermissions(config, RemoteClient(config, transport=httpx.MockTransport(home)))
+
+
+async def check(
+    permissions: RemotePermissions,
+    *,
+    token: Token = TOKEN,
+    user: str = USER,
+    target: str = PROJECT,
+    permission: str = "can_write",
+) -> Any:
+    return await permissions.check(
+        issuer_token=token, user_uuid=user, target_uuid=target, permission=permission
+    )
+
+
+async def test_asks_the_home_with_the_token_salted_for_us() -> None:
+    home = Home()
+    answer = await check(checker(home))
+    (request,) = home.requests
+    assert (request.method, request.url.path) == ("POST", CHECK_PATH)
+    assert request.url.params["remote"] == "c97qk"
+    assert request.headers["authorization"] == f"Bearer {salt(TOKEN, 'c97qk').encode()}"
+    assert json.loads(request.content) == {"target_uuid": PROJECT, "permission": "can_write"}
+    assert (answer.allowed, answer.cluster_id, answer.reason, answer.cached) == (
+        True,
+        "qr1hi",
+        "because",
+        False,
+    )
+    assert (answer.user_uuid, answer.target_uuid, answer.permission) == (
+        USER,
+        PROJECT,
+        "can_write",
+    )
+
+
+async def test_a_token_salted_for_us_goes_as_presented() -> None:
+    home = Home()
+    salted = salt(TOKEN, "c97qk")
+    await check(checker(home), token=salted)
+    assert home.requests[0].headers["authorization"] == f"Bearer {salted.encode()}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"permission": "can_fly"}, "permission must be one of can_read, can_write, can_manage"),
+        ({"target": "not-a-uuid"}, "target is not a well-formed UUID"),
+        ({"target": new_uuid("c97qk", "j7d0g")}, "is on this cluster; it is decided here"),
+        (
+            {"token": Token(uuid=new_uuid("zbbbb", TOKEN_TYPE), secret=new_secret())},
+            f"this user's token was issued by zbbbb; {THIRD_CLUSTER_REASON}",
+        ),
+        ({"user": new_uuid("zbbbb", USER_TYPE)}, "only the user's home cluster is asked"),
+        (
+            {"token": Token(uuid=None, secret=new_secret())},
+            "token was issued by this cluster",
+        ),
+    ],
+)
+async def test_refused_before_anything_is_sent(kwargs: dict[str, Any], words: str) -> None:
+    home = Home()
+    with pytest.raises(Unprocessable) as refused:
+        await check(checker(home), **kwargs)
+    assert words in refused.value.message
+    assert home.requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "words"),
+    [
+        (401, Unauthorized, "qr1hi did not accept the user's token for a permission check"),
+        (403, BadGateway, "qr1hi could not answer a permission check (status 403)"),
+        (500, BadGateway, "qr1hi could not answer a permission check (status 500)"),
+        (201, BadGateway, "qr1hi could not answer a permission check (status 201)"),
+    ],
+)
+async def test_anything_but_an_answer_fails_closed(
+    status: int, error: type[Exception], words: str
+) -> None:
+    permissions = checker(Home(status=status))
+    with pytest.raises(error) as refused:
+        await check(permissions)
+    assert refused.value.message == words  # type: ignore[attr-defined]
+    assert permissions.cache is not None and len(permissions.cache) == 0  # never cached
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        agreeing(allowed="yes"),  # type: ignore[arg-type]
+        agreeing(user_uuid=new_uuid("qr1hi", USER_TYPE)),
+        agreeing(target_uuid=new_uuid("qr1hi", "j7d0g")),
+        agreeing(permission="can_read"),
+        ["allowed", True],
+    ],
+    ids=["allowed-not-bool", "other-user", "other-target", "other-level", "not-an-object"],
+)
+async def test_an_answer_to_another_question_fails_closed(answer: Any) -> None:
+    permissions = checker(Home(answer))
+    with pytest.raises(BadGateway, match="qr1hi gave an invalid answer to a permission check"):
+        await check(permissions)
+
+
+async def test_a_reason_that_is_not_text_is_dropped() -> None:
+    answer = await check(checker(Home(agreeing(reason=["x"]))))
+    assert answer.allowed is True and answer.reason == ""
+
+
+async def test_answers_allowed_and_denied_are_cached_per_question() -> None:
+    home = Home(agreeing(allowed=False))
+    permissions = checker(home)
+    first = await check(permissions)
+    again = await check(permissions)
+    assert (first.allowed, first.cached, again.allowed, again.cached) == (False, False, False, True)
+    assert len(home.requests) == 1
+    await check(permissions, permission="can_read")  # another question: asked
+    assert len(home.requests) == 2
+
+
+async def test_a_ttl_of_zero_asks_every_time() -> None:
+    home = Home()
+    permissions = checker(home, ttl="0s")
+    assert permissions.cache is None
+    await check(permissions)
+    assert not (await check(permissions)).cached
+    assert len(home.requests) == 2
+
+
+async def test_concurrent_identical_checks_make_one_call() -> None:
+    home = Home(delay=0.1)
+    permissions = checker(home)
+    answers = await asyncio.gather(*(check(permissions) for _ in range(10)))
+    assert {answer.allowed for answer in answers} == {True}
+    assert len(home.requests) == 1
+    assert permissions._inflight == {}  # the flight is forgotten once it lands
+
+
+def request_with(headers: list[tuple[bytes, bytes]]) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": headers})
+
+
+def test_the_request_token_is_read_again_from_the_header() -> None:
+    header = [(b"authorization", f"Bearer {TOKEN.encode()}".encode())]
+    assert request_token(request_with(header)) == TOKEN
+    with pytest.raises(Unauthorized, match="this request needs a token"):
+        request_token(request_with([]))
+    with pytest.raises(Unauthorized, match="malformed credential"):
+        request_token(request_with([(b"authorization", b"Bearer v2/x/y")]))
+
+
+async def test_the_dependency_insists_on_the_apps_federation() -> None:
+    app = FastAPI()
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "app": app}
+    with pytest.raises(RuntimeError, match=r"app\.state\.federation must be the app's Federation"):
+        await get_remote_permissions(Request(scope))
+    permissions = checker(Home())
+    app.state.federation = type("F", (), {"permissions": permissions})()
+    assert await get_remote_permissions(Request(scope)) is permissions
