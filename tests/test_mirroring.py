@@ -13,12 +13,13 @@ import pytest
 
 from app.cluster.app import create_app
 from app.cluster.services.users import create_user
-from app.federation.identity import RemoteUser
+from app.federation.identity import RemoteUser, UserRecord
 from app.federation.mirroring import (
     Flags,
     MirrorPolicy,
     flags_for_existing_user,
     flags_for_new_user,
+    flags_of,
 )
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
@@ -234,3 +235,8 @@ async def test_remote_system_and_anonymous_users(
         assert (await whoami(client, stub.issue_for(anonymous)))[
             "uuid"
         ] == "c97qk-tpzed-anonymouspublic"
+
+
+def test_flags_of_a_stored_user_are_its_flags() -> None:
+    user = UserRecord("qr1hi-tpzed-aaaaaaaaaaaaaaa", None, None, None, None, True, False, True)
+    assert flags_of(user) == Flags(is_admin=True, is_invited=True, is_active=False)

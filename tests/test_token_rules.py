@@ -17,12 +17,17 @@ from app.federation.tokens import (
     Token,
     bearer_credential,
     for_issuer,
+    is_uuid,
     new_secret,
+    new_uuid,
     parse_authorization,
     parse_token,
     salt,
     salted_secret,
     scope_allows,
+    secrets_equal,
+    uuid_cluster,
+    uuid_type,
 )
 
 UUID = "qr1hi-gj3su-000000000000001"
@@ -104,3 +109,16 @@ def test_a_scope_that_does_not_match_does_not_end_the_search() -> None:
 def test_a_scope_path_may_contain_spaces() -> None:
     assert scope_allows(["GET /arvados/v1/a b"], "GET", "/arvados/v1/a b")
     assert not scope_allows(["GET /arvados/v1/a b"], "GET", "/arvados/v1/a")
+
+
+def test_uuid_parts_and_new_uuids() -> None:
+    assert (uuid_cluster(UUID), uuid_type(UUID)) == ("qr1hi", "gj3su")
+    made = {new_uuid("c97qk", "4zz18") for _ in range(20)}
+    assert len(made) == 20
+    assert all(is_uuid(uuid, type_="4zz18") and uuid_cluster(uuid) == "c97qk" for uuid in made)
+
+
+def test_secrets_equal_compares_whole_secrets() -> None:
+    assert secrets_equal(SECRET, SECRET)
+    assert not secrets_equal(SECRET, SECRET[:-1] + "x")
+    assert not secrets_equal(SECRET, SECRET[:-1])
