@@ -130,6 +130,12 @@ async def test_refused_before_anything_is_sent(kwargs: dict[str, Any], words: st
     assert home.requests == []
 
 
+async def test_a_malformed_target_is_refused_with_exactly_that_reason() -> None:
+    with pytest.raises(Unprocessable) as refused:
+        await check(checker(Home()), target="not-a-uuid")
+    assert refused.value.message == "target is not a well-formed UUID"
+
+
 @pytest.mark.parametrize(
     ("status", "error", "words"),
     [
@@ -182,6 +188,14 @@ async def test_answers_allowed_and_denied_are_cached_per_question() -> None:
     assert len(home.requests) == 2
 
 
+async def test_a_ttl_under_a_second_still_caches() -> None:
+    home = Home()
+    permissions = checker(home, ttl="500ms")
+    await check(permissions)
+    assert (await check(permissions)).cached
+    assert len(home.requests) == 1
+
+
 async def test_a_ttl_of_zero_asks_every_time() -> None:
     home = Home()
     permissions = checker(home, ttl="0s")
@@ -207,8 +221,9 @@ def request_with(headers: list[tuple[bytes, bytes]]) -> Request:
 def test_the_request_token_is_read_again_from_the_header() -> None:
     header = [(b"authorization", f"Bearer {TOKEN.encode()}".encode())]
     assert request_token(request_with(header)) == TOKEN
-    with pytest.raises(Unauthorized, match="this request needs a token"):
+    with pytest.raises(Unauthorized) as refused:
         request_token(request_with([]))
+    assert refused.value.message == ("this request needs a token (Authorization: Bearer <token>)")
     with pytest.raises(Unauthorized, match="malformed credential"):
         request_token(request_with([(b"authorization", b"Bearer v2/x/y")]))
 
@@ -216,8 +231,9 @@ def test_the_request_token_is_read_again_from_the_header() -> None:
 async def test_the_dependency_insists_on_the_apps_federation() -> None:
     app = FastAPI()
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "app": app}
-    with pytest.raises(RuntimeError, match=r"app\.state\.federation must be the app's Federation"):
+    with pytest.raises(RuntimeError) as refused:
         await get_remote_permissions(Request(scope))
+    assert str(refused.value) == "app.state.federation must be the app's Federation"
     permissions = checker(Home())
     app.state.federation = type("F", (), {"permissions": permissions})()
     assert await get_remote_permissions(Request(scope)) is permissions

@@ -37,6 +37,7 @@ MODULES = {
     "app/federation/tokens.py": ["tests/test_tokens.py", "tests/test_token_rules.py"],
     "app/federation/mirroring.py": ["tests/test_mirroring.py"],
     "app/federation/cache.py": [
+        "tests/test_token_cache_l1.py",
         "tests/test_trust_guards.py",
         "tests/test_token_cache.py",
         "tests/test_purge_log.py",
