@@ -43,6 +43,7 @@ MODULES = {
         "tests/test_purge_log.py",
     ],
     "app/federation/validator.py": [
+        "tests/test_validator_rules.py",
         "tests/test_trust_guards.py",
         "tests/test_status_table.py",
         "tests/test_token_cache.py",

@@ -51,6 +51,7 @@ class StubIssuer:
         self.calls: Counter[str] = Counter()
         self.tokens: dict[str, StubUser] = {}  # token uuid -> its user
         self.overrides: dict[str, Answer] = {}  # path -> scripted answer
+        self.seen: list[tuple[str, dict[str, str], str]] = []  # (path, query, authorization)
         self.app = Starlette(routes=[Route(TOKEN_PATH, self._token), Route(USER_PATH, self._user)])
 
     def issue(self, **user_fields: Any) -> tuple[str, StubUser]:
@@ -65,6 +66,10 @@ class StubIssuer:
 
     def total_calls(self) -> int:
         return sum(self.calls.values())
+
+    def _record(self, request: Request) -> None:
+        query = dict(request.query_params)
+        self.seen.append((request.url.path, query, request.headers.get("authorization", "")))
 
     async def _scripted(self, path: str) -> Response | None:
         answer = self.overrides.get(path)
@@ -92,6 +97,7 @@ class StubIssuer:
 
     async def _token(self, request: Request) -> Response:
         self.calls[TOKEN_PATH] += 1
+        self._record(request)
         scripted = await self._scripted(TOKEN_PATH)
         if scripted is not None:
             return scripted
@@ -111,6 +117,7 @@ class StubIssuer:
 
     async def _user(self, request: Request) -> Response:
         self.calls[USER_PATH] += 1
+        self._record(request)
         scripted = await self._scripted(USER_PATH)
         if scripted is not None:
             return scripted

@@ -1,0 +1,256 @@
+"""SPEC 3.2 steps 3-4 and section 4, where mutation testing found validator.py untested:
+the judging of the issuer's two answers field by field, what the validator sends, the
+user call failing in every way, and a stale identity served from L2 with every field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.cluster.app import create_app
+from app.federation.errors import FederationError, Unauthorized
+from app.federation.identity import RemoteUser
+from app.federation.remote import RemoteResponse
+from app.federation.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token, salt
+from app.federation.validator import _judge_token_answer, _parse_remote_user, _parse_time
+from tests.conftest import asgi_client
+from tests.support.databases import DatabaseFactory
+from tests.support.servers import ServerThread, local_config, remote_entry
+from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
+
+TOKEN = parse_token(f"v2/{new_uuid('qr1hi', TOKEN_TYPE)}/{new_secret()}")
+OWNER = new_uuid("qr1hi", USER_TYPE)
+
+
+def answer(body: Any, status: int = 200) -> RemoteResponse:
+    return RemoteResponse(status, json.dumps(body).encode(), False, {})
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    return {"uuid": TOKEN.uuid, "owner_uuid": OWNER, **fields}
+
+
+# -- the token call, field by field ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scopes", "expected"),
+    [
+        ({}, ("all",)),  # missing: Arvados's default
+        ({"scopes": None}, ("all",)),
+        ({"scopes": []}, ()),
+        ({"scopes": ["GET /arvados/v1/users/"]}, ("GET /arvados/v1/users/",)),
+    ],
+)
+def test_scopes_default_to_all(scopes: dict[str, Any], expected: tuple[str, ...]) -> None:
+    assert _judge_token_answer(answer(record(**scopes)), TOKEN)["scopes"] == expected
+
+
+@pytest.mark.parametrize("scopes", ["all", [1], ["all", None], {"all": True}])
+def test_malformed_scopes_are_refused(scopes: Any) -> None:
+    with pytest.raises(Unauthorized) as refused:
+        _judge_token_answer(answer(record(scopes=scopes)), TOKEN)
+    assert refused.value.message == "issuer qr1hi answered with malformed scopes"
+
+
+def test_an_answer_about_another_token_of_the_same_issuer_is_refused() -> None:
+    other = new_uuid("qr1hi", TOKEN_TYPE)
+    with pytest.raises(Unauthorized) as refused:
+        _judge_token_answer(answer(record(uuid=other)), TOKEN)
+    assert refused.value.message == (
+        "issuer qr1hi answered for a different or malformed token UUID"
+    )
+
+
+def test_only_a_200_is_read_as_an_answer() -> None:
+    with pytest.raises(Unauthorized) as refused:
+        _judge_token_answer(answer(record(), status=201), TOKEN)
+    assert refused.value.message == "issuer qr1hi did not answer with a token record"
+
+
+def test_refusals_of_the_token_call_name_the_issuer() -> None:
+    cases = [
+        (answer({}, 429), "issuer qr1hi is rate-limiting validations"),
+        (answer({}, 502), "issuer qr1hi failed (502)"),
+        (answer(["not", "an", "object"]), "issuer qr1hi did not answer with a token record"),
+        (answer(record(expires_at=5)), "issuer qr1hi answered with a malformed expires_at"),
+        (answer(record(expires_at="soon")), "issuer qr1hi answered with a malformed expires_at"),
+    ]
+    for given, message in cases:
+        with pytest.raises(FederationError) as refused:
+            _judge_token_answer(given, TOKEN)
+        assert refused.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("2030-01-01T00:00:00Z", datetime(2030, 1, 1, tzinfo=UTC)),
+        ("2030-01-01T01:00:00+01:00", datetime(2030, 1, 1, tzinfo=UTC)),
+        ("2030-01-01T00:00:00", datetime(2030, 1, 1, tzinfo=UTC)),  # naive: UTC
+    ],
+)
+def test_expiry_times_are_aware_instants(value: str | None, expected: datetime | None) -> None:
+    parsed = _parse_time(value, "qr1hi")
+    assert parsed == expected
+    assert parsed is None or parsed.tzinfo is not None
+
+
+# -- the user call --------------------------------------------------------------------------
+
+
+def test_the_users_fields_are_taken_only_when_they_have_the_right_type() -> None:
+    full = {
+        "uuid": OWNER,
+        "email": "a@qr1hi.example",
+        "username": "a",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "is_admin": False,
+        "is_active": True,
+        "is_invited": True,
+    }
+    assert _parse_remote_user(answer(full), "qr1hi", OWNER) == RemoteUser(**full)
+    garbled = {"uuid": OWNER, "email": 1, "first_name": ["x"], "is_active": "yes", "is_admin": 1}
+    assert _parse_remote_user(answer(garbled), "qr1hi", OWNER) == RemoteUser(uuid=OWNER)
+
+
+def test_refusals_of_the_user_call_name_the_issuer() -> None:
+    for given, message in [
+        (answer(["x"]), "issuer qr1hi did not answer with a user record"),
+        (
+            answer({"uuid": new_uuid("qr1hi", USER_TYPE)}),
+            "issuer qr1hi answered with a user that does not own the token",
+        ),
+    ]:
+        with pytest.raises(Unauthorized) as refused:
+            _parse_remote_user(given, "qr1hi", OWNER)
+        assert refused.value.message == message
+
+
+# -- against a scripted issuer --------------------------------------------------------------
+
+
+@pytest.fixture
+def issuer() -> Iterator[tuple[StubIssuer, ServerThread]]:
+    stub = StubIssuer("qr1hi")
+    with ServerThread(stub.app) as server:
+        yield stub, server
+
+
+@contextlib.asynccontextmanager
+async def c97qk(
+    databases: DatabaseFactory, port: int, *, refresh: str = "5m", **federation: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    config = local_config(
+        "c97qk",
+        databases.new_url("c97qk"),
+        remotes={"qr1hi": remote_entry(port)},
+        login={"RemoteTokenRefresh": refresh},
+        federation={"RemoteTimeout": "1s", **federation},
+    )
+    app = create_app(config)
+    async with asgi_client(app) as client:
+        yield client, app
+
+
+async def users_current(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.get(
+        "/arvados/v1/users/current", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+@pytest.mark.parametrize("salted", [False, True])
+async def test_both_calls_carry_remote_and_the_token_as_presented(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread], salted: bool
+) -> None:
+    stub, server = issuer
+    token, _ = stub.issue(is_active=True)
+    presented = salt(parse_token(token), "c97qk").encode() if salted else token
+    async with c97qk(databases, server.port) as (client, _):
+        assert (await users_current(client, presented)).status_code == 200
+    assert [(path, query) for path, query, _ in stub.seen] == [
+        (TOKEN_PATH, {"remote": "c97qk"}),
+        (USER_PATH, {"remote": "c97qk"}),
+    ]
+    # SPEC 3.2 step 3: as presented, salted for us or not; its issuer knows both.
+    assert {authorization for _, _, authorization in stub.seen} == {f"Bearer {presented}"}
+
+
+@pytest.mark.parametrize(
+    ("user_answer", "status"),
+    [(Answer(status=400), 400), (Answer(status=401), 401), (Answer(hang=5), 504)],
+    ids=["400", "401", "timeout"],
+)
+async def test_a_failed_user_call_without_a_mirror_keeps_its_status(
+    databases: DatabaseFactory,
+    issuer: tuple[StubIssuer, ServerThread],
+    user_answer: Answer,
+    status: int,
+) -> None:
+    stub, server = issuer
+    token, _ = stub.issue(is_active=True)
+    stub.overrides[USER_PATH] = user_answer
+    async with c97qk(databases, server.port) as (client, _):
+        response = await users_current(client, token)
+    assert response.status_code == status, response.text
+    if status < 500:
+        assert response.json()["errors"] == [f"issuer qr1hi answered {status} for the token's user"]
+
+
+async def test_a_user_call_that_times_out_falls_back_on_the_mirror(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    first, user = stub.issue(is_active=True)
+    async with c97qk(databases, server.port) as (client, _):
+        assert (await users_current(client, first)).status_code == 200  # mirrors the user
+        stub.overrides[USER_PATH] = Answer(hang=5)
+        response = await users_current(client, stub.issue_for(user))
+    assert response.status_code == 200, response.text
+    assert response.json()["uuid"] == user.uuid
+
+
+async def test_a_stale_identity_from_l2_is_served_whole(databases: DatabaseFactory) -> None:
+    stub = StubIssuer("qr1hi")
+    server = ServerThread(stub.app).start()
+    token, user = stub.issue(is_active=True)
+    expires_at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    scopes = ["GET /arvados/v1/users/current"]
+    stub.overrides[TOKEN_PATH] = Answer(
+        json={
+            "uuid": parse_token(token).uuid,
+            "owner_uuid": user.uuid,
+            "scopes": scopes,
+            "expires_at": expires_at.isoformat(),
+        }
+    )
+    try:
+        async with c97qk(databases, server.port, refresh="1s", StaleIfError="1h") as (_, app):
+            federation = app.state.federation
+            fresh = await federation.identify(parse_token(token))
+            federation.invalidate("all")  # only L2 remembers it now
+            server.stop()
+            await asyncio.sleep(1.1)  # past refreshes_at, and the issuer is gone
+            stale = await federation.identify(parse_token(token))
+    finally:
+        server.stop()
+    assert stale == fresh
+    assert (stale.user.uuid, stale.token_uuid, stale.scopes, stale.issuer, stale.expires_at) == (
+        user.uuid,
+        parse_token(token).uuid,
+        tuple(scopes),
+        "qr1hi",
+        expires_at,
+    )
