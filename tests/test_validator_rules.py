@@ -254,3 +254,218 @@ async def test_a_stale_identity_from_l2_is_served_whole(databases: DatabaseFacto
         "qr1hi",
         expires_at,
     )
+
+
+# -- bookkeeping: metrics, log lines, L2 rows, last_used_at, L1 bounds ----------------------
+
+
+def sample(app: FastAPI, name: str, **labels: str) -> float:
+    value = app.state.federation.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def outcomes(app: FastAPI) -> dict[str, float]:
+    names = ("accepted", "rejected", "invalid", "unreachable", "stale")
+    found = {
+        outcome: sample(app, "clusterfed_validations_total", issuer="qr1hi", outcome=outcome)
+        for outcome in names
+    }
+    return {outcome: count for outcome, count in found.items() if count}
+
+
+def lookups(app: FastAPI) -> dict[str, float]:
+    return {
+        f"{level}-{result}": sample(
+            app, "clusterfed_token_cache_lookups_total", level=level, result=result
+        )
+        for level in ("l1", "l2")
+        for result in ("hit", "miss")
+    }
+
+
+async def test_every_outcome_is_counted_timed_and_logged(
+    databases: DatabaseFactory,
+    issuer: tuple[StubIssuer, ServerThread],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stub, server = issuer
+    accepted, _ = stub.issue(is_active=True)
+    rejected, invalid = stub.issue()[0], stub.issue()[0]
+    caplog.set_level("INFO", logger="clusterfed.validation")
+    async with c97qk(databases, server.port) as (client, app):
+        assert (await users_current(client, accepted)).status_code == 200
+        assert (await users_current(client, accepted)).status_code == 200  # an L1 hit
+        stub.overrides[TOKEN_PATH] = Answer(status=403)
+        assert (await users_current(client, rejected)).status_code == 401
+        stub.overrides[TOKEN_PATH] = Answer(html="<html>login</html>")
+        assert (await users_current(client, invalid)).status_code == 401
+        counted, looked_up = outcomes(app), lookups(app)
+        timed = sample(app, "clusterfed_validation_seconds_count", issuer="qr1hi")
+        seconds = sample(app, "clusterfed_validation_seconds_sum", issuer="qr1hi")
+    assert counted == {"accepted": 1, "rejected": 1, "invalid": 1}
+    assert looked_up == {"l1-hit": 1, "l1-miss": 3, "l2-hit": 0, "l2-miss": 3}
+    assert timed == 3 and 0 < seconds < 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "clusterfed.validation"]
+    for token, outcome in ((accepted, "accepted"), (rejected, "rejected"), (invalid, "invalid")):
+        prefix = f"validation token={parse_token(token).uuid} issuer=qr1hi outcome={outcome} "
+        (line,) = [line for line in lines if line.startswith(prefix)]
+        assert 0 < float(line.removeprefix(prefix).removeprefix("duration_ms=")) < 3000
+
+
+async def test_stale_is_served_on_a_5xx_but_never_on_an_invalid_answer(
+    databases: DatabaseFactory,
+    issuer: tuple[StubIssuer, ServerThread],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stub, server = issuer
+    token, user = stub.issue(is_active=True)
+    caplog.set_level("INFO", logger="clusterfed.validation")
+    async with c97qk(databases, server.port, refresh="1s", StaleIfError="1h") as (client, app):
+        assert (await users_current(client, token)).status_code == 200
+        await asyncio.sleep(1.1)  # a refresh is due
+        stub.overrides[TOKEN_PATH] = Answer(status=500)
+        served = await users_current(client, token)
+        stub.overrides[TOKEN_PATH] = Answer(html="<html>login</html>")
+        refused = await users_current(client, token)
+        counted = outcomes(app)
+    assert served.status_code == 200 and served.json()["uuid"] == user.uuid
+    assert refused.status_code == 401
+    assert counted == {"accepted": 1, "stale": 1, "invalid": 1}
+    warning = f"validation token={parse_token(token).uuid} issuer=qr1hi outcome=stale reason="
+    assert any(
+        r.levelname == "WARNING" and r.getMessage() == warning + "'issuer qr1hi failed (500)'"
+        for r in caplog.records
+    )
+
+
+async def test_the_l2_row_holds_what_the_issuer_said_and_l2_gives_it_back(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    token, user = stub.issue(is_active=True)
+    expires_at = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    parsed = parse_token(token)
+    stub.overrides[TOKEN_PATH] = Answer(
+        json={
+            "uuid": parsed.uuid,
+            "owner_uuid": user.uuid,
+            "scopes": ["GET /arvados/v1/users/"],
+            "expires_at": expires_at.isoformat(),
+        }
+    )
+    async with c97qk(databases, server.port, refresh="1h") as (_, app):
+        federation = app.state.federation
+        before = datetime.now(UTC)
+        validated = await federation.identify(parsed)
+        row = await federation.store.load_token(parsed.uuid)
+        federation.invalidate("all")
+        from_l2 = await federation.identify(parsed)
+        looked_up = lookups(app)
+    assert from_l2 == validated and stub.calls == {TOKEN_PATH: 1, USER_PATH: 1}
+    assert looked_up["l2-hit"] == 1
+    assert row is not None
+    assert (row.token_uuid, row.user_uuid, row.cluster_id, row.scopes, row.expires_at) == (
+        parsed.uuid,
+        user.uuid,
+        "qr1hi",
+        ("GET /arvados/v1/users/",),
+        expires_at,
+    )
+    assert before <= row.validated_at <= datetime.now(UTC)
+    assert row.last_used_at == row.validated_at
+    assert row.refreshes_at - row.validated_at == timedelta(hours=1)
+    assert len(row.secret_digest) == 64 and parsed.secret not in row.secret_digest
+
+
+async def test_last_used_at_is_written_at_most_once_a_minute(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    token, _ = stub.issue(is_active=True)
+    parsed = parse_token(token)
+    async with c97qk(databases, server.port) as (client, app):
+        federation = app.state.federation
+        assert (await users_current(client, token)).status_code == 200
+        first = (await federation.store.load_token(parsed.uuid)).last_used_at
+        entry = federation.validator.cache.get(federation.validator.cache.key("qr1hi", token))
+        entry.touched_at -= 50  # used 50 s ago: not yet
+        assert (await users_current(client, token)).status_code == 200
+        await asyncio.sleep(0.2)
+        unchanged = (await federation.store.load_token(parsed.uuid)).last_used_at
+        entry.touched_at -= 11  # 61 s ago: write it
+        assert (await users_current(client, token)).status_code == 200
+        await asyncio.sleep(0.2)
+        touched = (await federation.store.load_token(parsed.uuid)).last_used_at
+    assert unchanged == first
+    assert touched > first and datetime.now(UTC) - touched < timedelta(seconds=5)
+    assert abs(entry.touched_at - touched.timestamp()) < 0.01
+
+
+async def test_l1_holds_at_most_token_cache_size_entries(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    async with c97qk(databases, server.port, TokenCacheSize=2) as (client, app):
+        for _ in range(3):
+            assert (await users_current(client, stub.issue(is_active=True)[0])).status_code == 200
+        assert len(app.state.federation.validator.cache) == 2
+
+
+async def test_expired_at_the_issuer_says_so(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    token, user = stub.issue()
+    stub.overrides[TOKEN_PATH] = Answer(
+        json={"uuid": parse_token(token).uuid, "owner_uuid": user.uuid, "expires_at": "2020-01-01"}
+    )
+    async with c97qk(databases, server.port) as (client, _):
+        response = await users_current(client, token)
+    assert response.status_code == 401
+    assert response.json()["errors"] == ["token has expired at its issuer"]
+
+
+def federation_for(**config: Any) -> Any:
+    from app.cluster.database import Database
+    from app.cluster.federation_store import SqlFederationStore
+    from app.federation.service import Federation
+
+    settings = local_config("c97qk", "sqlite+aiosqlite:///unused.db", **config)
+    return Federation(settings, SqlFederationStore(Database(settings.database_url)))
+
+
+async def test_unaccepted_issuers_are_refused_with_the_reason() -> None:
+    # Never started: these are refused before the store or the network is used.
+    federation = federation_for(remotes={"qr1hi": remote_entry(1)}, login={"LoginCluster": "zlogn"})
+    for issuer, message in [
+        ("zlogn", "login cluster zlogn has no RemoteClusters entry"),
+        ("zzzzz", "tokens issued by cluster zzzzz are not accepted here"),
+    ]:
+        token = parse_token(f"v2/{new_uuid(issuer, TOKEN_TYPE)}/{new_secret()}")
+        with pytest.raises(Unauthorized) as refused:
+            await federation.identify(token)
+        assert refused.value.message == message
+
+
+def test_a_missing_system_root_token_is_warned_about_only_when_it_matters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="clusterfed.validation")
+    federation_for(remotes={"qr1hi": remote_entry(1)})
+    assert [r.getMessage() for r in caplog.records] == [
+        "SystemRootToken is not set: the token-cache digests are keyed by the cluster ID "
+        "alone; set it so they are keyed by a secret"
+    ]
+    caplog.clear()
+    federation_for(remotes={"qr1hi": remote_entry(1)}, system_root_token="s3cret")
+    federation_for()
+    assert caplog.records == []
+
+
+def test_l2_digests_are_keyed_by_the_system_root_token() -> None:
+    secret = new_secret()
+    one = federation_for(system_root_token="one").validator._secret_digest(secret)
+    again = federation_for(system_root_token="one").validator._secret_digest(secret)
+    other = federation_for(system_root_token="two").validator._secret_digest(secret)
+    assert one == again != other  # every worker agrees; another key, another digest
+    assert one != federation_for(system_root_token="one").validator._secret_digest(secret + "x")

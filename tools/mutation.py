@@ -47,6 +47,7 @@ MODULES = {
         "tests/test_trust_guards.py",
         "tests/test_status_table.py",
         "tests/test_token_cache.py",
+        "tests/test_mirroring.py",  # the mirror policy, over HTTP
     ],
     "app/federation/permissions.py": [
         "tests/test_remote_permission_calls.py",
