@@ -299,14 +299,22 @@ async def test_every_outcome_is_counted_timed_and_logged(
         assert (await users_current(client, rejected)).status_code == 401
         stub.overrides[TOKEN_PATH] = Answer(html="<html>login</html>")
         assert (await users_current(client, invalid)).status_code == 401
+        server.stop()
+        unreachable = stub.issue()[0]
+        assert (await users_current(client, unreachable)).status_code == 502
         counted, looked_up = outcomes(app), lookups(app)
         timed = sample(app, "clusterfed_validation_seconds_count", issuer="qr1hi")
         seconds = sample(app, "clusterfed_validation_seconds_sum", issuer="qr1hi")
-    assert counted == {"accepted": 1, "rejected": 1, "invalid": 1}
-    assert looked_up == {"l1-hit": 1, "l1-miss": 3, "l2-hit": 0, "l2-miss": 3}
-    assert timed == 3 and 0 < seconds < 3
+    assert counted == {"accepted": 1, "rejected": 1, "invalid": 1, "unreachable": 1}
+    assert looked_up == {"l1-hit": 1, "l1-miss": 4, "l2-hit": 0, "l2-miss": 4}
+    assert timed == 4 and 0 < seconds < 4
     lines = [r.getMessage() for r in caplog.records if r.name == "clusterfed.validation"]
-    for token, outcome in ((accepted, "accepted"), (rejected, "rejected"), (invalid, "invalid")):
+    for token, outcome in (
+        (accepted, "accepted"),
+        (rejected, "rejected"),
+        (invalid, "invalid"),
+        (unreachable, "unreachable"),
+    ):
         prefix = f"validation token={parse_token(token).uuid} issuer=qr1hi outcome={outcome} "
         (line,) = [line for line in lines if line.startswith(prefix)]
         assert 0 < float(line.removeprefix(prefix).removeprefix("duration_ms=")) < 3000
@@ -360,9 +368,10 @@ async def test_the_l2_row_holds_what_the_issuer_said_and_l2_gives_it_back(
         row = await federation.store.load_token(parsed.uuid)
         federation.invalidate("all")
         from_l2 = await federation.identify(parsed)
+        from_l1 = await federation.identify(parsed)  # L2's answer went into L1
         looked_up = lookups(app)
-    assert from_l2 == validated and stub.calls == {TOKEN_PATH: 1, USER_PATH: 1}
-    assert looked_up["l2-hit"] == 1
+    assert from_l2 == validated == from_l1 and stub.calls == {TOKEN_PATH: 1, USER_PATH: 1}
+    assert (looked_up["l2-hit"], looked_up["l1-hit"]) == (1, 1)
     assert row is not None
     assert (row.token_uuid, row.user_uuid, row.cluster_id, row.scopes, row.expires_at) == (
         parsed.uuid,
@@ -469,3 +478,36 @@ def test_l2_digests_are_keyed_by_the_system_root_token() -> None:
     other = federation_for(system_root_token="two").validator._secret_digest(secret)
     assert one == again != other  # every worker agrees; another key, another digest
     assert one != federation_for(system_root_token="one").validator._secret_digest(secret + "x")
+
+
+async def test_a_user_call_answering_no_record_says_so(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    token, _ = stub.issue(is_active=True)
+    stub.overrides[USER_PATH] = Answer(status=204, raw=b"")
+    async with c97qk(databases, server.port) as (client, _):
+        response = await users_current(client, token)
+    assert response.status_code == 401
+    assert response.json()["errors"] == ["issuer qr1hi did not answer with a user record"]
+
+
+async def test_the_remote_anonymous_user_needs_a_local_one(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    from sqlalchemy import delete
+
+    from app.cluster.models import User
+    from tests.support.stub_issuer import StubUser
+
+    stub, server = issuer
+    token = stub.issue_for(StubUser("qr1hi-tpzed-anonymouspublic", {}))
+    async with c97qk(databases, server.port) as (client, app):
+        async with app.state.database.sessionmaker() as session:
+            await session.execute(delete(User).where(User.uuid == "c97qk-tpzed-anonymouspublic"))
+            await session.commit()
+        response = await users_current(client, token)
+    assert response.status_code == 401
+    assert response.json()["errors"] == [
+        "this cluster has no anonymous user to map the remote one to"
+    ]

@@ -2,16 +2,18 @@
 
     python tools/mutation.py                  # every module in MODULES
     python tools/mutation.py tokens cache     # only these (matched against MODULES)
-    python tools/mutation.py --survivors      # after adding tests: re-judge last run's survivors
+    python tools/mutation.py --survivors      # after adding tests, or an interrupted run:
+                                              # judge last run's survivors and unjudged again
 
 MODULES below is the one place that says what is mutated and which fast tests judge each
 module; re-point it when the code moves. Each module runs in its own scratch copy
 (``var/mutation/<module>/``: the source, tests, migrations and pyproject.toml with a
 generated ``[tool.mutmut]`` table), so the worktree never sees a ``mutants/`` folder and a
 module's run is judged only by its own tests. Runs start afresh, except ``--survivors``,
-which keeps the last results and runs only the survivors again (mutmut notices new
-tests). It prints the score per module and every survivor's diff; mutmut's own output is
-in ``var/mutation/<module>/run.log``.
+which keeps the last results and runs only the survivors and the mutants an interrupted
+run never reached (mutmut notices tests added to the files in MODULES; adding a file to a
+module's list makes mutmut start that module over). It prints the score per module and
+every survivor's diff; mutmut's own output is in ``var/mutation/<module>/run.log``.
 
 Only in-process tests belong here: mutmut switches mutants inside the test process, so
 tests that start server processes would not see the mutant (and are slow).
@@ -150,7 +152,8 @@ def run(module: str, *, again: bool) -> tuple[Counter[str], list[str]]:
         sys.exit(f"--survivors needs an earlier run of {module}")
     prepare(module, keep=again)
     if again:
-        names = [mutant for mutant, status in results(module) if status == "survived"]
+        again_statuses = ("survived", "not checked")
+        names = [mutant for mutant, status in results(module) if status in again_statuses]
     else:
         names = [dotted(module) + ".*"]
     started = time.monotonic()
