@@ -511,3 +511,49 @@ async def test_the_remote_anonymous_user_needs_a_local_one(
     assert response.json()["errors"] == [
         "this cluster has no anonymous user to map the remote one to"
     ]
+
+
+async def test_a_remembered_rejection_answers_with_the_same_reason(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    token, _ = stub.issue()
+    stub.overrides[TOKEN_PATH] = Answer(status=403)
+    async with c97qk(databases, server.port) as (client, _):
+        first = await users_current(client, token)
+        again = await users_current(client, token)
+    assert stub.calls[TOKEN_PATH] == 1
+    assert (
+        first.json()["errors"]
+        == again.json()["errors"]
+        == ["issuer qr1hi rejected the token (403)"]
+    )
+
+
+async def test_l1_keeps_entries_when_stale_if_error_outlasts_the_refresh(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    token, _ = stub.issue(is_active=True)
+    async with c97qk(databases, server.port, refresh="5m", StaleIfError="1h") as (client, app):
+        for _ in range(2):
+            assert (await users_current(client, token)).status_code == 200
+        assert lookups(app)["l1-hit"] == 1
+
+
+async def test_an_unexpected_failure_is_counted_as_an_error(
+    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+) -> None:
+    stub, server = issuer
+    token, _ = stub.issue(is_active=True)
+    async with c97qk(databases, server.port) as (_, app):
+        federation = app.state.federation
+
+        async def broken(*_: Any) -> None:
+            raise RuntimeError("the database went away")
+
+        federation.store.save_token = broken
+        with pytest.raises(RuntimeError):
+            await federation.identify(parse_token(token))
+        errors = sample(app, "clusterfed_validations_total", issuer="qr1hi", outcome="error")
+    assert errors == 1
