@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo run test example lint bench clean
+.PHONY: venv demo run test example lint bench mutation clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Mutation testing of the trust core (not in CI: slow). What is mutated and which tests
+# judge it: MODULES and TESTS in tools/mutation.py. `make mutation MUTATE="tokens cache"`
+# runs only those modules.
+MUTATE ?=
+mutation: $(STAMP)
+	$(PY) tools/mutation.py $(MUTATE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import httplib2
 import httpx
 import pytest
-from clusterfed import FederatedRouter, Federation
+from clusterfed import FederatedRouter, Federation, FederationMiddleware
 from clusterfed.routing.lists import ROUTING_PARAMS
 from clusterfed.server.app import create_app
 from clusterfed.server.ops import discovery
@@ -16,7 +16,6 @@ from clusterfed.server.testing import local_config
 from clusterfed.server.users.service import users_table
 from clusterfed.storage.database import Database
 from clusterfed.storage.store import SqlFederationStore
-from clusterfed.trust.middleware import PUBLIC_PATHS
 from fastapi import APIRouter, FastAPI, Query
 from googleapiclient.discovery import build_from_document
 
@@ -101,8 +100,24 @@ def test_googleapiclient_builds_the_full_server_document() -> None:
         client.collections().list(no_such_parameter=1)
 
 
-def test_the_middleware_lets_the_document_through() -> None:
-    assert discovery.DISCOVERY_PATH in PUBLIC_PATHS
+async def test_the_middleware_lets_the_document_through() -> None:
+    # Never started: these credentials are refused before the store or a remote is used.
+    federation = Federation(CONFIG, SqlFederationStore(Database(CONFIG.database_url), users_table))
+    app = partial_app()
+    app.add_middleware(FederationMiddleware, federation=federation)
+    refused_elsewhere = [
+        f"v2/zzzzz-gj3su-{'0' * 15}/{'x' * 50}",  # an issuer not in RemoteClusters
+        "v2/zzzzz-gj3su-short/secret",  # malformed
+    ]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        for token in refused_elsewhere:
+            headers = {"Authorization": f"Bearer {token}"}
+            listed = await client.get("/arvados/v1/collections", headers=headers)
+            assert listed.status_code == 401, listed.text
+            document = await client.get(discovery.DISCOVERY_PATH, headers=headers)
+            assert document.status_code == 200, document.text
+            assert document.json()["uuidPrefix"] == "qr1hi"
 
 
 def test_the_routers_parameters_are_described_where_it_is_mounted() -> None:

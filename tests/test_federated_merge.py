@@ -6,6 +6,7 @@ cluster answers a list; paging through the merge must give the global order exac
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -67,11 +68,28 @@ def test_paging_the_merge_gives_the_global_order(
     held: dict[str, list[dict[str, Any]]] = {cluster: [] for cluster in CLUSTERS}
     for number, (cluster, item) in enumerate(spread):
         held[cluster].append({**item, "uuid": f"{cluster}-4zz18-{number:015d}"})
-    key = item_comparator(parse_order(order))
     for items in held.values():
-        items.sort(key=key)
-    expected = sorted((item for items in held.values() for item in items), key=key)
+        items[:] = in_order(items, order)
+    expected = in_order([item for items in held.values() for item in items], order)
     assert page_through(held, order, limit, cap) == expected
+
+
+def in_order(items: list[dict[str, Any]], order: str) -> list[dict[str, Any]]:
+    """The order a database gives, written independently of ``merge``: one stable sort per
+    term, last term first; timestamps by instant, null after every value ascending (so
+    first descending, as PostgreSQL does), and ``uuid asc`` breaking ties."""
+    terms = [term.split() for term in order.split(",")] + [["uuid", "asc"]]
+    result = list(items)
+    for attribute, direction in reversed(terms):
+
+        def key(item: dict[str, Any], attribute: str = attribute) -> tuple[bool, Any]:
+            value = item[attribute]
+            if attribute == "modified_at":
+                value = datetime.fromisoformat(value)
+            return (value is None, "" if value is None else value)
+
+        result.sort(key=key, reverse=direction == "desc")
+    return result
 
 
 def test_nulls_sort_last_ascending_and_timestamps_by_instant() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterfed.identity import RemoteUser
+from clusterfed.identity import RemoteUser, UserRecord
 from clusterfed.server.app import create_app
 from clusterfed.server.testing import ServerThread, local_config, remote_entry
 from clusterfed.server.users.service import create_user
@@ -19,6 +19,7 @@ from clusterfed.trust.mirroring import (
     MirrorPolicy,
     flags_for_existing_user,
     flags_for_new_user,
+    flags_of,
 )
 
 from tests.conftest import asgi_client
@@ -73,9 +74,10 @@ def test_existing_user_flags(
     if invited is False or (active is False and invited is None):
         assert (result.is_active, result.is_invited) == (False, False)
     elif active and (login or trusted):
-        assert result.is_active is True
+        assert (result.is_active, result.is_invited) == (True, True)
     else:
-        assert result.is_active is mirror_active  # activation stays as it was
+        # activation stays as it was
+        assert (result.is_active, result.is_invited) == (mirror_active, mirror_active)
     assert result.is_admin is bool(login and result.is_active and flags["is_admin"])
 
 
@@ -233,3 +235,8 @@ async def test_remote_system_and_anonymous_users(
         assert (await whoami(client, stub.issue_for(anonymous)))[
             "uuid"
         ] == "c97qk-tpzed-anonymouspublic"
+
+
+def test_flags_of_a_stored_user_are_its_flags() -> None:
+    user = UserRecord("qr1hi-tpzed-aaaaaaaaaaaaaaa", None, None, None, None, True, False, True)
+    assert flags_of(user) == Flags(is_admin=True, is_invited=True, is_active=False)

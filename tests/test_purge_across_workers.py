@@ -111,7 +111,10 @@ async def test_cli_purge_reaches_every_worker_within_2s(pair: Pair) -> None:
                 headers={"Authorization": f"Bearer {token}"},
             )
         ).json()["uuid"]
+        # The operator's clock starts when they run the command: the CLI's own startup
+        # and its database work are part of the 2 s, not a head start.
+        purged_at = time.monotonic()
         done = await asyncio.to_thread(run_cli, pair.c97qk, "cache", "purge", "--user", user)
-        purged_at = time.monotonic()  # the purge was committed before the command exited
+        print(f"\nthe CLI took {time.monotonic() - purged_at:.3f}s")
         assert done.stdout.strip() == "purged 1 cached token", done.stderr
         assert await measure(pair, client, token, purged_at) < BOUND

@@ -59,6 +59,7 @@ class StubIssuer:
         self.overrides: dict[str, Answer] = {}  # path -> scripted answer
         self.grants: dict[str, dict[str, tuple[bool, bool]]] = {}
         self.group_requests: list[tuple[str, dict[str, str]]] = []  # (credential, query)
+        self.seen: list[tuple[str, dict[str, str], str]] = []  # (path, query, authorization)
         self.app = Starlette(
             routes=[
                 Route(TOKEN_PATH, self._token),
@@ -79,6 +80,10 @@ class StubIssuer:
 
     def total_calls(self) -> int:
         return sum(self.calls.values())
+
+    def _record(self, request: Request) -> None:
+        query = dict(request.query_params)
+        self.seen.append((request.url.path, query, request.headers.get("authorization", "")))
 
     async def _scripted(self, path: str) -> Response | None:
         answer = self.overrides.get(path)
@@ -106,6 +111,7 @@ class StubIssuer:
 
     async def _token(self, request: Request) -> Response:
         self.calls[TOKEN_PATH] += 1
+        self._record(request)
         scripted = await self._scripted(TOKEN_PATH)
         if scripted is not None:
             return scripted
@@ -125,6 +131,7 @@ class StubIssuer:
 
     async def _user(self, request: Request) -> Response:
         self.calls[USER_PATH] += 1
+        self._record(request)
         scripted = await self._scripted(USER_PATH)
         if scripted is not None:
             return scripted
