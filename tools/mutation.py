@@ -52,20 +52,30 @@ MODULES = {
         "tests/test_token_cache.py",
         "tests/test_mirroring.py",  # the mirror policy, over HTTP
     ],
+    "app/clusterfed/trust/throttle.py": ["tests/test_throttle.py"],
+    "app/clusterfed/trust/revocation.py": ["tests/test_revocation_outbox.py"],
     "app/clusterfed/outbound/permissions.py": [
         "tests/test_remote_permission_calls.py",
         "tests/test_remote_robustness.py",
     ],
 }
 # Copied into each scratch tree; mutmut copies tests/ and pyproject.toml into mutants/.
-COPIED = ["app", "tests", "migrations", "alembic.ini", "pyproject.toml"]
+# The source folder app/ is copied as src/: mutmut names a module by its path below
+# ./, src/ or source/, and must name it as the tests import it (clusterfed.tokens).
+COPIED = {"app": "src", "tests": "tests", "migrations": "migrations"}
+COPIED |= {"alembic.ini": "alembic.ini", "pyproject.toml": "pyproject.toml"}
 # SQLite only: the PostgreSQL half doubles the time and exercises the same core code.
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "-x", "-k", "not postgresql"]
-RESULT_RE = re.compile(r"^\s*((app\.[\w.]+?)\.x\S*__mutmut_\d+): (\w[\w ]*)$")
+RESULT_RE = re.compile(r"^\s*((clusterfed\.[\w.]+?)\.x\S*__mutmut_\d+): (\w[\w ]*)$")
 
 
 def dotted(module: str) -> str:
-    return module.removesuffix(".py").replace("/", ".")
+    """``app/clusterfed/tokens.py`` -> ``clusterfed.tokens``: the name tests import."""
+    return module.removeprefix("app/").removesuffix(".py").replace("/", ".")
+
+
+def in_scratch(module: str) -> str:
+    return "src/" + module.removeprefix("app/")
 
 
 def selected(names: list[str]) -> list[str]:
@@ -87,8 +97,8 @@ def prepare(module: str, *, keep: bool) -> None:
     where.mkdir(parents=True, exist_ok=True)
     if not keep:
         shutil.rmtree(where / "mutants", ignore_errors=True)
-    for name in COPIED:
-        source, target = ROOT / name, where / name
+    for name, copy in COPIED.items():
+        source, target = ROOT / name, where / copy
         if target.is_dir():
             shutil.rmtree(target)
         if source.is_dir():
@@ -100,8 +110,8 @@ def prepare(module: str, *, keep: bool) -> None:
     pyproject.write_text(
         pyproject.read_text()
         + "\n[tool.mutmut]\n"
-        + 'source_paths = ["app"]\n'
-        + f"only_mutate = {json.dumps([module])}\n"
+        + 'source_paths = ["src"]\n'
+        + f"only_mutate = {json.dumps([in_scratch(module)])}\n"
         + 'also_copy = ["migrations", "alembic.ini"]\n'
         + f"pytest_add_cli_args_test_selection = {json.dumps(MODULES[module])}\n"
         + f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}\n"
@@ -110,7 +120,7 @@ def prepare(module: str, *, keep: bool) -> None:
     # The tests import clusterfed from the mutated tree, not from the installed worktree.
     text = pyproject.read_text()
     pyproject.write_text(
-        text.replace('testpaths = ["tests"]', 'testpaths = ["tests"]\npythonpath = ["app"]', 1)
+        text.replace('testpaths = ["tests"]', 'testpaths = ["tests"]\npythonpath = ["src"]', 1)
     )
 
 
