@@ -16,6 +16,7 @@ from clusterfed.tokens import (
     MalformedToken,
     Token,
     for_issuer,
+    is_opaque_credential,
     is_uuid,
     new_secret,
     new_uuid,
@@ -120,3 +121,28 @@ def test_secrets_equal_compares_whole_secrets() -> None:
     assert secrets_equal(SECRET, SECRET)
     assert not secrets_equal(SECRET, SECRET[:-1] + "x")
     assert not secrets_equal(SECRET, SECRET[:-1])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi", True),  # a v1 secret
+        ("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", True),  # a JWT
+        ("ya29.a0AfB_byC-x~y+z==", True),  # an opaque OIDC access token
+        ("-", False),  # "Bearer -": no token
+        ("qr1hi-gj3su-000000000000001", False),  # a UUID is public
+        ("v2/qr1hi-gj3su-000000000000001/abc", False),  # a v2 token
+        ("abc/def", False),
+        ("'; DROP TABLE users; --", False),
+        ('"quoted"', False),
+        ("two words", False),
+        ("sécrét", False),
+        ("nul\x00byte", False),
+        ("a" * 4096, True),  # the longest token accepted (SPEC 4)
+        ("a" * 4097, False),
+        ("=abc", False),
+        ("", False),
+    ],
+)
+def test_what_can_be_a_credential_for_the_login_cluster(value: str, expected: bool) -> None:
+    assert is_opaque_credential(value) is expected
