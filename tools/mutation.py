@@ -37,7 +37,7 @@ SCRATCH = ROOT / "var" / "mutation"
 # What to mutate (the token rules and the trust core) -> the fast tests that judge it.
 MODULES = {
     "app/clusterfed/tokens.py": ["tests/test_tokens.py", "tests/test_token_rules.py"],
-    "app/clusterfed/credentials.py": ["tests/test_tokens.py", "tests/test_token_rules.py"],
+    "app/clusterfed/credentials.py": ["tests/test_credentials.py", "tests/test_token_rules.py"],
     "app/clusterfed/trust/mirroring.py": ["tests/test_mirroring.py"],
     "app/clusterfed/trust/cache.py": [
         "tests/test_token_cache_l1.py",
