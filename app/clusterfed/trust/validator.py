@@ -73,9 +73,7 @@ class TokenValidator:
         # The L2 digest key must be the same in every worker and across restarts, so it
         # derives from configuration. Secrets are 50 random characters: the key guards
         # against offline guessing only as a second line.
-        self._digest_key = hashlib.sha256(
-            f"clusterfed-l2\0{self.local_id}\0{config.system_root_token}".encode()
-        ).digest()
+        self._digest_key = l2_digest_key(self.local_id, config.system_root_token)
         if not config.system_root_token and config.remote_clusters:
             log.warning(
                 "SystemRootToken is not set: the token-cache digests are keyed by the "
@@ -306,6 +304,11 @@ class TokenValidator:
         for task in list(self._background) + list(self._flights.values()):
             task.cancel()
         self._background.clear()
+
+
+def l2_digest_key(cluster_id: str, system_root_token: str) -> bytes:
+    """The key of the L2 secret digests: the same in every worker and across restarts."""
+    return hashlib.sha256(f"clusterfed-l2\0{cluster_id}\0{system_root_token}".encode()).digest()
 
 
 def _judge_token_answer(answer: RemoteResponse, token: Token) -> dict[str, Any]:
