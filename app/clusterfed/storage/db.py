@@ -61,10 +61,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Connections kept open per process. SQLAlchemy's default (5, and 10 more opened and
+# closed again on demand) made a busy worker open a connection for most requests past
+# the fifth concurrent one: a new asyncpg connection (or an aiosqlite thread and its
+# pragmas) cost more than the query it was opened for.
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # Bound parameters include token secrets (v1 lookups) and cache digests; a database
     # error must not carry them into a log line.
     kwargs.setdefault("hide_parameters", True)
+    if ":memory:" not in url:
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     if url.startswith("sqlite"):
         ensure_sqlite_dir(url)
         # WAL lets the several worker processes of `serve --workers N` read while one writes;
