@@ -7,10 +7,13 @@ the request's session, and concurrent requests must never share one.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clusterfed.identity import RemoteUser, UserRecord
 from clusterfed.trust.mirroring import (
@@ -37,11 +40,22 @@ class SqlFederationStore:
         self.database = database
         self.users = users
 
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[AsyncSession]:
+        """A session for plain reads, on one connection in autocommit: on PostgreSQL that
+        saves the BEGIN and ROLLBACK round trips around each read."""
+        async with self.database.engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with self.database.sessionmaker(bind=connection) as session:
+                yield session
+
     async def load_token(self, token_uuid: str) -> CachedToken | None:
-        async with self.database.sessionmaker() as session:
+        # The row and its user on one connection: the L2 path's whole database work.
+        async with self._reader() as session:
             row = await session.get(FederationTokenCache, token_uuid)
             if row is None:
                 return None
+            user = await self.users.get(session, row.user_uuid)
             return CachedToken(
                 token_uuid=row.token_uuid,
                 user_uuid=row.user_uuid,
@@ -52,9 +66,15 @@ class SqlFederationStore:
                 refreshes_at=row.refreshes_at,
                 validated_at=row.validated_at,
                 last_used_at=row.last_used_at,
+                user=user,
             )
 
     async def save_token(self, entry: CachedToken) -> None:
+        async with self.database.sessionmaker() as session:
+            await self._upsert_token(session, entry)
+            await session.commit()
+
+    async def _upsert_token(self, session: AsyncSession, entry: CachedToken) -> None:
         values = {
             "token_uuid": entry.token_uuid,
             "user_uuid": entry.user_uuid,
@@ -66,14 +86,12 @@ class SqlFederationStore:
             "validated_at": entry.validated_at,
             "last_used_at": entry.last_used_at,
         }
-        async with self.database.sessionmaker() as session:
-            statement = insert_for(session, FederationTokenCache).values(**values)
-            statement = statement.on_conflict_do_update(
-                index_elements=["token_uuid"],
-                set_={k: v for k, v in values.items() if k != "token_uuid"},
-            )
-            await session.execute(statement)
-            await session.commit()
+        statement = insert_for(session, FederationTokenCache).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["token_uuid"],
+            set_={k: v for k, v in values.items() if k != "token_uuid"},
+        )
+        await session.execute(statement)
 
     async def touch_token(self, token_uuid: str, used_at: datetime) -> None:
         async with self.database.sessionmaker() as session:
@@ -85,19 +103,23 @@ class SqlFederationStore:
             await session.commit()
 
     async def get_user(self, uuid: str) -> UserRecord | None:
-        async with self.database.sessionmaker() as session:
+        async with self._reader() as session:
             return await self.users.get(session, uuid)
 
-    async def mirror_user(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
+    async def mirror_user(
+        self, remote: RemoteUser, policy: MirrorPolicy, *, token: CachedToken | None = None
+    ) -> UserRecord:
         for attempt in range(MIRROR_ATTEMPTS):
             try:
-                return await self._mirror_once(remote, policy)
+                return await self._mirror_once(remote, policy, token)
             except IntegrityError:
                 if attempt == MIRROR_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _mirror_once(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
+    async def _mirror_once(
+        self, remote: RemoteUser, policy: MirrorPolicy, token: CachedToken | None
+    ) -> UserRecord:
         # A peer's names may pass the host's columns (PostgreSQL refuses them, SQLite would
         # keep them): stored cut to size; free_username cuts the username, keeping it unique.
         limits = self.users.limits()
@@ -135,6 +157,9 @@ class SqlFederationStore:
                 await self.users.create(session, record)
             elif record != existing:
                 await self.users.update(session, record)
+            if token is not None:
+                # One transaction for the validation's writes: one commit, not two.
+                await self._upsert_token(session, token)
             await session.commit()
             return record
 

@@ -29,6 +29,9 @@ class CachedToken:
     refreshes_at: datetime
     validated_at: datetime
     last_used_at: datetime
+    # The row's user, when the store read it with the row (one round trip for the L2
+    # path); None: not read, or not there (the validator then asks ``get_user``).
+    user: UserRecord | None = None
 
     def is_fresh(self, now: datetime) -> bool:
         return now < self.refreshes_at and (self.expires_at is None or now < self.expires_at)
@@ -44,7 +47,8 @@ class PurgeEvent:
 
 
 class FederationStore(Protocol):
-    async def load_token(self, token_uuid: str) -> CachedToken | None: ...
+    async def load_token(self, token_uuid: str) -> CachedToken | None:
+        """The L2 row, with its ``user`` filled in when the store can read both at once."""
 
     async def save_token(self, entry: CachedToken) -> None:
         """Insert or replace the row for ``entry.token_uuid`` (an upsert)."""
@@ -53,8 +57,11 @@ class FederationStore(Protocol):
 
     async def get_user(self, uuid: str) -> UserRecord | None: ...
 
-    async def mirror_user(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
-        """Create or update the local mirror of ``remote`` by the rules of ``policy``."""
+    async def mirror_user(
+        self, remote: RemoteUser, policy: MirrorPolicy, *, token: CachedToken | None = None
+    ) -> UserRecord:
+        """Create or update the local mirror of ``remote`` by the rules of ``policy``;
+        with ``token`` (whose user is ``remote``), save it too, in the same transaction."""
 
     async def latest_purge_id(self) -> int: ...
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,11 @@ USER_PATH = "/arvados/v1/users/current"
 # last_used_at is bookkeeping for operators; writing it on every cache hit would put a
 # database write on the hot path, so it is written at most once a minute per token.
 TOUCH_INTERVAL_SECONDS = 60.0
+# Validations in flight to one issuer at a time; the others wait their turn. More gain
+# nothing (the issuer answers no faster) and cost the most: the pooled client scans every
+# open connection to the issuer on each request and each answer (httpcore), so 32
+# validations at once spent a third of the worker in that scan.
+ISSUER_CONCURRENCY = 8
 
 
 class IssuerRejected(Unauthorized):
@@ -83,6 +89,7 @@ class TokenValidator:
             client_rate=settings.cold_validation_rate, issuer_rate=settings.issuer_validation_rate
         )
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
+        self._issuer_slots: dict[str, asyncio.Semaphore] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- the entry point -------------------------------------------------------------
@@ -139,7 +146,7 @@ class TokenValidator:
         # A known UUID with another secret is never served from cache (SPEC 4).
         same_secret = cached is not None and secrets_equal(cached.secret_digest, digest)
         if cached is not None and same_secret and cached.is_fresh(now):
-            user = await self.store.get_user(cached.user_uuid)
+            user = cached.user or await self.store.get_user(cached.user_uuid)
             if user is not None:
                 self.metrics.l2_hit.inc()
                 identity = Identity(
@@ -166,7 +173,8 @@ class TokenValidator:
         started = time.monotonic()
         outcome = "error"
         try:
-            identity, refreshes_at = await self._ask_issuer(token, digest)
+            async with self._issuer_slot(token.issuer):
+                identity, refreshes_at = await self._ask_issuer(token, digest)
             outcome = "accepted"
         except IssuerRejected as exc:
             outcome = "rejected"
@@ -202,8 +210,14 @@ class TokenValidator:
         self.cache.put(key, L1Entry(identity, refreshes_at, time.time()))
         return identity
 
+    def _issuer_slot(self, issuer: str) -> asyncio.Semaphore:
+        slot = self._issuer_slots.get(issuer)
+        if slot is None:
+            slot = self._issuer_slots[issuer] = asyncio.Semaphore(ISSUER_CONCURRENCY)
+        return slot
+
     async def _stale_from_l2(self, cached: CachedToken) -> L1Entry | None:
-        user = await self.store.get_user(cached.user_uuid)
+        user = cached.user or await self.store.get_user(cached.user_uuid)
         if user is None:
             return None
         identity = Identity(
@@ -220,8 +234,6 @@ class TokenValidator:
         params = {"remote": self.local_id}
         answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
         record = _judge_token_answer(answer, token)
-        user = await self._user_from_issuer(token, outgoing, record["owner_uuid"])
-
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:
@@ -229,24 +241,30 @@ class TokenValidator:
         refreshes_at = now + self.refresh
         if expires_at is not None:
             refreshes_at = min(refreshes_at, expires_at)
-        identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
-        await self.store.save_token(
-            CachedToken(
-                token_uuid=token.uuid,
-                user_uuid=user.uuid,
-                cluster_id=issuer,
-                secret_digest=digest,
-                scopes=record["scopes"],
-                expires_at=expires_at,
-                refreshes_at=refreshes_at,
-                validated_at=now,
-                last_used_at=now,
-            )
+        entry = CachedToken(
+            token_uuid=token.uuid,
+            user_uuid=record["owner_uuid"],
+            cluster_id=issuer,
+            secret_digest=digest,
+            scopes=record["scopes"],
+            expires_at=expires_at,
+            refreshes_at=refreshes_at,
+            validated_at=now,
+            last_used_at=now,
         )
+        user, saved = await self._user_from_issuer(token, outgoing, entry)
+        if not saved:
+            await self.store.save_token(replace(entry, user_uuid=user.uuid))
+        identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
         return identity, refreshes_at
 
-    async def _user_from_issuer(self, token: Token, outgoing: Token, owner_uuid: str) -> UserRecord:
+    async def _user_from_issuer(
+        self, token: Token, outgoing: Token, entry: CachedToken
+    ) -> tuple[UserRecord, bool]:
+        """The token's user, and whether ``entry`` was saved with the mirror (the usual
+        case: one transaction for both)."""
         issuer = token.issuer
+        owner_uuid = entry.user_uuid
         assert issuer is not None
         try:
             answer = await self.remote.request(
@@ -269,14 +287,15 @@ class TokenValidator:
             mirror = await self.store.get_user(owner_uuid)
             if mirror is None:
                 raise failure
-            return mirror
+            return mirror, False
         remote_user = _parse_remote_user(answer, issuer, owner_uuid)
         if remote_user.uuid == anonymous_user_uuid(issuer):
             local_anonymous = await self.store.get_user(anonymous_user_uuid(self.local_id))
             if local_anonymous is None:
                 raise Unauthorized("this cluster has no anonymous user to map the remote one to")
-            return local_anonymous
-        return await self.store.mirror_user(remote_user, self._policy(issuer))
+            return local_anonymous, False
+        user = await self.store.mirror_user(remote_user, self._policy(issuer), token=entry)
+        return user, True
 
     def _policy(self, issuer: str) -> MirrorPolicy:
         remote = self.remote.clusters.get(issuer)
