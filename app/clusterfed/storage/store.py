@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,8 @@ from .users import UserTable, fit, free_username, username_base
 # Two workers mirroring one user at the same moment: the loser's insert collides on the
 # uuid (or on the username it chose) and its next attempt finds the winner's row.
 MIRROR_ATTEMPTS = 3
+_TOKEN_CACHE = FederationTokenCache.__table__
+_TOKEN_BY_UUID = select(_TOKEN_CACHE).where(_TOKEN_CACHE.c.token_uuid == bindparam("token_uuid"))
 
 
 class SqlFederationStore:
@@ -52,7 +54,8 @@ class SqlFederationStore:
     async def load_token(self, token_uuid: str) -> CachedToken | None:
         # The row and its user on one connection: the L2 path's whole database work.
         async with self._reader() as session:
-            row = await session.get(FederationTokenCache, token_uuid)
+            # A row, not an ORM object; the statement built once.
+            row = (await session.execute(_TOKEN_BY_UUID, {"token_uuid": token_uuid})).first()
             if row is None:
                 return None
             user = await self.users.get(session, row.user_uuid)
