@@ -8,7 +8,7 @@ the request's session, and concurrent requests must never share one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -34,6 +34,11 @@ from .users import UserTable, fit, free_username, username_base
 # uuid (or on the username it chose) and its next attempt finds the winner's row.
 MIRROR_ATTEMPTS = 3
 _TOKEN_CACHE = FederationTokenCache.__table__
+_TOUCH = (
+    update(_TOKEN_CACHE)
+    .where(_TOKEN_CACHE.c.token_uuid == bindparam("b_uuid"))
+    .values(last_used_at=bindparam("b_used"))
+)
 _TOKEN_BY_UUID = select(_TOKEN_CACHE).where(_TOKEN_CACHE.c.token_uuid == bindparam("token_uuid"))
 
 
@@ -96,13 +101,12 @@ class SqlFederationStore:
         )
         await session.execute(statement)
 
-    async def touch_token(self, token_uuid: str, used_at: datetime) -> None:
+    async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
+        if not used:
+            return
+        rows = [{"b_uuid": uuid, "b_used": used_at} for uuid, used_at in used.items()]
         async with self.database.sessionmaker() as session:
-            await session.execute(
-                update(FederationTokenCache)
-                .where(FederationTokenCache.token_uuid == token_uuid)
-                .values(last_used_at=used_at)
-            )
+            await session.execute(_TOUCH, rows)  # one executemany, one commit
             await session.commit()
 
     async def get_user(self, uuid: str) -> UserRecord | None:

@@ -7,6 +7,7 @@ concurrent tasks and processes (writes are upserts).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -53,7 +54,8 @@ class FederationStore(Protocol):
     async def save_token(self, entry: CachedToken) -> None:
         """Insert or replace the row for ``entry.token_uuid`` (an upsert)."""
 
-    async def touch_token(self, token_uuid: str, used_at: datetime) -> None: ...
+    async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
+        """Set ``last_used_at`` of the rows named (token UUID -> time), in one transaction."""
 
     async def get_user(self, uuid: str) -> UserRecord | None: ...
 
