@@ -21,8 +21,13 @@ Variants run in rounds, in alternating order, and each ratio is taken within a r
 (paired), then the median over the rounds is printed. A second c97qk process on the same
 database keeps the default rate limits for the latency check: the p99 of a cached token
 (4 connections) alone, then during a flood of never-seen tokens (random, well-formed,
-qr1hi's prefix) at ``FLOOD_RATE`` requests a second. Finally the memory of one L1 entry,
-measured in process with tracemalloc.
+qr1hi's prefix) at ``FLOOD_RATE`` requests a second (Poisson arrivals). A third c97qk
+runs the same app on uvicorn's httptools instead of the h11 that ``serve`` pins for its
+header bound, to show what h11 costs. Finally the memory of one L1 entry, measured in
+process with tracemalloc.
+
+Environment: ``BENCH_SECONDS`` (per run, 5), ``BENCH_ROUNDS`` (3), ``BENCH_BACKENDS``
+(``sqlite,postgresql``), ``CLUSTERFED_TEST_PG_DSN``.
 """
 
 from __future__ import annotations
@@ -135,11 +140,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# ``serve`` pins uvicorn's h11 for its bound on request heads (server/serving.py); this
+# runs the same app on httptools, which has no such bound, to measure what h11 costs.
+HTTPTOOLS_RUNNER = """
+import sys, uvicorn
+from clusterfed.config import load_config
+from clusterfed.server.app import create_app
+from clusterfed.server.serving import uvicorn_options
+options = uvicorn_options()
+options.pop("h11_max_incomplete_event_size")
+options["http"] = "httptools"
+app = create_app(load_config(sys.argv[1]))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), **options)
+"""
+
+
 class Served:
     """``python -m clusterfed serve`` as a child process, as an operator runs it."""
 
-    def __init__(self, name: str, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(
+        self, name: str, config: dict[str, Any], workdir: Path, *, httptools: bool = False
+    ) -> None:
         self.name = name
+        self.httptools = httptools
         self.port = free_port()
         self.config_path = workdir / f"{name}.yml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -161,6 +184,9 @@ class Served:
                 str(self.config_path),
             ]
             command += ["--port", str(self.port), "--workers", "1"]
+            if self.httptools:
+                command = [sys.executable, "-c", HTTPTOOLS_RUNNER, str(self.config_path)]
+                command += [str(self.port)]
             self.proc = subprocess.Popen(
                 command,
                 stdout=log,
@@ -437,6 +463,13 @@ def run_backend(backend: str, workdir: Path) -> dict[str, Any]:
                 workdir,
             )
             servers.append(c97qk.start())
+            httptools = Served(
+                "c97qk-httptools",
+                config("c97qk", c97qk_url, **remotes, **login, Federation=unlimited),
+                workdir,
+                httptools=True,
+            )
+            servers.append(httptools.start())
             limited = Served(
                 "c97qk-limited", config("c97qk", c97qk_url, **remotes, **login), workdir
             )
@@ -447,9 +480,10 @@ def run_backend(backend: str, workdir: Path) -> dict[str, Any]:
             # it holds them.
             for name in ("cached", "local"):
                 wrk(c97qk.url, script, tokens=files[name], seconds=1)
+            wrk(httptools.url, script, tokens=files["cached"], seconds=1)
             warm_l1(c97qk.url, script, files["many"])
 
-            variants = ["cached", "many", "local", "cold"]
+            variants = ["cached", "many", "local", "cold", "httptools"]
             results: dict[str, list[WrkResult]] = {name: [] for name in variants}
             for round_number in range(ROUNDS):
                 order = variants if round_number % 2 == 0 else variants[::-1]
@@ -458,6 +492,8 @@ def run_backend(backend: str, workdir: Path) -> dict[str, Any]:
                         result = wrk(c97qk.url, script, tokens=cold_files[round_number])
                         if result.requests > COLD_POOL:
                             raise RuntimeError("cold pool too small: tokens were reused")
+                    elif name == "httptools":
+                        result = wrk(httptools.url, script, tokens=files["cached"])
                     else:
                         order_ = "random" if name == "many" else "sequential"
                         result = wrk(c97qk.url, script, tokens=files[name], order=order_)
@@ -572,6 +608,7 @@ def report(backend: str, figures: dict[str, Any]) -> None:
         "many": f"{MANY_TOKENS:,} distinct foreign tokens, random (L1 holds {L1_SIZE:,})",
         "local": "local token (issued by the serving cluster)",
         "cold": "a never-seen foreign token per request (cold validation)",
+        "httptools": "cached foreign token, uvicorn on httptools (not what serve runs)",
     }
     for name, runs in results.items():
         ratio = statistics.median(r.rps / b.rps for r, b in zip(runs, base, strict=True))
