@@ -50,9 +50,13 @@ class SqlFederationStore:
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[AsyncSession]:
         """A session for plain reads, on one connection in autocommit: on PostgreSQL that
-        saves the BEGIN and ROLLBACK round trips around each read."""
-        async with self.database.engine.connect() as connection:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        saves the BEGIN and ROLLBACK round trips around each read. (SQLite's driver
+        begins no transaction for a read anyway; there, setting and resetting the
+        isolation level would only add trips to the connection's thread.)"""
+        engine = self.database.engine
+        async with engine.connect() as connection:
+            if engine.dialect.name != "sqlite":
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
             async with self.database.sessionmaker(bind=connection) as session:
                 yield session
 
