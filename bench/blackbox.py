@@ -482,6 +482,7 @@ def run_backend(backend: str, workdir: Path) -> dict[str, Any]:
                 wrk(c97qk.url, script, tokens=files[name], seconds=1)
             wrk(httptools.url, script, tokens=files["cached"], seconds=1)
             warm_l1(c97qk.url, script, files["many"])
+            settle([issuer, c97qk, httptools])
 
             variants = ["cached", "many", "local", "cold", "httptools"]
             results: dict[str, list[WrkResult]] = {name: [] for name in variants}
@@ -498,9 +499,11 @@ def run_backend(backend: str, workdir: Path) -> dict[str, Any]:
                         order_ = "random" if name == "many" else "sequential"
                         result = wrk(c97qk.url, script, tokens=files[name], order=order_)
                     results[name].append(result)
+                    settle([issuer, c97qk, httptools])
             rss_kib = rss(c97qk)
 
             probe = files["cached"]
+            settle([issuer, c97qk, httptools, limited])
             wrk(limited.url, script, tokens=probe, seconds=1)
             alone = wrk(limited.url, script, tokens=probe, connections=PROBE_CONNECTIONS)
             flood = flood_process(limited.url, script)
@@ -547,6 +550,25 @@ def flood_process(url: str, script: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def cpu_seconds(server: Served) -> float:
+    assert server.proc is not None
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(servers: list[Served], *, quiet: float = 0.02, timeout: float = 10.0) -> None:
+    """Wait until the servers are idle: a cold run leaves validations in flight (wrk
+    stops, the validations go on), which would be billed to the next variant."""
+    deadline = time.monotonic() + timeout
+    before = [cpu_seconds(server) for server in servers]
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = [cpu_seconds(server) for server in servers]
+        if all(b - a <= quiet for a, b in zip(before, now, strict=True)):
+            return
+        before = now
 
 
 def rss(server: Served) -> int:
