@@ -109,16 +109,19 @@ async def cached_local_caller(
 ) -> Caller:
     """``local_caller``, answered from the federation's ``LocalTokenCache`` when it can.
 
-    Only successes are kept. The ``remote=`` is part of the key, as it decides whether a
-    salted secret is valid. A revocation logs a token purge, which empties the entry in
-    every worker (``Federation.invalidate``).
+    Only successes are kept. A revocation logs a token purge, which empties the entry in
+    every worker (``Federation.invalidate``). Another cluster validating the token
+    (``remote=`` naming it) always reads the database: what a remote caches is then as
+    fresh as the tokens table when it asked, and its ``RemoteTokenRefresh`` stays the
+    only delay, whatever changed the row.
     """
     app = request.scope.get("app")  # absent for a bare Request (no app to cache in)
     federation = getattr(app.state, "federation", None) if app is not None else None
     cache: LocalTokenCache[object] | None = federation.local_tokens if federation else None
-    if cache is None or not cache.enabled:
+    remote = request.query_params.get("remote", "")
+    if cache is None or not cache.enabled or remote not in ("", config.cluster_id):
         return await local_caller(token, request, session, config)
-    key = cache.key(token.encode(), request.query_params.get("remote", ""))
+    key = cache.key(token.encode(), remote)
     cached = cache.get(key)
     if isinstance(cached, Caller):
         return cached
