@@ -40,7 +40,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# bench.blackbox drives real servers with wrk (Debian's package), installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	$(PY) -m bench
 
 # Mutation testing of the trust core (not in CI: slow). What is mutated and which tests

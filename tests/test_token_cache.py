@@ -209,3 +209,34 @@ async def test_concurrent_upserts_leave_one_row(databases: DatabaseFactory) -> N
         for store in stores:
             await store.database.dispose()
     assert (rows, users) == (1, 1)
+
+
+async def test_touches_are_written_together(databases: DatabaseFactory) -> None:
+    """last_used_at of many rows in one call (the validator batches a second's touches)."""
+    store = SqlFederationStore(Database(databases.new_url("touch")), users_table)
+    await store.database.start()
+    try:
+        then = datetime(2026, 1, 1, tzinfo=UTC)
+        uuids = [f"qr1hi-gj3su-touchtouch{n:05d}" for n in range(3)]
+        for uuid in uuids:
+            await store.save_token(
+                CachedToken(
+                    token_uuid=uuid,
+                    user_uuid="qr1hi-tpzed-touchtouch00000",
+                    cluster_id="qr1hi",
+                    secret_digest="0" * 64,
+                    scopes=("all",),
+                    expires_at=None,
+                    refreshes_at=then + timedelta(minutes=5),
+                    validated_at=then,
+                    last_used_at=then,
+                )
+            )
+        later = then + timedelta(minutes=3)
+        await store.touch_tokens(
+            {uuids[0]: later, uuids[2]: later, "qr1hi-gj3su-notcachedatall": later}
+        )
+        used = [(await store.load_token(uuid)).last_used_at for uuid in uuids]  # type: ignore[union-attr]
+        assert used == [later, then, later]
+    finally:
+        await store.database.dispose()

@@ -21,7 +21,12 @@ from clusterfed.server.app import create_app
 from clusterfed.server.testing import ServerThread, local_config, remote_entry
 from clusterfed.server.users.service import users_table
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token, salt
-from clusterfed.trust.validator import _judge_token_answer, _parse_remote_user, _parse_time
+from clusterfed.trust.validator import (
+    TOUCH_BATCH_SECONDS,
+    _judge_token_answer,
+    _parse_remote_user,
+    _parse_time,
+)
 from fastapi import FastAPI
 
 from tests.conftest import asgi_client
@@ -401,13 +406,15 @@ async def test_last_used_at_is_written_at_most_once_a_minute(
         assert (await users_current(client, token)).status_code == 200
         first = (await federation.store.load_token(parsed.uuid)).last_used_at
         entry = federation.validator.cache.get(federation.validator.cache.key("qr1hi", token))
+        # Touches are written in batches, a second's worth at a time: wait past one.
+        settle = TOUCH_BATCH_SECONDS + 0.3
         entry.touched_at -= 50  # used 50 s ago: not yet
         assert (await users_current(client, token)).status_code == 200
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(settle)
         unchanged = (await federation.store.load_token(parsed.uuid)).last_used_at
         entry.touched_at -= 11  # 61 s ago: write it
         assert (await users_current(client, token)).status_code == 200
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(settle)
         touched = (await federation.store.load_token(parsed.uuid)).last_used_at
     assert unchanged == first
     assert touched > first and datetime.now(UTC) - touched < timedelta(seconds=5)
@@ -553,10 +560,12 @@ async def test_an_unexpected_failure_is_counted_as_an_error(
     async with c97qk(databases, server.port) as (_, app):
         federation = app.state.federation
 
-        async def broken(*_: Any) -> None:
+        async def broken(*_: Any, **__: Any) -> None:
             raise RuntimeError("the database went away")
 
+        # The mirror and the L2 row are written together (mirror_user with the token).
         federation.store.save_token = broken
+        federation.store.mirror_user = broken
         with pytest.raises(RuntimeError):
             await federation.identify(parse_token(token))
         errors = sample(app, "clusterfed_validations_total", issuer="qr1hi", outcome="error")

@@ -66,6 +66,9 @@ class FederationSettings:
     stale_if_error: float = 0.0
     permission_cache_ttl: float = 30.0
     token_cache_size: int = 10_000
+    # How long a host may answer one of its own tokens from LocalTokenCache (0: never);
+    # revocations and purges reach it through the purge log whatever this is.
+    local_token_cache_ttl: float = 60.0
     max_response_bytes: int = 1_048_576
     # How often each worker looks for purges made by other workers (SPEC 3.4: 2 s bound).
     purge_poll_interval: float = 0.5
@@ -290,6 +293,7 @@ def _federation(reader: _Reader, value: object, at: str) -> FederationSettings:
         "StaleIfError": "stale_if_error",
         "PermissionCacheTTL": "permission_cache_ttl",
         "PurgePollInterval": "purge_poll_interval",
+        "LocalTokenCacheTTL": "local_token_cache_ttl",
     }
     integers = {"TokenCacheSize": "token_cache_size", "MaxResponseBytes": "max_response_bytes"}
     rates = {

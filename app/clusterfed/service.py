@@ -28,6 +28,7 @@ from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
 from .storage.database import Database
 from .tokens import Token
+from .trust.local_tokens import LocalTokenCache
 from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
@@ -101,6 +102,12 @@ class Federation:
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
+        # The host's own tokens, for a host that resolves them through it (the example
+        # server does): purged by the same log as L1.
+        self.local_tokens: LocalTokenCache[object] = LocalTokenCache(
+            maxsize=config.federation.token_cache_size,
+            ttl=config.federation.local_token_cache_ttl,
+        )
         self.permissions = RemotePermissions(config, self.remote)
         # A notice's lease outlasts one delivery attempt, retries included.
         self.outbox = (
@@ -187,8 +194,10 @@ class Federation:
         self.invalidate("token", token_uuid)
 
     def invalidate(self, kind: str, value: str | None = None) -> int:
-        """Drop this process's L1 entries (token, cluster, user or all)."""
+        """Drop this process's L1 entries (token, cluster, user or all), and the local
+        token cache's (token, user or all); returns how many L1 entries went."""
         self.metrics.purges.labels(kind).inc()
+        self.local_tokens.invalidate(kind, value)
         return self.validator.cache.invalidate(kind, value)
 
     async def apply_pending_purges(self) -> int:

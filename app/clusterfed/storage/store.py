@@ -7,10 +7,14 @@ the request's session, and concurrent requests must never share one.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clusterfed.identity import RemoteUser, UserRecord
 from clusterfed.trust.mirroring import (
@@ -30,6 +34,34 @@ from .users import UserTable, fit, free_username, username_base
 # Two workers mirroring one user at the same moment: the loser's insert collides on the
 # uuid (or on the username it chose) and its next attempt finds the winner's row.
 MIRROR_ATTEMPTS = 3
+_TOKEN_CACHE = FederationTokenCache.__table__
+_TOUCH = (
+    update(_TOKEN_CACHE)
+    .where(_TOKEN_CACHE.c.token_uuid == bindparam("b_uuid"))
+    .values(last_used_at=bindparam("b_used"))
+)
+_TOKEN_BY_UUID = select(_TOKEN_CACHE).where(_TOKEN_CACHE.c.token_uuid == bindparam("token_uuid"))
+_TOKEN_BY_DIGEST = (
+    select(_TOKEN_CACHE)
+    .where(_TOKEN_CACHE.c.cluster_id == bindparam("cluster_id"))
+    .where(_TOKEN_CACHE.c.secret_digest == bindparam("digest"))
+    .limit(1)
+)
+
+
+def _cached(row: Any, user: UserRecord | None) -> CachedToken:
+    return CachedToken(
+        token_uuid=row.token_uuid,
+        user_uuid=row.user_uuid,
+        cluster_id=row.cluster_id,
+        secret_digest=row.secret_digest,
+        scopes=tuple(row.scopes),
+        expires_at=row.expires_at,
+        refreshes_at=row.refreshes_at,
+        validated_at=row.validated_at,
+        last_used_at=row.last_used_at,
+        user=user,
+    )
 
 
 class SqlFederationStore:
@@ -37,46 +69,45 @@ class SqlFederationStore:
         self.database = database
         self.users = users
 
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[AsyncSession]:
+        """A session for plain reads, on one connection in autocommit: on PostgreSQL that
+        saves the BEGIN and ROLLBACK round trips around each read. (SQLite's driver
+        begins no transaction for a read anyway; there, setting and resetting the
+        isolation level would only add trips to the connection's thread.)"""
+        engine = self.database.engine
+        async with engine.connect() as connection:
+            if engine.dialect.name != "sqlite":
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with self.database.sessionmaker(bind=connection) as session:
+                yield session
+
     async def load_token(self, token_uuid: str) -> CachedToken | None:
-        async with self.database.sessionmaker() as session:
-            row = await session.get(FederationTokenCache, token_uuid)
-            if row is None:
-                return None
-            return CachedToken(
-                token_uuid=row.token_uuid,
-                user_uuid=row.user_uuid,
-                cluster_id=row.cluster_id,
-                secret_digest=row.secret_digest,
-                scopes=tuple(row.scopes),
-                expires_at=row.expires_at,
-                refreshes_at=row.refreshes_at,
-                validated_at=row.validated_at,
-                last_used_at=row.last_used_at,
+        # The row and its user on one connection: the L2 path's whole database work.
+        async with self._reader() as session:
+            # A row, not an ORM object; the statement built once.
+            row = (await session.execute(_TOKEN_BY_UUID, {"token_uuid": token_uuid})).first()
+            return (
+                None if row is None else _cached(row, await self.users.get(session, row.user_uuid))
             )
 
     async def load_token_by_digest(self, cluster_id: str, digest: str) -> CachedToken | None:
-        async with self.database.sessionmaker() as session:
-            row = await session.scalar(
-                select(FederationTokenCache)
-                .where(FederationTokenCache.cluster_id == cluster_id)
-                .where(FederationTokenCache.secret_digest == digest)
-                .limit(1)
+        async with self._reader() as session:
+            row = (
+                await session.execute(
+                    _TOKEN_BY_DIGEST, {"cluster_id": cluster_id, "digest": digest}
+                )
+            ).first()
+            return (
+                None if row is None else _cached(row, await self.users.get(session, row.user_uuid))
             )
-        if row is None:
-            return None
-        return CachedToken(
-            token_uuid=row.token_uuid,
-            user_uuid=row.user_uuid,
-            cluster_id=row.cluster_id,
-            secret_digest=row.secret_digest,
-            scopes=tuple(row.scopes),
-            expires_at=row.expires_at,
-            refreshes_at=row.refreshes_at,
-            validated_at=row.validated_at,
-            last_used_at=row.last_used_at,
-        )
 
     async def save_token(self, entry: CachedToken) -> None:
+        async with self.database.sessionmaker() as session:
+            await self._upsert_token(session, entry)
+            await session.commit()
+
+    async def _upsert_token(self, session: AsyncSession, entry: CachedToken) -> None:
         values = {
             "token_uuid": entry.token_uuid,
             "user_uuid": entry.user_uuid,
@@ -88,38 +119,39 @@ class SqlFederationStore:
             "validated_at": entry.validated_at,
             "last_used_at": entry.last_used_at,
         }
-        async with self.database.sessionmaker() as session:
-            statement = insert_for(session, FederationTokenCache).values(**values)
-            statement = statement.on_conflict_do_update(
-                index_elements=["token_uuid"],
-                set_={k: v for k, v in values.items() if k != "token_uuid"},
-            )
-            await session.execute(statement)
-            await session.commit()
+        statement = insert_for(session, FederationTokenCache).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["token_uuid"],
+            set_={k: v for k, v in values.items() if k != "token_uuid"},
+        )
+        await session.execute(statement)
 
-    async def touch_token(self, token_uuid: str, used_at: datetime) -> None:
+    async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
+        if not used:
+            return
+        rows = [{"b_uuid": uuid, "b_used": used_at} for uuid, used_at in used.items()]
         async with self.database.sessionmaker() as session:
-            await session.execute(
-                update(FederationTokenCache)
-                .where(FederationTokenCache.token_uuid == token_uuid)
-                .values(last_used_at=used_at)
-            )
+            await session.execute(_TOUCH, rows)  # one executemany, one commit
             await session.commit()
 
     async def get_user(self, uuid: str) -> UserRecord | None:
-        async with self.database.sessionmaker() as session:
+        async with self._reader() as session:
             return await self.users.get(session, uuid)
 
-    async def mirror_user(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
+    async def mirror_user(
+        self, remote: RemoteUser, policy: MirrorPolicy, *, token: CachedToken | None = None
+    ) -> UserRecord:
         for attempt in range(MIRROR_ATTEMPTS):
             try:
-                return await self._mirror_once(remote, policy)
+                return await self._mirror_once(remote, policy, token)
             except IntegrityError:
                 if attempt == MIRROR_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _mirror_once(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
+    async def _mirror_once(
+        self, remote: RemoteUser, policy: MirrorPolicy, token: CachedToken | None
+    ) -> UserRecord:
         # A peer's names may pass the host's columns (PostgreSQL refuses them, SQLite would
         # keep them): stored cut to size; free_username cuts the username, keeping it unique.
         limits = self.users.limits()
@@ -157,6 +189,9 @@ class SqlFederationStore:
                 await self.users.create(session, record)
             elif record != existing:
                 await self.users.update(session, record)
+            if token is not None:
+                # One transaction for the validation's writes: one commit, not two.
+                await self._upsert_token(session, token)
             await session.commit()
             return record
 

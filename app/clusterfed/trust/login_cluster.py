@@ -121,10 +121,7 @@ class LoginCredentials:
             self.metrics.l1_hit.inc()
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
-                used_at = datetime.fromtimestamp(now, UTC)
-                self.validator._in_background(
-                    self.store.touch_token(entry.identity.token_uuid, used_at)
-                )
+                self.validator._touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = cache.rejection(key)
@@ -207,7 +204,7 @@ class LoginCredentials:
         params = {"remote": self.local_id}
         answer = await self.remote.request(login, "GET", TOKEN_PATH, token=outgoing, params=params)
         record = _judge_token_answer(answer, outgoing, issuer=login)
-        user = await self.validator._user_from_issuer(login, outgoing, record["owner_uuid"])
+        user, _ = await self.validator._user_from_issuer(login, outgoing, record["owner_uuid"])
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:

@@ -7,6 +7,7 @@ concurrent tasks and processes (writes are upserts).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -29,6 +30,9 @@ class CachedToken:
     refreshes_at: datetime
     validated_at: datetime
     last_used_at: datetime
+    # The row's user, when the store read it with the row (one round trip for the L2
+    # path); None: not read, or not there (the validator then asks ``get_user``).
+    user: UserRecord | None = None
 
     def is_fresh(self, now: datetime) -> bool:
         return now < self.refreshes_at and (self.expires_at is None or now < self.expires_at)
@@ -44,7 +48,8 @@ class PurgeEvent:
 
 
 class FederationStore(Protocol):
-    async def load_token(self, token_uuid: str) -> CachedToken | None: ...
+    async def load_token(self, token_uuid: str) -> CachedToken | None:
+        """The L2 row, with its ``user`` filled in when the store can read both at once."""
 
     async def save_token(self, entry: CachedToken) -> None:
         """Insert or replace the row for ``entry.token_uuid`` (an upsert)."""
@@ -53,12 +58,16 @@ class FederationStore(Protocol):
         """The row of ``cluster_id`` whose digest is ``digest`` (SPEC 3.8: a credential that
         is not a v2 token carries no UUID to look it up by)."""
 
-    async def touch_token(self, token_uuid: str, used_at: datetime) -> None: ...
+    async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
+        """Set ``last_used_at`` of the rows named (token UUID -> time), in one transaction."""
 
     async def get_user(self, uuid: str) -> UserRecord | None: ...
 
-    async def mirror_user(self, remote: RemoteUser, policy: MirrorPolicy) -> UserRecord:
-        """Create or update the local mirror of ``remote`` by the rules of ``policy``."""
+    async def mirror_user(
+        self, remote: RemoteUser, policy: MirrorPolicy, *, token: CachedToken | None = None
+    ) -> UserRecord:
+        """Create or update the local mirror of ``remote`` by the rules of ``policy``;
+        with ``token`` (whose user is ``remote``), save it too, in the same transaction."""
 
     async def latest_purge_id(self) -> int: ...
 

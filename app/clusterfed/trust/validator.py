@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,14 @@ USER_PATH = "/arvados/v1/users/current"
 # last_used_at is bookkeeping for operators; writing it on every cache hit would put a
 # database write on the hot path, so it is written at most once a minute per token.
 TOUCH_INTERVAL_SECONDS = 60.0
+# ... and the touches of one second go in one transaction: with 12,000 active tokens one
+# write per token per minute was 200 transactions a second (SQLite: each a commit).
+TOUCH_BATCH_SECONDS = 1.0
+# Validations in flight to one issuer at a time; the others wait their turn. More gain
+# nothing (the issuer answers no faster) and cost the most: the pooled client scans every
+# open connection to the issuer on each request and each answer (httpcore), so 32
+# validations at once spent a third of the worker in that scan.
+ISSUER_CONCURRENCY = 8
 
 
 class IssuerRejected(Unauthorized):
@@ -76,9 +85,7 @@ class TokenValidator:
         # The L2 digest key must be the same in every worker and across restarts, so it
         # derives from configuration. Secrets are 50 random characters: the key guards
         # against offline guessing only as a second line.
-        self._digest_key = hashlib.sha256(
-            f"clusterfed-l2\0{self.local_id}\0{config.system_root_token}".encode()
-        ).digest()
+        self._digest_key = l2_digest_key(self.local_id, config.system_root_token)
         if not config.system_root_token and config.remote_clusters:
             log.warning(
                 "SystemRootToken is not set: the token-cache digests are keyed by the "
@@ -88,6 +95,8 @@ class TokenValidator:
             client_rate=settings.cold_validation_rate, issuer_rate=settings.issuer_validation_rate
         )
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
+        self._issuer_slots: dict[str, asyncio.Semaphore] = {}
+        self._touched: dict[str, datetime] = {}
         self._background: set[asyncio.Task[Any]] = set()
         # SPEC 3.8 runtime tokens (a token whose owner is a login-cluster user, issued by
         # another cluster of the federation): set by Federation when LoginCluster is set.
@@ -116,8 +125,7 @@ class TokenValidator:
             self.metrics.l1_hit.inc()
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
-                used_at = datetime.fromtimestamp(now, UTC)
-                self._in_background(self.store.touch_token(entry.identity.token_uuid, used_at))
+                self._touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = self.cache.rejection(key)
@@ -163,7 +171,7 @@ class TokenValidator:
         # A known UUID with another secret is never served from cache (SPEC 4).
         same_secret = cached is not None and secrets_equal(cached.secret_digest, digest)
         if cached is not None and same_secret and cached.is_fresh(now):
-            user = await self.store.get_user(cached.user_uuid)
+            user = cached.user or await self.store.get_user(cached.user_uuid)
             if user is not None:
                 self.metrics.l2_hit.inc()
                 identity = Identity(
@@ -179,7 +187,8 @@ class TokenValidator:
         started = time.monotonic()
         outcome = "error"
         try:
-            identity, refreshes_at = await self._ask_issuer(token, digest)
+            async with self._issuer_slot(token.issuer):
+                identity, refreshes_at = await self._ask_issuer(token, digest)
             outcome = "accepted"
         except IssuerRejected as exc:
             outcome = "rejected"
@@ -215,8 +224,29 @@ class TokenValidator:
         self.cache.put(key, L1Entry(identity, refreshes_at, time.time()))
         return identity
 
+    def _touch(self, token_uuid: str, used_at: datetime) -> None:
+        """Note a use for L2's last_used_at; the notes go in one write a second later."""
+        first = not self._touched
+        self._touched[token_uuid] = used_at
+        if first:
+            self._in_background(self._write_touches())
+
+    async def _write_touches(self) -> None:
+        await asyncio.sleep(TOUCH_BATCH_SECONDS)
+        touched, self._touched = self._touched, {}
+        try:
+            await self.store.touch_tokens(touched)
+        except Exception:  # bookkeeping only: a database blip must not surface anywhere
+            log.warning("could not record last_used_at of %d cached tokens", len(touched))
+
+    def _issuer_slot(self, issuer: str) -> asyncio.Semaphore:
+        slot = self._issuer_slots.get(issuer)
+        if slot is None:
+            slot = self._issuer_slots[issuer] = asyncio.Semaphore(ISSUER_CONCURRENCY)
+        return slot
+
     async def _stale_from_l2(self, cached: CachedToken) -> L1Entry | None:
-        user = await self.store.get_user(cached.user_uuid)
+        user = cached.user or await self.store.get_user(cached.user_uuid)
         if user is None:
             return None
         identity = Identity(
@@ -235,11 +265,6 @@ class TokenValidator:
         runtime = self.runtime_owners
         owner_cluster = runtime.owner_cluster(issuer) if runtime is not None else None
         record = _judge_token_answer(answer, token, owner_cluster=owner_cluster)
-        if runtime is not None and record["owner_uuid"][:5] != issuer:
-            user = await runtime.owner(issuer, record["owner_uuid"])
-        else:
-            user = await self._user_from_issuer(issuer, outgoing, record["owner_uuid"])
-
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:
@@ -247,23 +272,33 @@ class TokenValidator:
         refreshes_at = now + self.refresh
         if expires_at is not None:
             refreshes_at = min(refreshes_at, expires_at)
-        identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
-        await self.store.save_token(
-            CachedToken(
-                token_uuid=token.uuid,
-                user_uuid=user.uuid,
-                cluster_id=issuer,
-                secret_digest=digest,
-                scopes=record["scopes"],
-                expires_at=expires_at,
-                refreshes_at=refreshes_at,
-                validated_at=now,
-                last_used_at=now,
-            )
+        entry = CachedToken(
+            token_uuid=token.uuid,
+            user_uuid=record["owner_uuid"],
+            cluster_id=issuer,
+            secret_digest=digest,
+            scopes=record["scopes"],
+            expires_at=expires_at,
+            refreshes_at=refreshes_at,
+            validated_at=now,
+            last_used_at=now,
         )
+        if runtime is not None and record["owner_uuid"][:5] != issuer:
+            user, saved = await runtime.owner(issuer, record["owner_uuid"]), False
+        else:
+            user, saved = await self._user_from_issuer(
+                issuer, outgoing, record["owner_uuid"], entry=entry
+            )
+        if not saved:
+            await self.store.save_token(replace(entry, user_uuid=user.uuid))
+        identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
         return identity, refreshes_at
 
-    async def _user_from_issuer(self, issuer: str, outgoing: Token, owner_uuid: str) -> UserRecord:
+    async def _user_from_issuer(
+        self, issuer: str, outgoing: Token, owner_uuid: str, *, entry: CachedToken | None = None
+    ) -> tuple[UserRecord, bool]:
+        """The token's user, and whether ``entry`` (when given) was saved with the mirror
+        (the usual case: one transaction for both)."""
         try:
             answer = await self.remote.request(
                 issuer, "GET", USER_PATH, token=outgoing, params={"remote": self.local_id}
@@ -285,14 +320,15 @@ class TokenValidator:
             mirror = await self.store.get_user(owner_uuid)
             if mirror is None:
                 raise failure
-            return mirror
+            return mirror, False
         remote_user = _parse_remote_user(answer, issuer, owner_uuid)
         if remote_user.uuid == anonymous_user_uuid(issuer):
             local_anonymous = await self.store.get_user(anonymous_user_uuid(self.local_id))
             if local_anonymous is None:
                 raise Unauthorized("this cluster has no anonymous user to map the remote one to")
-            return local_anonymous
-        return await self.store.mirror_user(remote_user, self._policy(issuer))
+            return local_anonymous, False
+        user = await self.store.mirror_user(remote_user, self._policy(issuer), token=entry)
+        return user, entry is not None
 
     def _policy(self, issuer: str) -> MirrorPolicy:
         remote = self.remote.clusters.get(issuer)
@@ -320,6 +356,11 @@ class TokenValidator:
         for task in list(self._background) + list(self._flights.values()):
             task.cancel()
         self._background.clear()
+
+
+def l2_digest_key(cluster_id: str, system_root_token: str) -> bytes:
+    """The key of the L2 secret digests: the same in every worker and across restarts."""
+    return hashlib.sha256(f"clusterfed-l2\0{cluster_id}\0{system_root_token}".encode()).digest()
 
 
 def _judge_token_answer(

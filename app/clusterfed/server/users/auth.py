@@ -31,6 +31,7 @@ from clusterfed.tokens import (
     secrets_equal,
     system_user_uuid,
 )
+from clusterfed.trust.local_tokens import LocalTokenCache
 
 from .service import get_user, to_record
 from .tokens import get_token, get_token_by_secret
@@ -80,7 +81,7 @@ async def resolve_caller(
     if token.issuer not in (None, config.cluster_id):
         # Only the federation middleware may accept a foreign token.
         raise Unauthorized("token was not issued by this cluster and is not accepted here")
-    caller = await local_caller(token, request, session, config)
+    caller = await cached_local_caller(token, request, session, config)
     method, path = request.method.upper(), request.url.path
     if (
         caller.salted_for
@@ -101,6 +102,41 @@ def _is_validation_call(request: Request) -> bool:
         and request.url.path == "/arvados/v1/users/current"
         and is_cluster_id(request.query_params.get("remote", ""))
     )
+
+
+async def cached_local_caller(
+    token: Token, request: Request, session: AsyncSession, config: ClusterConfig
+) -> Caller:
+    """``local_caller``, answered from the federation's ``LocalTokenCache`` when it can.
+
+    Only successes are kept. A revocation logs a token purge, which empties the entry in
+    every worker (``Federation.invalidate``). Another cluster validating the token
+    (``remote=`` naming it) always reads the database: what a remote caches is then as
+    fresh as the tokens table when it asked, and its ``RemoteTokenRefresh`` stays the
+    only delay, whatever changed the row.
+    """
+    app = request.scope.get("app")  # absent for a bare Request (no app to cache in)
+    federation = getattr(app.state, "federation", None) if app is not None else None
+    cache: LocalTokenCache[object] | None = federation.local_tokens if federation else None
+    remote = request.query_params.get("remote", "")
+    if cache is None or not cache.enabled or remote not in ("", config.cluster_id):
+        return await local_caller(token, request, session, config)
+    key = cache.key(token.encode(), remote)
+    cached = cache.get(key)
+    if isinstance(cached, Caller):
+        return cached
+    generation = cache.generation  # before the database is read: see LocalTokenCache
+    caller = await local_caller(token, request, session, config)
+    expires_at = caller.expires_at.timestamp() if caller.expires_at is not None else None
+    cache.put(
+        key,
+        caller,
+        token_uuid=caller.token_uuid,
+        user_uuid=caller.user.uuid,
+        expires_at=expires_at,
+        generation=generation,
+    )
+    return caller
 
 
 async def local_caller(

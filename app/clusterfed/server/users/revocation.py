@@ -1,11 +1,10 @@
 """Revoking tokens issued here (SPEC 3.7), and what the issuer remembers for it.
 
-A revoked token's row stays, with ``expires_at`` set to the moment of revocation: every
-request with it is refused from then on (local tokens are looked up on each request),
-and its secret is still there to compute each notice's proof. The same transaction
-queues one notice for every cluster in ``RemoteClusters`` that validated the token, and
-logs a token purge, so a future in-process cache of local tokens drops it in every
-worker too.
+A revoked token's row stays, with ``expires_at`` set to the moment of revocation, and
+its secret is still there to compute each notice's proof. The same transaction queues
+one notice for every cluster in ``RemoteClusters`` that validated the token, and logs a
+token purge, which drops it from every worker's local token cache within
+PurgePollInterval: from then on every request with it is refused.
 """
 
 from __future__ import annotations

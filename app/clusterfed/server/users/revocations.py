@@ -69,6 +69,8 @@ async def revoke(
     queued = await revoke_token(session, record, config=config)
     log.info("revoked token=%s by=%s notices=%s", uuid, by, ",".join(queued) or "-")
     federation = request.app.state.federation
+    # This worker at once; the others through the purge revoke_token logged.
+    federation.local_tokens.invalidate("token", uuid)
     if queued and federation.outbox is not None:
         federation.outbox.queued(queued)
     return token_json(record)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from sqlalchemy import ColumnElement, or_, select
 
 from clusterfed.errors import Forbidden, NotFound, Unprocessable
@@ -20,6 +20,7 @@ from clusterfed.jsonbody import check_text
 from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
 from clusterfed.server.models import User
 from clusterfed.server.objects.listing import parse_params, parse_select, run_list, wants_count
+from clusterfed.storage.models import FederationPurge
 from clusterfed.tokens import USER_TYPE, is_uuid, system_user_uuid
 
 from .auth import Caller
@@ -179,9 +180,17 @@ async def get_one_user(
     return _json(await _user(session, caller, uuid), config, names)
 
 
+async def _changed(session: Any, request: Request, user_uuid: str) -> None:
+    """A user's flags changed: every worker's local-token cache forgets the user's tokens
+    (through the purge log, in this transaction), this worker's at once."""
+    session.add(FederationPurge(kind="user", value=user_uuid))
+    await session.flush()
+    request.app.state.federation.local_tokens.invalidate("user", user_uuid)
+
+
 @router.post("/{uuid}/activate")
 async def activate_user(
-    uuid: str, caller: CallerDep, session: SessionDep, config: ConfigDep
+    uuid: str, request: Request, caller: CallerDep, session: SessionDep, config: ConfigDep
 ) -> dict[str, Any]:
     row = await _user(session, caller, uuid)
     if not caller.user.is_admin:
@@ -190,18 +199,18 @@ async def activate_user(
         if not row.is_invited:
             raise Forbidden("a user who was not invited (set up) cannot activate themselves")
     row.is_active = row.is_invited = True
-    await session.flush()
+    await _changed(session, request, row.uuid)
     return _json(row, config)
 
 
 @router.post("/{uuid}/unsetup")
 async def unsetup_user(
-    uuid: str, caller: CallerDep, session: SessionDep, config: ConfigDep
+    uuid: str, request: Request, caller: CallerDep, session: SessionDep, config: ConfigDep
 ) -> dict[str, Any]:
     _require_admin(caller, "unsetup users")
     row = await _user(session, caller, uuid)
     if row.uuid == system_user_uuid(config.cluster_id):
         raise Unprocessable("the system user cannot be unset")
     row.is_active = row.is_invited = row.is_admin = False
-    await session.flush()
+    await _changed(session, request, row.uuid)
     return _json(row, config)
