@@ -53,7 +53,10 @@ MODULES = {
         "tests/test_mirroring.py",  # the mirror policy, over HTTP
     ],
     "app/clusterfed/trust/throttle.py": ["tests/test_throttle.py", "tests/test_throttle_rules.py"],
-    "app/clusterfed/trust/revocation.py": ["tests/test_revocation_outbox.py"],
+    "app/clusterfed/trust/revocation.py": [
+        "tests/test_revocation_outbox.py",
+        "tests/test_revocation_rules.py",
+    ],
     "app/clusterfed/outbound/permissions.py": [
         "tests/test_remote_permission_calls.py",
         "tests/test_remote_robustness.py",
