@@ -48,6 +48,7 @@ class FakeOutboxStore:
         self.due = list(notices)
         self.secrets = secrets or {}
         self.claims = 0
+        self.leases: list[tuple[datetime, datetime]] = []
         self.claim_error: Exception | None = None
         self.delivered: list[tuple[int, datetime | None]] = []
         self.failed: list[dict[str, Any]] = []
@@ -56,6 +57,7 @@ class FakeOutboxStore:
 
     async def claim_notices(self, *, now: datetime, lease_until: datetime) -> list[Notice]:
         self.claims += 1
+        self.leases.append((now, lease_until))
         if self.claim_error is not None:
             error, self.claim_error = self.claim_error, None
             raise error
@@ -162,6 +164,10 @@ async def test_a_delivered_notice_carries_the_proof_salted_for_that_remote_only(
         "proof": salted_secret(secret, "c97qk"),
     }
     assert store.delivered == [(7, None)] and not store.failed and not store.abandoned
+    # Claimed for the lease (15 s here), so that no other worker sends it meanwhile.
+    [(claimed_at, lease_until)] = store.leases
+    assert abs(claimed_at - datetime.now(UTC)) < timedelta(seconds=5)
+    assert lease_until - claimed_at == timedelta(seconds=15)
     assert _count(metrics, "c97qk", "delivered") == 1
     assert _messages(caplog) == [f"revocation notice token={uuid} remote=c97qk delivered"]
     assert secret not in caplog.text and salted_secret(secret, "c97qk") not in caplog.text
