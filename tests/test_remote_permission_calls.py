@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 USER = new_uuid("qr1hi", USER_TYPE)
 PROJECT = new_uuid("qr1hi", "j7d0g")
+PROJECT2 = new_uuid("qr1hi", "j7d0g")
 TOKEN = Token(uuid=new_uuid("qr1hi", TOKEN_TYPE), secret=new_secret())
 
 
@@ -183,6 +184,39 @@ async def test_an_answer_to_another_question_fails_closed(answer: Any) -> None:
     permissions = checker(Home(answer))
     with pytest.raises(BadGateway, match="qr1hi gave an invalid answer to a permission check"):
         await check(permissions)
+
+
+def _full(uuid: str) -> dict[str, Any]:
+    return {"uuid": uuid, "can_write": True, "can_manage": True}
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (lambda t: {"items": [_full(t), _full(t)]}, "not a list of at most one group"),
+        (lambda t: {"items": [_full(t), _full(PROJECT2)]}, "not a list of at most one group"),
+        (lambda t: {"items": {"0": _full(t)}}, "not a list of at most one group"),
+        (lambda t: {}, "not a list of at most one group"),
+        (lambda t: {"items": [_full(PROJECT2)]}, "the group listed is not the one asked about"),
+        (lambda t: {"items": [t]}, "the group listed is not the one asked about"),
+        (
+            lambda t: {"items": [{**_full(t), "can_manage": None}]},
+            "the group carries no boolean can_write and can_manage",
+        ),
+    ],
+    ids=["two-copies", "two-groups", "items-dict", "no-items", "other-group", "bare-uuid", "null"],
+)
+async def test_a_confused_yes_fails_closed_and_says_what_was_wrong(
+    answer: Any, reason: str
+) -> None:
+    # Each answer would grant can_manage if it were believed.
+    permissions = checker(Home(answer))
+    with pytest.raises(BadGateway) as refused:
+        await check(permissions, permission="can_read")
+    assert refused.value.message == (
+        f"qr1hi gave an invalid answer to a permission check: {reason}"
+    )
+    assert permissions.cache is not None and len(permissions.cache) == 0
 
 
 @pytest.mark.parametrize(

@@ -52,8 +52,11 @@ MODULES = {
         "tests/test_token_cache.py",
         "tests/test_mirroring.py",  # the mirror policy, over HTTP
     ],
-    "app/clusterfed/trust/throttle.py": ["tests/test_throttle.py"],
-    "app/clusterfed/trust/revocation.py": ["tests/test_revocation_outbox.py"],
+    "app/clusterfed/trust/throttle.py": ["tests/test_throttle.py", "tests/test_throttle_rules.py"],
+    "app/clusterfed/trust/revocation.py": [
+        "tests/test_revocation_outbox.py",
+        "tests/test_revocation_rules.py",
+    ],
     "app/clusterfed/outbound/permissions.py": [
         "tests/test_remote_permission_calls.py",
         "tests/test_remote_robustness.py",

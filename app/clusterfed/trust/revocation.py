@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -149,7 +150,9 @@ class RevocationOutbox:
         self.wake()
 
     async def _run(self) -> None:
-        pruned_at = 0.0
+        # Never pruned yet: prune on the first pass. (0.0 would wait until monotonic(),
+        # whose origin is undefined, passes PRUNE_SECONDS: on Linux, 10 min after boot.)
+        pruned_at = -math.inf
         while True:
             try:
                 await self.send_due()
