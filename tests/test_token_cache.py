@@ -4,18 +4,14 @@ the circuit breaker, and upserts that survive concurrent writers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import httpx
 import pytest
 from clusterfed.identity import RemoteUser
-from clusterfed.server.app import create_app
 from clusterfed.server.models import User
-from clusterfed.server.testing import ServerThread, local_config, remote_entry
+from clusterfed.server.testing import ServerThread
 from clusterfed.server.users.service import users_table
 from clusterfed.storage.database import Database
 from clusterfed.storage.models import FederationTokenCache
@@ -23,10 +19,9 @@ from clusterfed.storage.store import SqlFederationStore
 from clusterfed.tokens import new_secret, parse_token
 from clusterfed.trust.mirroring import MirrorPolicy
 from clusterfed.trust.store import CachedToken
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from tests.conftest import asgi_client
+from tests.support.acceptor import c97qk, users_current
 from tests.support.databases import DatabaseFactory
 from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 
@@ -36,29 +31,6 @@ def issuer() -> Iterator[tuple[StubIssuer, ServerThread]]:
     stub = StubIssuer("qr1hi")
     with ServerThread(stub.app) as server:
         yield stub, server
-
-
-@contextlib.asynccontextmanager
-async def c97qk(
-    databases: DatabaseFactory, port: int, **federation: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    refresh = federation.pop("RemoteTokenRefresh", "5m")
-    config = local_config(
-        "c97qk",
-        databases.new_url("c97qk"),
-        remotes={"qr1hi": remote_entry(port)},
-        login={"RemoteTokenRefresh": refresh},
-        federation=federation,
-    )
-    app = create_app(config)
-    async with asgi_client(app) as client:
-        yield client, app
-
-
-async def users_current(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.get(
-        "/arvados/v1/users/current", headers={"Authorization": f"Bearer {token}"}
-    )
 
 
 async def test_cold_storm_makes_one_validation(
@@ -128,7 +100,7 @@ async def test_stale_if_error_serves_cached_identity_while_issuer_is_down(
     stub = StubIssuer("qr1hi")
     server = ServerThread(stub.app).start()
     token, user = stub.issue(is_active=True)
-    async with c97qk(databases, server.port, RemoteTokenRefresh="1s", StaleIfError="30s") as (
+    async with c97qk(databases, server.port, refresh="1s", StaleIfError="30s") as (
         client,
         _,
     ):
@@ -145,7 +117,7 @@ async def test_without_stale_if_error_an_unreachable_issuer_is_502(
     stub = StubIssuer("qr1hi")
     server = ServerThread(stub.app).start()
     token, _ = stub.issue(is_active=True)
-    async with c97qk(databases, server.port, RemoteTokenRefresh="1s") as (client, _):
+    async with c97qk(databases, server.port, refresh="1s") as (client, _):
         assert (await users_current(client, token)).status_code == 200
         server.stop()
         await asyncio.sleep(1.1)

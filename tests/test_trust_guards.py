@@ -11,26 +11,22 @@ checks of the pure rules.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from clusterfed.errors import Unauthorized
 from clusterfed.identity import Identity, UserRecord
 from clusterfed.outbound.circuit import FAILURE_THRESHOLD
 from clusterfed.outbound.remote import RemoteResponse
-from clusterfed.server.app import create_app
-from clusterfed.server.testing import ServerThread, local_config, remote_entry
+from clusterfed.server.testing import ServerThread
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
 from clusterfed.trust.cache import L1Entry, TokenCache
 from clusterfed.trust.validator import IssuerRejected, _judge_token_answer, _parse_remote_user
-from fastapi import FastAPI
 
-from tests.conftest import asgi_client
+from tests.support.acceptor import c97qk, users_current
 from tests.support.databases import DatabaseFactory
 from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 
@@ -40,28 +36,6 @@ def issuer() -> Iterator[tuple[StubIssuer, ServerThread]]:
     stub = StubIssuer("qr1hi")
     with ServerThread(stub.app) as server:
         yield stub, server
-
-
-@contextlib.asynccontextmanager
-async def c97qk(
-    databases: DatabaseFactory, port: int, *, refresh: str = "5m", **federation: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    config = local_config(
-        "c97qk",
-        databases.new_url("c97qk"),
-        remotes={"qr1hi": remote_entry(port)},
-        login={"RemoteTokenRefresh": refresh},
-        federation=federation,
-    )
-    app = create_app(config)
-    async with asgi_client(app) as client:
-        yield client, app
-
-
-async def users_current(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.get(
-        "/arvados/v1/users/current", headers={"Authorization": f"Bearer {token}"}
-    )
 
 
 def token_record(token: str, owner_uuid: str, expires_at: datetime | None) -> dict[str, Any]:

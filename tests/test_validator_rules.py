@@ -6,18 +6,15 @@ user call failing in every way, and a stale identity served from L2 with every f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from clusterfed.errors import FederationError, Unauthorized
 from clusterfed.identity import RemoteUser
 from clusterfed.outbound.remote import RemoteResponse
-from clusterfed.server.app import create_app
 from clusterfed.server.testing import ServerThread, local_config, remote_entry
 from clusterfed.server.users.service import users_table
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token, salt
@@ -29,7 +26,7 @@ from clusterfed.trust.validator import (
 )
 from fastapi import FastAPI
 
-from tests.conftest import asgi_client
+from tests.support.acceptor import c97qk, users_current
 from tests.support.databases import DatabaseFactory
 from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 
@@ -158,28 +155,6 @@ def issuer() -> Iterator[tuple[StubIssuer, ServerThread]]:
         yield stub, server
 
 
-@contextlib.asynccontextmanager
-async def c97qk(
-    databases: DatabaseFactory, port: int, *, refresh: str = "5m", **federation: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    config = local_config(
-        "c97qk",
-        databases.new_url("c97qk"),
-        remotes={"qr1hi": remote_entry(port)},
-        login={"RemoteTokenRefresh": refresh},
-        federation={"RemoteTimeout": "1s", **federation},
-    )
-    app = create_app(config)
-    async with asgi_client(app) as client:
-        yield client, app
-
-
-async def users_current(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.get(
-        "/arvados/v1/users/current", headers={"Authorization": f"Bearer {token}"}
-    )
-
-
 @pytest.mark.parametrize("salted", [False, True])
 async def test_both_calls_carry_remote_and_the_token_as_presented(
     databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread], salted: bool
@@ -187,7 +162,7 @@ async def test_both_calls_carry_remote_and_the_token_as_presented(
     stub, server = issuer
     token, _ = stub.issue(is_active=True)
     presented = salt(parse_token(token), "c97qk").encode() if salted else token
-    async with c97qk(databases, server.port) as (client, _):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, _):
         assert (await users_current(client, presented)).status_code == 200
     assert [(path, query) for path, query, _ in stub.seen] == [
         (TOKEN_PATH, {"remote": "c97qk"}),
@@ -211,7 +186,7 @@ async def test_a_failed_user_call_without_a_mirror_keeps_its_status(
     stub, server = issuer
     token, _ = stub.issue(is_active=True)
     stub.overrides[USER_PATH] = user_answer
-    async with c97qk(databases, server.port) as (client, _):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, _):
         response = await users_current(client, token)
     assert response.status_code == status, response.text
     if status < 500:
@@ -223,7 +198,7 @@ async def test_a_user_call_that_times_out_falls_back_on_the_mirror(
 ) -> None:
     stub, server = issuer
     first, user = stub.issue(is_active=True)
-    async with c97qk(databases, server.port) as (client, _):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, _):
         assert (await users_current(client, first)).status_code == 200  # mirrors the user
         stub.overrides[USER_PATH] = Answer(hang=5)
         response = await users_current(client, stub.issue_for(user))
@@ -246,7 +221,9 @@ async def test_a_stale_identity_from_l2_is_served_whole(databases: DatabaseFacto
         }
     )
     try:
-        async with c97qk(databases, server.port, refresh="1s", StaleIfError="1h") as (_, app):
+        async with c97qk(
+            databases, server.port, RemoteTimeout="1s", refresh="1s", StaleIfError="1h"
+        ) as (_, app):
             federation = app.state.federation
             fresh = await federation.identify(parse_token(token))
             federation.invalidate("all")  # only L2 remembers it now
@@ -301,7 +278,7 @@ async def test_every_outcome_is_counted_timed_and_logged(
     accepted, _ = stub.issue(is_active=True)
     rejected, invalid = stub.issue()[0], stub.issue()[0]
     caplog.set_level("INFO", logger="clusterfed.validation")
-    async with c97qk(databases, server.port) as (client, app):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, app):
         assert (await users_current(client, accepted)).status_code == 200
         assert (await users_current(client, accepted)).status_code == 200  # an L1 hit
         stub.overrides[TOKEN_PATH] = Answer(status=403)
@@ -337,7 +314,9 @@ async def test_stale_is_served_on_a_5xx_but_never_on_an_invalid_answer(
     stub, server = issuer
     token, user = stub.issue(is_active=True)
     caplog.set_level("INFO", logger="clusterfed.validation")
-    async with c97qk(databases, server.port, refresh="1s", StaleIfError="1h") as (client, app):
+    async with c97qk(
+        databases, server.port, RemoteTimeout="1s", refresh="1s", StaleIfError="1h"
+    ) as (client, app):
         assert (await users_current(client, token)).status_code == 200
         await asyncio.sleep(1.1)  # a refresh is due
         stub.overrides[TOKEN_PATH] = Answer(status=500)
@@ -370,7 +349,7 @@ async def test_the_l2_row_holds_what_the_issuer_said_and_l2_gives_it_back(
             "expires_at": expires_at.isoformat(),
         }
     )
-    async with c97qk(databases, server.port, refresh="1h") as (_, app):
+    async with c97qk(databases, server.port, RemoteTimeout="1s", refresh="1h") as (_, app):
         federation = app.state.federation
         before = datetime.now(UTC)
         validated = await federation.identify(parsed)
@@ -401,7 +380,7 @@ async def test_last_used_at_is_written_at_most_once_a_minute(
     stub, server = issuer
     token, _ = stub.issue(is_active=True)
     parsed = parse_token(token)
-    async with c97qk(databases, server.port) as (client, app):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, app):
         federation = app.state.federation
         assert (await users_current(client, token)).status_code == 200
         first = (await federation.store.load_token(parsed.uuid)).last_used_at
@@ -425,7 +404,7 @@ async def test_l1_holds_at_most_token_cache_size_entries(
     databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
 ) -> None:
     stub, server = issuer
-    async with c97qk(databases, server.port, TokenCacheSize=2) as (client, app):
+    async with c97qk(databases, server.port, RemoteTimeout="1s", TokenCacheSize=2) as (client, app):
         for _ in range(3):
             assert (await users_current(client, stub.issue(is_active=True)[0])).status_code == 200
         assert len(app.state.federation.validator.cache) == 2
@@ -439,7 +418,7 @@ async def test_expired_at_the_issuer_says_so(
     stub.overrides[TOKEN_PATH] = Answer(
         json={"uuid": parse_token(token).uuid, "owner_uuid": user.uuid, "expires_at": "2020-01-01"}
     )
-    async with c97qk(databases, server.port) as (client, _):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, _):
         response = await users_current(client, token)
     assert response.status_code == 401
     assert response.json()["errors"] == ["token has expired at its issuer"]
@@ -497,7 +476,7 @@ async def test_a_user_call_answering_no_record_says_so(
     stub, server = issuer
     token, _ = stub.issue(is_active=True)
     stub.overrides[USER_PATH] = Answer(status=204, raw=b"")
-    async with c97qk(databases, server.port) as (client, _):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, _):
         response = await users_current(client, token)
     assert response.status_code == 401
     assert response.json()["errors"] == ["issuer qr1hi did not answer with a user record"]
@@ -513,7 +492,7 @@ async def test_the_remote_anonymous_user_needs_a_local_one(
 
     stub, server = issuer
     token = stub.issue_for(StubUser("qr1hi-tpzed-anonymouspublic", {}))
-    async with c97qk(databases, server.port) as (client, app):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, app):
         async with app.state.database.sessionmaker() as session:
             await session.execute(delete(User).where(User.uuid == "c97qk-tpzed-anonymouspublic"))
             await session.commit()
@@ -530,7 +509,7 @@ async def test_a_remembered_rejection_answers_with_the_same_reason(
     stub, server = issuer
     token, _ = stub.issue()
     stub.overrides[TOKEN_PATH] = Answer(status=403)
-    async with c97qk(databases, server.port) as (client, _):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (client, _):
         first = await users_current(client, token)
         again = await users_current(client, token)
     assert stub.calls[TOKEN_PATH] == 1
@@ -546,7 +525,9 @@ async def test_l1_keeps_entries_when_stale_if_error_outlasts_the_refresh(
 ) -> None:
     stub, server = issuer
     token, _ = stub.issue(is_active=True)
-    async with c97qk(databases, server.port, refresh="5m", StaleIfError="1h") as (client, app):
+    async with c97qk(
+        databases, server.port, RemoteTimeout="1s", refresh="5m", StaleIfError="1h"
+    ) as (client, app):
         for _ in range(2):
             assert (await users_current(client, token)).status_code == 200
         assert lookups(app)["l1-hit"] == 1
@@ -557,7 +538,7 @@ async def test_an_unexpected_failure_is_counted_as_an_error(
 ) -> None:
     stub, server = issuer
     token, _ = stub.issue(is_active=True)
-    async with c97qk(databases, server.port) as (_, app):
+    async with c97qk(databases, server.port, RemoteTimeout="1s") as (_, app):
         federation = app.state.federation
 
         async def broken(*_: Any, **__: Any) -> None:
