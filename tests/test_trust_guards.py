@@ -21,10 +21,11 @@ from clusterfed.errors import Unauthorized
 from clusterfed.identity import Identity, UserRecord
 from clusterfed.outbound.circuit import FAILURE_THRESHOLD
 from clusterfed.outbound.remote import RemoteResponse
+from clusterfed.outbound.statuses import IssuerRejected
 from clusterfed.server.testing import ServerThread
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
 from clusterfed.trust.cache import L1Entry, TokenCache
-from clusterfed.trust.validator import IssuerRejected, _judge_token_answer, _parse_remote_user
+from clusterfed.trust.validator import _judge_token_answer, _parse_remote_user
 
 from tests.support.acceptor import c97qk, users_current
 from tests.support.databases import DatabaseFactory

@@ -40,6 +40,7 @@ from clusterfed.errors import BadGateway, Unauthorized, Unprocessable
 from clusterfed.tokens import MalformedToken, Token, for_issuer, is_uuid, uuid_cluster
 
 from .remote import RemoteClient
+from .statuses import permission_check_error
 
 GROUPS_PATH = "/arvados/v1/groups"
 SELECT = json.dumps(["uuid", "can_write", "can_manage"])
@@ -139,12 +140,9 @@ class RemotePermissions:
                 "select": SELECT,
             },
         )
-        if answer.status_code == 401:
-            raise Unauthorized(f"{home} did not accept the user's token for a permission check")
-        if answer.status_code != 200:
-            raise BadGateway(
-                f"{home} could not answer a permission check (status {answer.status_code})"
-            )
+        failure = permission_check_error(home, answer.status_code)
+        if failure is not None:
+            raise failure
         allowed, reason = _decide(answer.json_object(), target_uuid, permission)
         if allowed is None:
             raise BadGateway(f"{home} gave an invalid answer to a permission check: {reason}")

@@ -40,10 +40,10 @@ from clusterfed.errors import (
 from clusterfed.tokens import Token
 
 from .circuit import CircuitBreaker
+from .statuses import TRANSIENT
 
 log = logging.getLogger("clusterfed.remote")
 
-RETRY_STATUSES = frozenset({429, 502, 503})
 # A persistently failing remote must cost a bounded number of calls, not RemoteTimeout.
 MAX_ATTEMPTS = 3
 BACKOFF_BASE_SECONDS = 0.05
@@ -158,7 +158,7 @@ class RemoteClient:
                                 f"remote cluster {cluster_id}: {_describe(exc)}"
                             ) from exc
                         continue
-                    if response.status_code in RETRY_STATUSES and await _backoff(attempt, deadline):
+                    if response.status_code in TRANSIENT and await _backoff(attempt, deadline):
                         continue
                     circuit.record_success()
                     return response

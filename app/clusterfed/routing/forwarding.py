@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 from clusterfed.credentials import authorization_header, parse_authorization
-from clusterfed.errors import BadGateway, FederationError, RemoteError, Unauthorized, Unprocessable
+from clusterfed.errors import BadGateway, FederationError, Unauthorized, Unprocessable
 from clusterfed.outbound.remote import RemoteResponse
+from clusterfed.outbound.statuses import list_part_error
 from clusterfed.tokens import CannotResalt, MalformedToken, Token, salt
 
 from .manifests import hint_answer
@@ -84,13 +85,6 @@ def first_error(body: Any) -> str:
 def part_failed(cluster_id: str, status: int, body: Any) -> FederationError:
     """The error for a whole merged list when one cluster's part of it failed.
 
-    A 401 from a remote becomes 502: the caller's credentials are fine here, and a 401
-    would make a client drop a token that works. Other 4xx keep their status (a filter
-    the clusters refuse is the caller's to fix); a 5xx keeps its status, as a RemoteError.
+    What each status becomes is ``outbound.statuses.list_part_error``'s rule.
     """
-    message = f"cluster {cluster_id} answered {status}: {first_error(body)}"
-    if status == 401:
-        return BadGateway(message)
-    if status >= 500:
-        return RemoteError(message, status_code=status)
-    return FederationError(message, status_code=status)
+    return list_part_error(cluster_id, status, first_error(body))

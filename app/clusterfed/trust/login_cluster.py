@@ -34,17 +34,12 @@ from clusterfed.exported import CONFIG_PATH
 from clusterfed.identity import Identity, UserRecord
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient
+from clusterfed.outbound.statuses import IssuerRejected
 from clusterfed.tokens import Token, is_opaque_credential, salted_secret, secrets_equal
 
 from .cache import L1Entry
 from .store import CachedToken, FederationStore
-from .validator import (
-    TOKEN_PATH,
-    TOUCH_INTERVAL_SECONDS,
-    IssuerRejected,
-    TokenValidator,
-    _judge_token_answer,
-)
+from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, _judge_token_answer
 
 log = logging.getLogger("clusterfed.login_cluster")
 

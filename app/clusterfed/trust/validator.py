@@ -22,6 +22,7 @@ from clusterfed.identity import Identity, RemoteUser, UserRecord
 from clusterfed.jsonbody import check_text
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient, RemoteResponse
+from clusterfed.outbound.statuses import IssuerRejected, token_call_error, user_call_error
 from clusterfed.tokens import (
     TOKEN_TYPE,
     USER_TYPE,
@@ -55,10 +56,6 @@ TOUCH_BATCH_SECONDS = 1.0
 # open connection to the issuer on each request and each answer (httpcore), so 32
 # validations at once spent a third of the worker in that scan.
 ISSUER_CONCURRENCY = 8
-
-
-class IssuerRejected(Unauthorized):
-    """The issuer answered 4xx for the token: remembered in the negative cache."""
 
 
 class TokenValidator:
@@ -303,13 +300,8 @@ class TokenValidator:
             answer = await self.remote.request(
                 issuer, "GET", USER_PATH, token=outgoing, params={"remote": self.local_id}
             )
-            failure: FederationError | None = None
-            if answer.status_code >= 400:
-                failure = FederationError(
-                    f"issuer {issuer} answered {answer.status_code} for the token's user",
-                    status_code=answer.status_code,
-                )
-            elif answer.status_code != 200:
+            failure = user_call_error(issuer, answer.status_code)
+            if failure is None and answer.status_code != 200:
                 # A 204 or a redirect is no answer to "who is this?", and relaying such
                 # a status would tell the client it succeeded.
                 raise Unauthorized(f"issuer {issuer} did not answer with a user record")
@@ -378,16 +370,9 @@ def _judge_token_answer(
     :class:`RuntimeOwners`.
     """
     issuer = issuer or token.issuer
-    if answer.status_code == 429:
-        # Still rate-limited after the retries: the issuer said "not now", not "no".
-        # Answering 503 keeps it out of the negative cache and lets StaleIfError apply.
-        raise FederationError(f"issuer {issuer} is rate-limiting validations", status_code=503)
-    if 400 <= answer.status_code < 500:
-        raise IssuerRejected(f"issuer {issuer} rejected the token ({answer.status_code})")
-    if answer.status_code >= 500:
-        raise FederationError(
-            f"issuer {issuer} failed ({answer.status_code})", status_code=answer.status_code
-        )
+    failure = token_call_error(issuer, answer.status_code)
+    if failure is not None:
+        raise failure
     body = answer.json_object() if answer.status_code == 200 else None
     if body is None:
         raise Unauthorized(f"issuer {issuer} did not answer with a token record")
