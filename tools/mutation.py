@@ -57,11 +57,7 @@ MODULES = {
         "tests/test_revocation_outbox.py",
         "tests/test_revocation_rules.py",
     ],
-    "app/clusterfed/outbound/statuses.py": [
-        "tests/test_trust_guards.py",
-        "tests/test_validator_rules.py",
-        "tests/test_remote_permission_calls.py",
-    ],
+    "app/clusterfed/outbound/statuses.py": ["tests/test_statuses.py"],
     "app/clusterfed/outbound/permissions.py": [
         "tests/test_remote_permission_calls.py",
         "tests/test_remote_robustness.py",
