@@ -144,6 +144,18 @@ async def _authorize(
     return admin, admin_session
 
 
+async def _authorized_form(
+    request: Request, session: Any, federation: Federation
+) -> tuple[Admin, dict[str, str]]:
+    """The admin and the posted form of a page action; a form posted with the page's
+    session must carry that session's CSRF token (the Authorization header needs none)."""
+    admin, admin_session = await _authorize(request, session, federation)
+    form = await _form(request)
+    if admin_session is not None:
+        _check_csrf(federation.config, admin_session.sid, form)
+    return admin, form
+
+
 async def _form(request: Request) -> dict[str, str]:
     # Read in chunks and stop at the cap: the login form needs no credential, so reading
     # the whole body first would let anyone make us buffer whatever they send.
@@ -256,10 +268,7 @@ async def login(request: Request, session: SessionDep, federation: FederationDep
 async def logout(request: Request, session: SessionDep, federation: FederationDep) -> Response:
     config = federation.config
     try:
-        _, admin_session = await _authorize(request, session, federation)
-        form = await _form(request)
-        if admin_session is not None:
-            _check_csrf(config, admin_session.sid, form)
+        await _authorized_form(request, session, federation)
     except FederationError as exc:
         return _login_page(request, config, exc)
     response = RedirectResponse(PAGE, status_code=303)
@@ -271,10 +280,7 @@ async def logout(request: Request, session: SessionDep, federation: FederationDe
 async def purge(request: Request, session: SessionDep, federation: FederationDep) -> Response:
     config = federation.config
     try:
-        admin, admin_session = await _authorize(request, session, federation)
-        form = await _form(request)
-        if admin_session is not None:
-            _check_csrf(config, admin_session.sid, form)
+        admin, form = await _authorized_form(request, session, federation)
         kind, value = form.get("kind", ""), form.get("value") or None
         try:
             token_cache.check_purge_target(kind, value)
