@@ -104,12 +104,11 @@ async def test_database_unreachable_is_503_with_retry_after(
     assert set(body) == {"errors", "error_token"} and "database" in body["errors"][0]
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # pg_terminate_backend is PostgreSQL's
 async def test_a_connection_cut_mid_request_is_503(site: Site, databases: DatabaseFactory) -> None:
     # What a PostgreSQL restart does to requests in flight: their backend is terminated.
     # A renaming create waits on an advisory lock the test holds, so its backend can be
     # found and cut while the request is inside the database.
-    if databases.backend != "postgresql":
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
     me = await site.client.get("/arvados/v1/users/current", headers=bearer(site.token))
     key = turn_key("collections", me.json()["uuid"], "held")
     transport = httpx.ASGITransport(app=site.app, raise_app_exceptions=False)  # type: ignore[arg-type]

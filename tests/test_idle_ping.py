@@ -17,11 +17,10 @@ from sqlalchemy import text
 from tests.support.databases import DatabaseFactory
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # pg_terminate_backend is PostgreSQL's
 async def test_a_connection_cut_while_idle_is_replaced_at_checkout(
     databases: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if databases.backend != "postgresql":
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.05)
     url = databases.new_url()
     engine, killer = create_engine(url), create_engine(url)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .db import create_engine, create_sessionmaker
+from .point_reads import PointReads
 
 
 class Database:
@@ -15,6 +16,7 @@ class Database:
         self.url = url
         self._engine: AsyncEngine | None = None
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self._reads: PointReads | None = None
 
     @property
     def started(self) -> bool:
@@ -25,11 +27,14 @@ class Database:
             return
         self._engine = create_engine(self.url)
         self._sessionmaker = create_sessionmaker(self._engine)
+        self._reads = PointReads(self._engine)
 
     async def dispose(self) -> None:
+        if self._reads is not None:
+            await self._reads.dispose()
         if self._engine is not None:
             await self._engine.dispose()
-        self._engine = self._sessionmaker = None
+        self._engine = self._sessionmaker = self._reads = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -42,6 +47,13 @@ class Database:
         if self._sessionmaker is None:
             raise RuntimeError("database is not started (the app lifespan starts it)")
         return self._sessionmaker
+
+    @property
+    def reads(self) -> PointReads:
+        """One-row reads for the hot path (the L2 lookup): see ``point_reads``."""
+        if self._reads is None:
+            raise RuntimeError("database is not started (the app lifespan starts it)")
+        return self._reads
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -29,7 +29,7 @@ from clusterfed.trust.store import CachedToken, PurgeEvent
 from .database import Database
 from .models import FederationPurge, FederationTokenCache
 from .upsert import insert_for
-from .users import UserTable, fit, free_username, username_base
+from .users import USER_FIELDS, SelectableUserTable, UserTable, fit, free_username, username_base
 
 # Two workers mirroring one user at the same moment: the loser's insert collides on the
 # uuid (or on the username it chose) and its next attempt finds the winner's row.
@@ -47,6 +47,38 @@ _TOKEN_BY_DIGEST = (
     .where(_TOKEN_CACHE.c.secret_digest == bindparam("digest"))
     .limit(1)
 )
+
+
+_TOKEN_COLUMNS = len(_TOKEN_CACHE.c)
+
+
+class _JoinedReads:
+    """The hot reads as single statements over the host's users table (when the host's
+    :class:`UserTable` lets clusterfed select from it): a token row with its user, and a
+    user by UUID."""
+
+    def __init__(self, users: SelectableUserTable) -> None:
+        table, columns = users.record_columns()
+        uuid = columns[USER_FIELDS.index("uuid")]
+        pairs = zip(columns, USER_FIELDS, strict=True)
+        # Labels no token-cache column has (it has a user_uuid of its own).
+        labeled = [column.label(f"users_{field}") for column, field in pairs]
+        tokens = select(_TOKEN_CACHE, *labeled).select_from(
+            _TOKEN_CACHE.outerjoin(table, uuid == _TOKEN_CACHE.c.user_uuid)
+        )
+        self.token_by_uuid = tokens.where(_TOKEN_CACHE.c.token_uuid == bindparam("token_uuid"))
+        self.token_by_digest = (
+            tokens.where(_TOKEN_CACHE.c.cluster_id == bindparam("cluster_id"))
+            .where(_TOKEN_CACHE.c.secret_digest == bindparam("digest"))
+            .limit(1)
+        )
+        self.user_by_uuid = select(*labeled).where(uuid == bindparam("uuid"))
+
+    @staticmethod
+    def cached(row: Any) -> CachedToken:
+        """A joined row: the token's columns, then its user's (all NULL: no such user)."""
+        user = row[_TOKEN_COLUMNS:]
+        return _cached(row, None if user[0] is None else UserRecord(*user))
 
 
 def _cached(row: Any, user: UserRecord | None) -> CachedToken:
@@ -68,6 +100,7 @@ class SqlFederationStore:
     def __init__(self, database: Database, users: UserTable) -> None:
         self.database = database
         self.users = users
+        self._joined = _JoinedReads(users) if isinstance(users, SelectableUserTable) else None
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[AsyncSession]:
@@ -83,6 +116,11 @@ class SqlFederationStore:
                 yield session
 
     async def load_token(self, token_uuid: str) -> CachedToken | None:
+        if self._joined is not None:  # the row and its user in one statement
+            row = await self.database.reads.first(
+                self._joined.token_by_uuid, {"token_uuid": token_uuid}
+            )
+            return None if row is None else self._joined.cached(row)
         # The row and its user on one connection: the L2 path's whole database work.
         async with self._reader() as session:
             # A row, not an ORM object; the statement built once.
@@ -92,6 +130,11 @@ class SqlFederationStore:
             )
 
     async def load_token_by_digest(self, cluster_id: str, digest: str) -> CachedToken | None:
+        if self._joined is not None:
+            row = await self.database.reads.first(
+                self._joined.token_by_digest, {"cluster_id": cluster_id, "digest": digest}
+            )
+            return None if row is None else self._joined.cached(row)
         async with self._reader() as session:
             row = (
                 await session.execute(
@@ -135,6 +178,9 @@ class SqlFederationStore:
             await session.commit()
 
     async def get_user(self, uuid: str) -> UserRecord | None:
+        if self._joined is not None:
+            row = await self.database.reads.first(self._joined.user_by_uuid, {"uuid": uuid})
+            return None if row is None else UserRecord(*row)
         async with self._reader() as session:
             return await self.users.get(session, uuid)
 

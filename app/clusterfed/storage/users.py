@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, FromClause, bindparam, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clusterfed.identity import UserRecord
@@ -48,6 +48,16 @@ class UserTable(Protocol):
 
         A peer's names can be longer than a column (PostgreSQL refuses them, SQLite would
         keep them): clusterfed stores them cut to size, usernames still unique."""
+        ...
+
+
+@runtime_checkable
+class SelectableUserTable(Protocol):
+    """A :class:`UserTable` clusterfed may read in its own statements: the L2 lookup then
+    reads a token and its user in one joined statement instead of two."""
+
+    def record_columns(self) -> tuple[FromClause, tuple[ColumnElement[Any], ...]]:
+        """The users table, and its columns of a :class:`UserRecord` in field order."""
         ...
 
 
@@ -83,6 +93,10 @@ class ModelUserTable:
 
     def limits(self) -> Mapping[str, int]:
         return self._limits
+
+    def record_columns(self) -> tuple[FromClause, tuple[ColumnElement[Any], ...]]:
+        columns = tuple(self._column(field).expression for field in USER_FIELDS)
+        return inspect(self.model).selectable, columns
 
     def _column(self, field: str) -> Any:
         return getattr(self.model, self.attributes[field])
