@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -155,8 +156,9 @@ def random_token() -> str:
 
 
 async def test_over_the_limit_is_429_with_retry_after_and_no_issuer_call(
-    c97qk: httpx.AsyncClient, issuer: StubIssuer
+    c97qk: httpx.AsyncClient, issuer: StubIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="clusterfed.validation")
     token, _ = issuer.issue(email="a@qr1hi.example", is_active=True)
     headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "198.51.100.9"}
     assert (await c97qk.get("/arvados/v1/users/current", headers=headers)).status_code == 200
@@ -176,3 +178,6 @@ async def test_over_the_limit_is_429_with_retry_after_and_no_issuer_call(
     assert (await c97qk.get("/arvados/v1/users/current", headers=other)).status_code == 401
     metrics = await c97qk.get("/metrics", headers={"Authorization": "Bearer test-management-token"})
     assert 'clusterfed_validations_throttled_total{reason="client"} 4.0' in metrics.text
+    # Every refusal counted, but only the first of the flood logged (RefusalLog).
+    throttled = [r.getMessage() for r in caplog.records if "outcome=throttled" in r.getMessage()]
+    assert len(throttled) == 1 and "client=198.51.100.1" in throttled[0]

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from clusterfed.trust.throttle import (
+    RefusalLog,
     TooManyRequests,
     ValidationThrottle,
     client_address,
@@ -117,3 +118,20 @@ def _scope(peer: str, forwarded: str) -> dict[str, object]:
 def test_forwarded_hops_with_ports_and_brackets(forwarded: str, client: str) -> None:
     trusted = parse_networks(["10.0.0.0/8"])
     assert client_address(_scope("10.1.1.1", forwarded), trusted) == client
+
+
+def test_a_flood_of_refusals_writes_one_line_per_interval_with_the_count_left_out() -> None:
+    clock = Clock()
+    refusals = RefusalLog(interval=10, clock=clock)
+    assert refusals.should_log("client", "10.0.0.1") == 0
+    for _ in range(250):
+        clock.now += 0.02
+        assert refusals.should_log("client", "10.0.0.1") is None
+    # Another client, or the same one refused for the issuer's limit, is its own line.
+    assert refusals.should_log("client", "10.0.0.2") == 0
+    assert refusals.should_log("issuer", "10.0.0.1") == 0
+    clock.now += 5.01  # 10 s after the first line
+    assert refusals.should_log("client", "10.0.0.1") == 250
+    assert refusals.should_log("client", "10.0.0.1") is None
+    clock.now += 10.01  # a whole interval without a refusal: forgotten, nothing pending
+    assert refusals.should_log("client", "10.0.0.1") == 0

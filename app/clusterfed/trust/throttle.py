@@ -127,6 +127,38 @@ class ValidationThrottle:
                 )
 
 
+class RefusalLog:
+    """Which refusals get a log line: the first of each client and reason, then one line
+    per ``interval`` seconds carrying the count of those left out. A client fishing
+    with random tokens is refused hundreds of times a second; a log line for each would
+    turn its flood into one on the operator's disk (and cost the worker a tenth of its
+    time). The metric still counts every refusal."""
+
+    def __init__(
+        self, *, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        # (reason, client) -> [when its last line was written, refusals since then];
+        # kept until a whole interval passes without a refusal.
+        self._seen: TTLCache[tuple[str, str | None], list[float]] = TTLCache(
+            maxsize=MAX_TRACKED_CLIENTS, ttl=interval, timer=clock
+        )
+
+    def should_log(self, reason: str, client: str | None) -> int | None:
+        """None: leave this refusal out; else log it, with this many left out before it."""
+        now = self._clock()
+        key = (reason, client)
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[1] += 1
+            self._seen[key] = seen  # re-set: its time to live starts again
+            return None
+        left_out = 0 if seen is None else int(seen[1])
+        self._seen[key] = [now, 0]
+        return left_out
+
+
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     """CIDRs (or single addresses); raises ValueError naming the bad one."""
     return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)

@@ -36,7 +36,7 @@ from clusterfed.tokens import (
 from .cache import L1Entry, TokenCache
 from .mirroring import MirrorPolicy
 from .store import CachedToken, FederationStore
-from .throttle import TooManyRequests, ValidationThrottle
+from .throttle import RefusalLog, TooManyRequests, ValidationThrottle
 
 if TYPE_CHECKING:
     from .login_cluster import RuntimeOwners
@@ -91,6 +91,7 @@ class TokenValidator:
         self.throttle = ValidationThrottle(
             client_rate=settings.cold_validation_rate, issuer_rate=settings.issuer_validation_rate
         )
+        self.refusals = RefusalLog()
         self._flights: dict[bytes, asyncio.Task[Identity]] = {}
         self._issuer_slots: dict[str, asyncio.Semaphore] = {}
         self._touched: dict[str, datetime] = {}
@@ -149,13 +150,17 @@ class TokenValidator:
             self.throttle.admit(client, issuer)
         except TooManyRequests as exc:
             self.metrics.throttled.labels(exc.reason).inc()
-            log.info(
-                "validation token=%s issuer=%s outcome=throttled reason=%s client=%s",
-                token_uuid,
-                issuer,
-                exc.reason,
-                client,
-            )
+            left_out = self.refusals.should_log(exc.reason, client)
+            if left_out is not None:
+                log.info(
+                    "validation token=%s issuer=%s outcome=throttled reason=%s client=%s"
+                    " (and %d refusals like it not logged before this one)",
+                    token_uuid,
+                    issuer,
+                    exc.reason,
+                    client,
+                    left_out,
+                )
             raise
 
     async def _validate(
