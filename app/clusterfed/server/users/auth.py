@@ -34,7 +34,7 @@ from clusterfed.tokens import (
 from clusterfed.trust.local_tokens import LocalTokenCache
 
 from .service import get_user, to_record
-from .tokens import get_token, get_token_by_secret
+from .tokens import find_token, get_token
 
 SALTED_TOKEN_ROUTES = frozenset(
     {
@@ -148,11 +148,9 @@ async def local_caller(
         and secrets_equal(token.secret, config.system_root_token)
     ):
         return await _system_caller(session, config)
-    record = (
-        await get_token(session, uuid=token.uuid)
-        if token.uuid
-        else await get_token_by_secret(session, secret=token.secret)
-    )
+    database = getattr(request.app.state, "database", None) if "app" in request.scope else None
+    source = database.reads if database is not None and database.started else session
+    record = await find_token(source, uuid=token.uuid, secret=token.secret)
     if record is None:
         raise Unauthorized("token is not valid on this cluster")
     salted_for: str | None = None
@@ -168,13 +166,12 @@ async def local_caller(
         salted_for = remote
     if record.expires_at is not None and record.expires_at <= utcnow():
         raise Unauthorized("token has expired")
-    user = await get_user(session, uuid=record.user_uuid)
-    if user is None:
+    if record.user is None:
         raise Unauthorized("token's user does not exist")
     return Caller(
-        to_record(user),
+        record.user,
         record.uuid,
-        tuple(record.scopes),
+        record.scopes,
         config.cluster_id,
         record.expires_at,
         salted_for,

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clusterfed.identity import UserRecord
 from clusterfed.server.models import ApiClientAuthorization
 from clusterfed.storage.db import utcnow
+from clusterfed.storage.point_reads import PointReads
 from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
+
+from .service import users_table
 
 
 async def create_token(
@@ -37,17 +43,63 @@ def v2_token(token: ApiClientAuthorization) -> str:
     return f"v2/{token.uuid}/{token.api_token}"
 
 
-async def get_token(session: AsyncSession, *, uuid: str) -> ApiClientAuthorization | None:
-    return await session.scalar(
-        select(ApiClientAuthorization).where(ApiClientAuthorization.uuid == uuid)
+@dataclass(frozen=True, slots=True)
+class TokenWithUser:
+    """A token row and its user (None: the user is gone), as one statement reads them."""
+
+    uuid: str
+    api_token: str
+    user_uuid: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    user: UserRecord | None
+
+
+_TOKENS = ApiClientAuthorization.__table__
+_USERS, _USER_COLUMNS = users_table.record_columns()
+_TOKEN_WITH_USER = select(
+    _TOKENS.c.uuid,
+    _TOKENS.c.api_token,
+    _TOKENS.c.user_uuid,
+    _TOKENS.c.scopes,
+    _TOKENS.c.expires_at,
+    *(column.label(f"users_{n}") for n, column in enumerate(_USER_COLUMNS)),
+).select_from(_TOKENS.outerjoin(_USERS, _USER_COLUMNS[0] == _TOKENS.c.user_uuid))
+_BY_UUID = _TOKEN_WITH_USER.where(_TOKENS.c.uuid == bindparam("uuid"))
+_BY_SECRET = _TOKEN_WITH_USER.where(_TOKENS.c.api_token == bindparam("secret"))
+
+
+async def find_token(
+    source: PointReads | AsyncSession, *, uuid: str | None = None, secret: str | None = None
+) -> TokenWithUser | None:
+    """The token with ``uuid`` (else with the bare ``secret``) and its user, in one read.
+
+    Every validation call another cluster makes lands here, and a token seen for the
+    first time is read from the database: through the database's point reads it costs
+    tens of microseconds on SQLite instead of two ORM queries' milliseconds. A bare
+    ``AsyncSession`` runs the same statement (for callers without a running app).
+    """
+    statement, params = (_BY_UUID, {"uuid": uuid}) if uuid else (_BY_SECRET, {"secret": secret})
+    if isinstance(source, PointReads):
+        row: Any = await source.first(statement, params)
+    else:
+        row = (await source.execute(statement, params)).first()
+    if row is None:
+        return None
+    user = row[5:]
+    return TokenWithUser(
+        uuid=row.uuid,
+        api_token=row.api_token,
+        user_uuid=row.user_uuid,
+        scopes=tuple(row.scopes),
+        expires_at=row.expires_at,
+        user=None if user[0] is None else UserRecord(*user),
     )
 
 
-async def get_token_by_secret(
-    session: AsyncSession, *, secret: str
-) -> ApiClientAuthorization | None:
+async def get_token(session: AsyncSession, *, uuid: str) -> ApiClientAuthorization | None:
     return await session.scalar(
-        select(ApiClientAuthorization).where(ApiClientAuthorization.api_token == secret)
+        select(ApiClientAuthorization).where(ApiClientAuthorization.uuid == uuid)
     )
 
 
