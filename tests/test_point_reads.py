@@ -202,3 +202,34 @@ async def test_a_busy_sqlite_file_is_waited_out_off_the_event_loop(
 
 def _fields(entry: CachedToken) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in entry.__slots__}  # type: ignore[attr-defined]
+
+
+async def test_saving_a_token_again_replaces_every_column_but_its_uuid(
+    databases: DatabaseFactory,
+) -> None:
+    # The prebuilt upsert (storage.upsert): one statement for every row, both dialects.
+    database = Database(databases.new_url())
+    await database.start()
+    store = SqlFederationStore(database, users_table)
+    try:
+        first = await add_user(database, new_uuid("qr1hi", USER_TYPE))
+        second = await add_user(database, new_uuid("qr1hi", USER_TYPE))
+        entry = cached_token(first.uuid)
+        await store.save_token(entry)
+        later = entry.validated_at + timedelta(minutes=1)
+        replaced = CachedToken(
+            token_uuid=entry.token_uuid,
+            user_uuid=second.uuid,
+            cluster_id="qr1hi",
+            secret_digest="9" * 64,
+            scopes=("all",),
+            expires_at=None,
+            refreshes_at=later + timedelta(minutes=5),
+            validated_at=later,
+            last_used_at=later,
+        )
+        await store.save_token(replaced)
+        loaded = await store.load_token(entry.token_uuid)
+        assert loaded == CachedToken(**{**_fields(replaced), "user": second})
+    finally:
+        await database.dispose()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from clusterfed.identity import RemoteUser, UserRecord
 from clusterfed.trust.mirroring import (
@@ -28,7 +29,7 @@ from clusterfed.trust.store import CachedToken, PurgeEvent
 
 from .database import Database
 from .models import FederationPurge, FederationTokenCache
-from .upsert import insert_for
+from .upsert import prebuilt_upsert, upsert_params
 from .users import USER_FIELDS, SelectableUserTable, UserTable, fit, free_username, username_base
 
 # Two workers mirroring one user at the same moment: the loser's insert collides on the
@@ -102,6 +103,10 @@ class SqlFederationStore:
         self.users = users
         self._joined = _JoinedReads(users) if isinstance(users, SelectableUserTable) else None
 
+    @property
+    def _dialect(self) -> str:
+        return self.database.engine.dialect.name
+
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[AsyncSession]:
         """A session for plain reads, on one connection in autocommit: on PostgreSQL that
@@ -146,11 +151,12 @@ class SqlFederationStore:
             )
 
     async def save_token(self, entry: CachedToken) -> None:
-        async with self.database.sessionmaker() as session:
-            await self._upsert_token(session, entry)
-            await session.commit()
+        async with self.database.engine.begin() as connection:
+            await self._upsert_token(connection, entry)
 
-    async def _upsert_token(self, session: AsyncSession, entry: CachedToken) -> None:
+    async def _upsert_token(
+        self, session: AsyncSession | AsyncConnection, entry: CachedToken
+    ) -> None:
         values = {
             "token_uuid": entry.token_uuid,
             "user_uuid": entry.user_uuid,
@@ -162,12 +168,8 @@ class SqlFederationStore:
             "validated_at": entry.validated_at,
             "last_used_at": entry.last_used_at,
         }
-        statement = insert_for(session, FederationTokenCache).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["token_uuid"],
-            set_={k: v for k, v in values.items() if k != "token_uuid"},
-        )
-        await session.execute(statement)
+        statement = prebuilt_upsert(self._dialect, _TOKEN_CACHE, ("token_uuid",))
+        await session.execute(statement, upsert_params(values))
 
     async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
         if not used:
@@ -187,6 +189,16 @@ class SqlFederationStore:
     async def mirror_user(
         self, remote: RemoteUser, policy: MirrorPolicy, *, token: CachedToken | None = None
     ) -> UserRecord:
+        # Most validations are of users mirrored before and unchanged since: then the
+        # only write is the token's, and the user is read the cheap way outside it. (Were
+        # the mirror changed in between, the next validation brings it up to date.)
+        if self._joined is not None:
+            existing = await self.get_user(remote.uuid)
+            record, settled = self._mirrored(remote, policy, existing)
+            if existing is not None and settled and record == existing:
+                if token is not None:
+                    await self.save_token(token)
+                return existing
         for attempt in range(MIRROR_ATTEMPTS):
             try:
                 return await self._mirror_once(remote, policy, token)
@@ -195,42 +207,55 @@ class SqlFederationStore:
                     raise
         raise AssertionError("unreachable")
 
-    async def _mirror_once(
-        self, remote: RemoteUser, policy: MirrorPolicy, token: CachedToken | None
-    ) -> UserRecord:
+    def _mirrored(
+        self, remote: RemoteUser, policy: MirrorPolicy, existing: UserRecord | None
+    ) -> tuple[UserRecord, bool]:
+        """The mirror of ``remote`` by the rules of SPEC 5, and whether its username is
+        settled: not for a new user or one whose login cluster renamed them (then the
+        username is to be chosen, with the database)."""
         # A peer's names may pass the host's columns (PostgreSQL refuses them, SQLite would
         # keep them): stored cut to size; free_username cuts the username, keeping it unique.
         limits = self.users.limits()
         first_name, last_name = mirror_names(remote)
-        first_name = fit(first_name, limits.get("first_name"))
-        last_name = fit(last_name, limits.get("last_name"))
-        email = fit(remote.email, limits.get("email"))
+        username: str | None = None
+        renamed = False
+        if existing is None:
+            flags = flags_for_new_user(remote, policy)
+        else:
+            flags = flags_for_existing_user(remote, policy, flags_of(existing))
+            # SPEC 5: the username is set once, and follows only the login cluster.
+            wanted = fit(remote.username, limits.get("username"))
+            renamed = bool(policy.login and remote.username and wanted != existing.username)
+            if not renamed:
+                username = existing.username
+        record = UserRecord(
+            uuid=remote.uuid,
+            email=fit(remote.email, limits.get("email")),
+            username=username,
+            first_name=fit(first_name, limits.get("first_name")),
+            last_name=fit(last_name, limits.get("last_name")),
+            is_admin=flags.is_admin,
+            is_active=flags.is_active,
+            is_invited=flags.is_invited,
+        )
+        return record, existing is not None and not renamed
+
+    async def _mirror_once(
+        self, remote: RemoteUser, policy: MirrorPolicy, token: CachedToken | None
+    ) -> UserRecord:
         async with self.database.sessionmaker() as session:
             existing = await self.users.get(session, remote.uuid)
-            if existing is None:
-                flags = flags_for_new_user(remote, policy)
-                username = await free_username(
-                    self.users, session, username_base(remote.username, remote.email)
-                )
-            else:
-                flags = flags_for_existing_user(remote, policy, flags_of(existing))
-                username = existing.username
-                # SPEC 5: the username is set once, and follows only the login cluster.
-                wanted = fit(remote.username, limits.get("username"))
-                if policy.login and remote.username and wanted != existing.username:
+            record, settled = self._mirrored(remote, policy, existing)
+            if not settled:
+                if existing is None:
+                    base = username_base(remote.username, remote.email)
+                    username = await free_username(self.users, session, base)
+                else:
+                    assert remote.username is not None
                     username = await free_username(
                         self.users, session, remote.username, exclude_uuid=existing.uuid
                     )
-            record = UserRecord(
-                uuid=remote.uuid,
-                email=email,
-                username=username,
-                first_name=first_name,
-                last_name=last_name,
-                is_admin=flags.is_admin,
-                is_active=flags.is_active,
-                is_invited=flags.is_invited,
-            )
+                record = replace(record, username=username)
             if existing is None:
                 await self.users.create(session, record)
             elif record != existing:

@@ -22,21 +22,19 @@ from clusterfed.storage.revocation_models import (
     FederationRevocationNotice,
     FederationTokenValidator,
 )
-from clusterfed.storage.upsert import insert_for
+from clusterfed.storage.upsert import insert_for, prebuilt_upsert, upsert_params
 from clusterfed.tokens import is_cluster_id, salted_secret, secrets_equal
 from clusterfed.trust.revocation import ECHO_WINDOW
+
+_VALIDATORS = FederationTokenValidator.__table__
 
 
 async def record_validation(session: AsyncSession, *, token_uuid: str, cluster_id: str) -> None:
     """Cluster ``cluster_id`` validated our token (its ``remote=``): notify it on revocation."""
-    statement = insert_for(session, FederationTokenValidator).values(
-        token_uuid=token_uuid, cluster_id=cluster_id, validated_at=utcnow()
-    )
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["token_uuid", "cluster_id"], set_={"validated_at": utcnow()}
-        )
-    )
+    dialect = session.get_bind().dialect.name
+    statement = prebuilt_upsert(dialect, _VALIDATORS, ("token_uuid", "cluster_id"))
+    values = {"token_uuid": token_uuid, "cluster_id": cluster_id, "validated_at": utcnow()}
+    await session.execute(statement, upsert_params(values))
 
 
 async def validators(session: AsyncSession, *, token_uuid: str) -> list[str]:
