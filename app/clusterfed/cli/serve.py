@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
             "`clusterfed serve` needs the server extra: pip install 'clusterfed[server]'"
         ) from None
     from clusterfed.server.migrate import upgrade
-    from clusterfed.server.serving import uvicorn_options
+    from clusterfed.server.serving import freeze_startup_objects, uvicorn_options
 
     upgrade(config.database_url)
     # Bounded request heads and an access log with no credential in it (serving.py).
@@ -64,7 +64,9 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
     else:
         from clusterfed.server.app import create_app
 
-        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info", **options)
+        app = create_app(config)
+        freeze_startup_objects()
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", **options)
     return 0
 
 

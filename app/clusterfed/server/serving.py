@@ -6,6 +6,8 @@
   ``uvicorn[standard]`` does) has no such limit: it read a 100 MB header whole (and
   slowly). h11 has one, ``h11_max_incomplete_event_size``, so ``serve`` pins h11. A head
   over the cap is answered 400 and the connection closed.
+- What start-up allocated is frozen out of the cyclic garbage collector's view
+  (``freeze_startup_objects``), so a full collection walks only what requests left behind.
 - Query parameters that carry credentials (``api_token``, ``reader_tokens``) are
   redacted from uvicorn's access log line, in every worker process: the filter is part of
   the logging config each worker applies, not something set up in the parent only.
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 from typing import Any
 from urllib.parse import unquote_plus
@@ -31,6 +34,17 @@ def uvicorn_options() -> dict[str, Any]:
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "log_config": log_config(),
     }
+
+
+def freeze_startup_objects() -> None:
+    """Collect once, then freeze everything alive (modules, the app, its routes, models and
+    schemas): the collector never walks it again. A worker's full collections otherwise
+    walked all of it each time, pausing every request in flight for up to 80 ms.
+
+    For the process that serves, once the app is built: a process that builds many apps
+    (a test suite) would keep the garbage of each one forever."""
+    gc.collect()
+    gc.freeze()
 
 
 def log_config() -> dict[str, Any]:
