@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
+from urllib.request import getproxies
 
 import httpx
 
@@ -40,6 +41,7 @@ from clusterfed.errors import (
 from clusterfed.tokens import Token
 
 from .circuit import CircuitBreaker
+from .plain_get import PlainGets
 from .statuses import TRANSIENT
 
 log = logging.getLogger("clusterfed.remote")
@@ -90,6 +92,11 @@ class RemoteClient:
         self.circuits = {cluster_id: CircuitBreaker() for cluster_id in self.clusters}
         self._transport = transport
         self._clients: dict[bool, httpx.AsyncClient] = {}
+        # Plain GETs (every validation call) skip httpx's layers (plain_get.py); not when
+        # a transport is injected or the environment names a proxy, which httpx honours.
+        self._plain: PlainGets | None = None
+        if transport is None and not getproxies():
+            self._plain = PlainGets(default_headers={HOP_HEADER: self.local_id, "Via": VIA})
 
     def _client(self, insecure: bool) -> httpx.AsyncClient:
         # Created on first use, inside the running loop; one per TLS-verification mode.
@@ -110,6 +117,8 @@ class RemoteClient:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+        if self._plain is not None:
+            await self._plain.aclose()
 
     async def request(
         self,
@@ -140,8 +149,9 @@ class RemoteClient:
                 request_headers["Content-Type"] = "application/x-www-form-urlencoded"
         if token is not None:
             request_headers["Authorization"] = f"Bearer {token.encode()}"
-        client = self._client(remote.insecure)
         url = f"{remote.base_url}{path}"
+        plain = self._plain if method == "GET" and content is None and json_body is None else None
+        client = self._client(remote.insecure) if plain is None else None
         deadline = time.monotonic() + self.timeout
         attempt = 0
         try:
@@ -149,9 +159,15 @@ class RemoteClient:
                 while True:
                     attempt += 1
                     try:
-                        response = await self._send(
-                            client, method, url, params, json_body, content, request_headers
-                        )
+                        if plain is not None:
+                            response = await self._get(
+                                plain, url, params, request_headers, remote.insecure
+                            )
+                        else:
+                            assert client is not None
+                            response = await self._send(
+                                client, method, url, params, json_body, content, request_headers
+                            )
                     except TRANSIENT_ERRORS as exc:
                         if not await _backoff(attempt, deadline):
                             raise BadGateway(
@@ -185,6 +201,21 @@ class RemoteClient:
         finally:
             if trial:
                 circuit.end_trial()  # a no-op when a verdict was recorded above
+
+    async def _get(
+        self,
+        plain: PlainGets,
+        url: str,
+        params: Any,
+        headers: dict[str, str],
+        insecure: bool,
+    ) -> RemoteResponse:
+        answer = await plain.get(
+            url, params=params, headers=headers, insecure=insecure, max_bytes=self.max_bytes
+        )
+        return RemoteResponse(
+            answer.status_code, answer.body, answer.truncated, answer.headers, answer.unreadable
+        )
 
     async def _send(
         self,
