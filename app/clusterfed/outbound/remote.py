@@ -150,8 +150,6 @@ class RemoteClient:
         if token is not None:
             request_headers["Authorization"] = f"Bearer {token.encode()}"
         url = f"{remote.base_url}{path}"
-        plain = self._plain if method == "GET" and content is None and json_body is None else None
-        client = self._client(remote.insecure) if plain is None else None
         deadline = time.monotonic() + self.timeout
         attempt = 0
         try:
@@ -159,15 +157,15 @@ class RemoteClient:
                 while True:
                     attempt += 1
                     try:
-                        if plain is not None:
-                            response = await self._get(
-                                plain, url, params, request_headers, remote.insecure
-                            )
-                        else:
-                            assert client is not None
-                            response = await self._send(
-                                client, method, url, params, json_body, content, request_headers
-                            )
+                        response = await self._send(
+                            remote.insecure,
+                            method,
+                            url,
+                            params,
+                            json_body,
+                            content,
+                            request_headers,
+                        )
                     except TRANSIENT_ERRORS as exc:
                         if not await _backoff(attempt, deadline):
                             raise BadGateway(
@@ -202,24 +200,9 @@ class RemoteClient:
             if trial:
                 circuit.end_trial()  # a no-op when a verdict was recorded above
 
-    async def _get(
-        self,
-        plain: PlainGets,
-        url: str,
-        params: Any,
-        headers: dict[str, str],
-        insecure: bool,
-    ) -> RemoteResponse:
-        answer = await plain.get(
-            url, params=params, headers=headers, insecure=insecure, max_bytes=self.max_bytes
-        )
-        return RemoteResponse(
-            answer.status_code, answer.body, answer.truncated, answer.headers, answer.unreadable
-        )
-
     async def _send(
         self,
-        client: httpx.AsyncClient,
+        insecure: bool,
         method: str,
         url: str,
         params: Any,
@@ -227,6 +210,14 @@ class RemoteClient:
         content: bytes | None,
         headers: dict[str, str],
     ) -> RemoteResponse:
+        if self._plain is not None and method == "GET" and content is None and json_body is None:
+            answer = await self._plain.get(
+                url, params=params, headers=headers, insecure=insecure, max_bytes=self.max_bytes
+            )
+            return RemoteResponse(
+                answer.status_code, answer.body, answer.truncated, answer.headers, answer.unreadable
+            )
+        client = self._client(insecure)
         request = client.build_request(
             method, url, params=params, json=json_body, content=content, headers=headers
         )

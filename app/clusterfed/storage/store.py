@@ -30,7 +30,7 @@ from clusterfed.trust.store import CachedToken, PurgeEvent
 from .database import Database
 from .models import FederationPurge, FederationTokenCache
 from .upsert import prebuilt_upsert, upsert_params
-from .users import USER_FIELDS, SelectableUserTable, UserTable, fit, free_username, username_base
+from .users import SelectableUserTable, UserJoin, UserTable, fit, free_username, username_base
 
 # Two workers mirroring one user at the same moment: the loser's insert collides on the
 # uuid (or on the username it chose) and its next attempt finds the winner's row.
@@ -59,13 +59,9 @@ class _JoinedReads:
     user by UUID."""
 
     def __init__(self, users: SelectableUserTable) -> None:
-        table, columns = users.record_columns()
-        uuid = columns[USER_FIELDS.index("uuid")]
-        pairs = zip(columns, USER_FIELDS, strict=True)
-        # Labels no token-cache column has (it has a user_uuid of its own).
-        labeled = [column.label(f"users_{field}") for column, field in pairs]
-        tokens = select(_TOKEN_CACHE, *labeled).select_from(
-            _TOKEN_CACHE.outerjoin(table, uuid == _TOKEN_CACHE.c.user_uuid)
+        self.users = UserJoin(users)
+        tokens = select(_TOKEN_CACHE, *self.users.columns).select_from(
+            self.users.onto(_TOKEN_CACHE, _TOKEN_CACHE.c.user_uuid)
         )
         self.token_by_uuid = tokens.where(_TOKEN_CACHE.c.token_uuid == bindparam("token_uuid"))
         self.token_by_digest = (
@@ -73,13 +69,11 @@ class _JoinedReads:
             .where(_TOKEN_CACHE.c.secret_digest == bindparam("digest"))
             .limit(1)
         )
-        self.user_by_uuid = select(*labeled).where(uuid == bindparam("uuid"))
+        self.user_by_uuid = select(*self.users.columns).where(self.users.uuid == bindparam("uuid"))
 
-    @staticmethod
-    def cached(row: Any) -> CachedToken:
+    def cached(self, row: Any) -> CachedToken:
         """A joined row: the token's columns, then its user's (all NULL: no such user)."""
-        user = row[_TOKEN_COLUMNS:]
-        return _cached(row, None if user[0] is None else UserRecord(*user))
+        return _cached(row, self.users.record(row[_TOKEN_COLUMNS:]))
 
 
 def _cached(row: Any, user: UserRecord | None) -> CachedToken:
@@ -182,7 +176,7 @@ class SqlFederationStore:
     async def get_user(self, uuid: str) -> UserRecord | None:
         if self._joined is not None:
             row = await self.database.reads.first(self._joined.user_by_uuid, {"uuid": uuid})
-            return None if row is None else UserRecord(*row)
+            return None if row is None else self._joined.users.record(row)
         async with self._reader() as session:
             return await self.users.get(session, uuid)
 

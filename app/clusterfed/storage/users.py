@@ -13,7 +13,7 @@ Most hosts keep users in a SQLAlchemy model with Arvados's attribute names; for 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,6 +59,27 @@ class SelectableUserTable(Protocol):
     def record_columns(self) -> tuple[FromClause, tuple[ColumnElement[Any], ...]]:
         """The users table, and its columns of a :class:`UserRecord` in field order."""
         ...
+
+
+class UserJoin:
+    """A :class:`SelectableUserTable`'s record columns, labelled, for statements that read
+    another table's row and its user at once (an outer join: a missing user reads as
+    NULLs). ``record(values)`` turns those columns of a row back into a record."""
+
+    def __init__(self, users: SelectableUserTable) -> None:
+        self.table, columns = users.record_columns()
+        self.uuid = columns[USER_FIELDS.index("uuid")]
+        # Labels no joined table's own column has (a token row has a user_uuid of its own).
+        pairs = zip(columns, USER_FIELDS, strict=True)
+        self.columns = tuple(column.label(f"users_{field}") for column, field in pairs)
+
+    def onto(self, table: FromClause, user_uuid: ColumnElement[Any]) -> FromClause:
+        return table.outerjoin(self.table, self.uuid == user_uuid)
+
+    @staticmethod
+    def record(values: Sequence[Any]) -> UserRecord | None:
+        """The user of a row's record columns, or None when the join found none."""
+        return None if values[USER_FIELDS.index("uuid")] is None else UserRecord(*values)
 
 
 class ModelUserTable:

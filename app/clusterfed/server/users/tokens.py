@@ -13,6 +13,7 @@ from clusterfed.identity import UserRecord
 from clusterfed.server.models import ApiClientAuthorization
 from clusterfed.storage.db import utcnow
 from clusterfed.storage.point_reads import PointReads
+from clusterfed.storage.users import UserJoin
 from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
 
 from .service import users_table
@@ -56,15 +57,15 @@ class TokenWithUser:
 
 
 _TOKENS = ApiClientAuthorization.__table__
-_USERS, _USER_COLUMNS = users_table.record_columns()
+_USERS = UserJoin(users_table)
 _TOKEN_WITH_USER = select(
     _TOKENS.c.uuid,
     _TOKENS.c.api_token,
     _TOKENS.c.user_uuid,
     _TOKENS.c.scopes,
     _TOKENS.c.expires_at,
-    *(column.label(f"users_{n}") for n, column in enumerate(_USER_COLUMNS)),
-).select_from(_TOKENS.outerjoin(_USERS, _USER_COLUMNS[0] == _TOKENS.c.user_uuid))
+    *_USERS.columns,
+).select_from(_USERS.onto(_TOKENS, _TOKENS.c.user_uuid))
 _BY_UUID = _TOKEN_WITH_USER.where(_TOKENS.c.uuid == bindparam("uuid"))
 _BY_SECRET = _TOKEN_WITH_USER.where(_TOKENS.c.api_token == bindparam("secret"))
 
@@ -86,14 +87,13 @@ async def find_token(
         row = (await source.execute(statement, params)).first()
     if row is None:
         return None
-    user = row[5:]
     return TokenWithUser(
         uuid=row.uuid,
         api_token=row.api_token,
         user_uuid=row.user_uuid,
         scopes=tuple(row.scopes),
         expires_at=row.expires_at,
-        user=None if user[0] is None else UserRecord(*user),
+        user=_USERS.record(row[5:]),
     )
 
 
