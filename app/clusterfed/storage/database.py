@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from .db import create_engine, create_sessionmaker
+from .db import create_autocommit_engine, create_engine, create_sessionmaker
 from .point_reads import PointReads
+from .point_writes import PointWrites
 
 
 class Database:
@@ -16,7 +17,9 @@ class Database:
         self.url = url
         self._engine: AsyncEngine | None = None
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self._autocommit: AsyncEngine | None = None
         self._reads: PointReads | None = None
+        self._writes: PointWrites | None = None
 
     @property
     def started(self) -> bool:
@@ -27,14 +30,22 @@ class Database:
             return
         self._engine = create_engine(self.url)
         self._sessionmaker = create_sessionmaker(self._engine)
-        self._reads = PointReads(self._engine)
+        self._autocommit = create_autocommit_engine(self._engine)
+        self._reads = PointReads(self._engine, self._autocommit)
+        self._writes = PointWrites(self._engine, self._autocommit)
 
     async def dispose(self) -> None:
         if self._reads is not None:
             await self._reads.dispose()
+        if self._writes is not None:
+            await self._writes.dispose()
+        if self._autocommit is not None:
+            await self._autocommit.dispose()
         if self._engine is not None:
             await self._engine.dispose()
-        self._engine = self._sessionmaker = self._reads = None
+        self._engine = self._autocommit = self._sessionmaker = None
+        self._reads = None
+        self._writes = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -54,6 +65,13 @@ class Database:
         if self._reads is None:
             raise RuntimeError("database is not started (the app lifespan starts it)")
         return self._reads
+
+    @property
+    def writes(self) -> PointWrites:
+        """One-statement writes for the hot path (a validation's row): see ``point_writes``."""
+        if self._writes is None:
+            raise RuntimeError("database is not started (the app lifespan starts it)")
+        return self._writes
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -85,11 +85,34 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # WAL lets the several worker processes of `serve --workers N` read while one writes;
         # the busy timeout turns a brief writer collision into a wait instead of an error.
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     engine = create_async_engine(url, **kwargs)
     _ping_idle_connections(engine)
     return engine
+
+
+# Connections of the PostgreSQL autocommit engine (one-statement reads and writes of the
+# hot path: ``point_reads``, ``point_writes``). Their statements are short, so fewer than
+# the main pool serve as many requests.
+AUTOCOMMIT_POOL_SIZE = 8
+AUTOCOMMIT_POOL_OVERFLOW = 8
+
+
+def create_autocommit_engine(engine: AsyncEngine) -> AsyncEngine | None:
+    """A small engine of its own in autocommit beside ``engine``, for statements that are
+    a transaction by themselves; None on SQLite, whose driver needs none (see
+    ``point_reads``). SQLAlchemy wraps each statement in BEGIN and COMMIT or ROLLBACK
+    otherwise, and switching a pooled connection to autocommit and back costs round
+    trips of its own."""
+    if engine.url.get_backend_name() == "sqlite":
+        return None
+    return create_engine(
+        engine.url.render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+        pool_size=AUTOCOMMIT_POOL_SIZE,
+        max_overflow=AUTOCOMMIT_POOL_OVERFLOW,
+    )
 
 
 def _ping_idle_connections(engine: AsyncEngine) -> None:
@@ -118,7 +141,8 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
             raise DisconnectionError("connection failed its ping") from exc
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """What every connection to a SQLite file clusterfed opens sets first."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")

@@ -14,8 +14,8 @@ tokens):
   gives up after ``INLINE_BUSY_MS`` and goes the asynchronous way.
 - PostgreSQL through asyncpg: SQLAlchemy wraps each statement in BEGIN and ROLLBACK
   unless the connection is in autocommit, and switching a pooled connection to
-  autocommit and back costs round trips of its own. A small engine of its own, opened in
-  autocommit, reads in one round trip (350 us of CPU against 620 us).
+  autocommit and back costs round trips of its own. The database's autocommit engine
+  (``db.create_autocommit_engine``) reads in one round trip (350 us of CPU against 620 us).
 
 An in-memory SQLite database cannot be opened twice, so it reads the asynchronous way.
 """
@@ -34,39 +34,27 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
-from .db import create_engine
-
 log = logging.getLogger("clusterfed.storage")
 
 # How long an inline SQLite read may hold the event loop waiting for a busy file before
 # it is retried the asynchronous way (which waits up to the engine's busy timeout).
 INLINE_BUSY_MS = 20
-# Connections of the PostgreSQL read engine: reads are short, so fewer than the main
-# pool serve as many requests.
-READ_POOL_SIZE = 8
-READ_POOL_OVERFLOW = 8
 
 
 class PointReads:
     """``first(statement, params)``: the first row, read the cheapest way for ``engine``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine | None = None) -> None:
+        """``autocommit``: the database's autocommit engine, when it has one (its owner
+        disposes of it)."""
         self._engine = engine
         self._inline: Engine | None = None
         self._local = threading.local()  # the inline connection of each thread
         self._opened: list[Connection] = []
-        self._autocommit: AsyncEngine | None = None
+        self._autocommit = autocommit
         url = engine.url
-        if url.get_backend_name() == "sqlite":
-            if _sqlite_file(url.database):
-                self._inline = _inline_sqlite_engine(url.database or "")
-        else:
-            self._autocommit = create_engine(
-                url.render_as_string(hide_password=False),
-                isolation_level="AUTOCOMMIT",
-                pool_size=READ_POOL_SIZE,
-                max_overflow=READ_POOL_OVERFLOW,
-            )
+        if url.get_backend_name() == "sqlite" and sqlite_file(url.database):
+            self._inline = _inline_sqlite_engine(url.database or "")
 
     @property
     def mode(self) -> str:
@@ -101,11 +89,10 @@ class PointReads:
                 connection.close()
             self._opened.clear()
             self._inline.dispose()
-        if self._autocommit is not None:
-            await self._autocommit.dispose()
 
 
-def _sqlite_file(database: str | None) -> bool:
+def sqlite_file(database: str | None) -> bool:
+    """Is ``database`` (a SQLite URL's) a file that another connection can open too?"""
     return bool(database) and database != ":memory:" and not database.startswith("file:")
 
 

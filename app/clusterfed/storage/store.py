@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clusterfed.identity import RemoteUser, UserRecord
 from clusterfed.trust.mirroring import (
@@ -145,12 +145,13 @@ class SqlFederationStore:
             )
 
     async def save_token(self, entry: CachedToken) -> None:
-        async with self.database.engine.begin() as connection:
-            await self._upsert_token(connection, entry)
+        statement, params = self._token_upsert(entry)
+        await self.database.writes.execute(statement, params)
 
-    async def _upsert_token(
-        self, session: AsyncSession | AsyncConnection, entry: CachedToken
-    ) -> None:
+    async def _upsert_token(self, session: AsyncSession, entry: CachedToken) -> None:
+        await session.execute(*self._token_upsert(entry))
+
+    def _token_upsert(self, entry: CachedToken) -> tuple[Any, dict[str, Any]]:
         values = {
             "token_uuid": entry.token_uuid,
             "user_uuid": entry.user_uuid,
@@ -163,7 +164,7 @@ class SqlFederationStore:
             "last_used_at": entry.last_used_at,
         }
         statement = prebuilt_upsert(self._dialect, _TOKEN_CACHE, ("token_uuid",))
-        await session.execute(statement, upsert_params(values))
+        return statement, upsert_params(values)
 
     async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
         if not used:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from clusterfed.errors import Unauthorized
-from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
+from clusterfed.server.deps import CallerDep, ConfigDep
 from clusterfed.tokens import is_cluster_id
 
 from .revocation import record_validation
@@ -21,15 +21,14 @@ def _iso(value: Any) -> str | None:
 
 
 @router.get("/api_client_authorizations/current")
-async def current_token(
-    caller: CallerDep, request: Request, session: SessionDep, config: ConfigDep
-) -> dict[str, Any]:
+async def current_token(caller: CallerDep, request: Request, config: ConfigDep) -> dict[str, Any]:
     if caller.token_uuid is None:
         raise Unauthorized("the system root token has no token record")
     remote = request.query_params.get("remote", "")
     if caller.issuer == config.cluster_id and is_cluster_id(remote) and remote != config.cluster_id:
         # SPEC 3.7: remember who validated our token, to tell them when it is revoked.
-        await record_validation(session, token_uuid=caller.token_uuid, cluster_id=remote)
+        database = request.app.state.database
+        await record_validation(database, token_uuid=caller.token_uuid, cluster_id=remote)
     # Never echo a secret: a caller that presented a salted token must not learn the
     # unsalted one, and the others already have theirs.
     return {

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clusterfed.config import ClusterConfig
 from clusterfed.server.models import ApiClientAuthorization
+from clusterfed.storage.database import Database
 from clusterfed.storage.db import utcnow
 from clusterfed.storage.models import FederationPurge
 from clusterfed.storage.revocation_models import (
@@ -29,12 +30,16 @@ from clusterfed.trust.revocation import ECHO_WINDOW
 _VALIDATORS = FederationTokenValidator.__table__
 
 
-async def record_validation(session: AsyncSession, *, token_uuid: str, cluster_id: str) -> None:
-    """Cluster ``cluster_id`` validated our token (its ``remote=``): notify it on revocation."""
-    dialect = session.get_bind().dialect.name
-    statement = prebuilt_upsert(dialect, _VALIDATORS, ("token_uuid", "cluster_id"))
+async def record_validation(database: Database, *, token_uuid: str, cluster_id: str) -> None:
+    """Cluster ``cluster_id`` validated our token (its ``remote=``): notify it on revocation.
+
+    Committed on its own, before the answer goes out: once the validator can cache the
+    token, a revocation finds it here."""
+    statement = prebuilt_upsert(
+        database.engine.dialect.name, _VALIDATORS, ("token_uuid", "cluster_id")
+    )
     values = {"token_uuid": token_uuid, "cluster_id": cluster_id, "validated_at": utcnow()}
-    await session.execute(statement, upsert_params(values))
+    await database.writes.execute(statement, upsert_params(values))
 
 
 async def validators(session: AsyncSession, *, token_uuid: str) -> list[str]:

@@ -1,0 +1,107 @@
+"""Point writes on the hot path: one statement that is a transaction by itself.
+
+A cold validation writes one row on each side: the validating cluster caches the token
+(``store.save_token``), the issuer remembers who validated it (``record_validation``).
+Through the async engine each is a transaction of its own, and what that costs is
+driver plumbing, not the database:
+
+- SQLite through aiosqlite: checkout, BEGIN, execute, COMMIT and the rollback at checkin
+  are each a hop to the connection's thread and back. Here the statement runs on a
+  ``sqlite3`` connection in autocommit (a statement alone is its own transaction) in one
+  thread of its own: one hop per write. One thread also keeps this process's writers
+  from waiting on each other's locks; the file's other writers (other workers, the
+  async engine) are waited for up to the usual busy timeout, in that thread, never on
+  the event loop.
+- PostgreSQL through asyncpg: on the database's autocommit engine the statement is one
+  round trip, not BEGIN, statement and COMMIT.
+
+An in-memory SQLite database cannot be opened twice, so it writes the asynchronous way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
+
+from .db import sqlite_pragmas
+from .point_reads import sqlite_file
+
+# How long a write waits for another writer of the SQLite file (as the async engine does).
+BUSY_TIMEOUT_SECONDS = 30
+
+
+class PointWrites:
+    """``execute(statement, params)``: one statement, committed, the cheapest way."""
+
+    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine | None = None) -> None:
+        """``autocommit``: the database's autocommit engine, when it has one (its owner
+        disposes of it)."""
+        self._engine = engine
+        self._autocommit = autocommit
+        self._sqlite: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._connection: Connection | None = None  # used in, and only in, that thread
+        url = engine.url
+        if url.get_backend_name() == "sqlite" and sqlite_file(url.database):
+            self._sqlite = _sqlite_writer_engine(url.database or "")
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="clusterfed-writes")
+
+    @property
+    def mode(self) -> str:
+        """How writes are made: ``thread`` (SQLite file), ``autocommit`` or ``async``."""
+        if self._thread is not None:
+            return "thread"
+        return "autocommit" if self._autocommit is not None else "async"
+
+    async def execute(self, statement: Executable, params: Mapping[str, Any]) -> None:
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self._execute_in_thread, statement, params)
+            return
+        if self._autocommit is not None:
+            async with self._autocommit.connect() as connection:
+                await connection.execute(statement, params)
+            return
+        async with self._engine.begin() as connection:
+            await connection.execute(statement, params)
+
+    def _execute_in_thread(self, statement: Executable, params: Mapping[str, Any]) -> None:
+        if self._connection is None or self._connection.closed:
+            assert self._sqlite is not None
+            self._connection = self._sqlite.connect()
+        self._connection.execute(statement, params)
+
+    async def dispose(self) -> None:
+        if self._thread is None:
+            return
+        thread, self._thread = self._thread, None
+        # Writes already handed to the thread finish; the connection closes in its thread.
+        await asyncio.get_running_loop().run_in_executor(thread, self._close_in_thread)
+        thread.shutdown(wait=True)
+        assert self._sqlite is not None
+        self._sqlite.dispose()
+
+    def _close_in_thread(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _sqlite_writer_engine(path: str) -> Engine:
+    engine = create_sync_engine(
+        make_url("sqlite+pysqlite://").set(database=path),
+        connect_args={"timeout": BUSY_TIMEOUT_SECONDS},
+        hide_parameters=True,
+        # A statement alone is its own transaction: committed before the await returns.
+        isolation_level="AUTOCOMMIT",
+    )
+    event.listen(engine, "connect", sqlite_pragmas)
+    return engine

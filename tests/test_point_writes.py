@@ -1,0 +1,149 @@
+"""The hot path's one-statement writes (``storage.point_writes``): the cheap way for each
+database, committed when the await returns, a busy SQLite file waited out off the event
+loop, errors raised to the writer, and no write lost beside the async engine's writers."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import pytest
+from clusterfed.server.users.service import users_table
+from clusterfed.storage.database import Database
+from clusterfed.storage.store import SqlFederationStore
+from clusterfed.tokens import USER_TYPE, new_uuid
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from tests.support.databases import DatabaseFactory
+from tests.test_point_reads import add_user, cached_token
+
+
+async def test_each_database_writes_its_cheapest_way(databases: DatabaseFactory) -> None:
+    database = Database(databases.new_url())
+    await database.start()
+    try:
+        expected = {"sqlite": "thread", "postgresql": "autocommit"}[databases.backend]
+        assert database.writes.mode == expected
+    finally:
+        await database.dispose()
+
+
+async def test_in_memory_sqlite_writes_the_asynchronous_way() -> None:
+    database = Database("sqlite+aiosqlite:///:memory:")
+    await database.start()
+    try:
+        assert database.writes.mode == "async"
+        await database.writes.execute(text("CREATE TABLE t (x INTEGER)"), {})
+        await database.writes.execute(text("INSERT INTO t VALUES (:x)"), {"x": 7})
+        row = await database.reads.first(text("SELECT x FROM t"), {})
+        assert row is not None and row[0] == 7
+    finally:
+        await database.dispose()
+
+
+async def test_a_write_is_committed_when_the_await_returns(databases: DatabaseFactory) -> None:
+    # Seen at once by another connection: the point reads' and the async engine's.
+    database = Database(databases.new_url())
+    await database.start()
+    store = SqlFederationStore(database, users_table)
+    try:
+        user = await add_user(database, new_uuid("qr1hi", USER_TYPE))
+        entry = cached_token(user.uuid)
+        await store.save_token(entry)
+        assert await store.load_token(entry.token_uuid) is not None
+        async with database.sessionmaker() as session:
+            count = await session.scalar(
+                text("SELECT count(*) FROM federation_token_cache WHERE token_uuid = :u"),
+                {"u": entry.token_uuid},
+            )
+        assert count == 1
+    finally:
+        await database.dispose()
+
+
+async def test_a_failed_write_raises_to_its_writer_and_the_next_one_works(
+    databases: DatabaseFactory,
+) -> None:
+    database = Database(databases.new_url())
+    await database.start()
+    store = SqlFederationStore(database, users_table)
+    try:
+        with pytest.raises(DBAPIError):
+            await database.writes.execute(text("INSERT INTO no_such_table VALUES (1)"), {})
+        user = await add_user(database, new_uuid("qr1hi", USER_TYPE))
+        entry = cached_token(user.uuid)
+        await store.save_token(entry)
+        assert await store.load_token(entry.token_uuid) is not None
+    finally:
+        await database.dispose()
+
+
+async def test_no_write_is_lost_beside_the_async_engines_writers(
+    databases: DatabaseFactory,
+) -> None:
+    # Token rows through the point writes and users through the async engine, all at
+    # once: on SQLite both are writers of one file and wait for each other's locks.
+    database = Database(databases.new_url())
+    await database.start()
+    store = SqlFederationStore(database, users_table)
+    try:
+        owner = await add_user(database, new_uuid("qr1hi", USER_TYPE))
+        entries = [cached_token(owner.uuid, digest=f"{n:064x}") for n in range(60)]
+        new_users = [new_uuid("qr1hi", USER_TYPE) for _ in range(20)]
+        await asyncio.gather(
+            *(store.save_token(entry) for entry in entries),
+            *(add_user(database, uuid) for uuid in new_users),
+        )
+        for entry in entries:
+            assert await store.load_token(entry.token_uuid) is not None
+        for uuid in new_users:
+            assert await store.get_user(uuid) is not None
+    finally:
+        await database.dispose()
+
+
+# Only a SQLite file is locked by another connection for a whole transaction this way.
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_write_waits_out_another_writer_off_the_event_loop(
+    databases: DatabaseFactory,
+) -> None:
+    url = databases.new_url()
+    database = Database(url)
+    await database.start()
+    store = SqlFederationStore(database, users_table)
+    try:
+        user = await add_user(database, new_uuid("qr1hi", USER_TYPE))
+        holder = sqlite3.connect(url.split(":///", 1)[1], check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")  # another process's writer, mid-transaction
+        released = threading.Event()
+        hold_seconds = 0.5
+
+        def release() -> None:
+            time.sleep(hold_seconds)
+            holder.commit()
+            holder.close()
+            released.set()
+
+        threading.Thread(target=release, daemon=True).start()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not released.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.create_task(ticker())
+        entry = cached_token(user.uuid)
+        started = time.monotonic()
+        await store.save_token(entry)
+        waited = time.monotonic() - started
+        await ticking
+        assert waited >= hold_seconds * 0.8  # it did wait for the lock...
+        assert ticks >= 10  # ...and the loop went on meanwhile
+        assert await store.load_token(entry.token_uuid) is not None
+    finally:
+        await database.dispose()
