@@ -95,7 +95,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 # Connections of the PostgreSQL autocommit engine (one-statement reads and writes of the
 # hot path: ``point_reads``, ``point_writes``). Their statements are short, so fewer than
 # the main pool serve as many requests.
-AUTOCOMMIT_POOL_SIZE = 8
+AUTOCOMMIT_POOL_SIZE = 16
 AUTOCOMMIT_POOL_OVERFLOW = 8
 
 
