@@ -96,7 +96,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 # hot path: ``point_reads``, ``point_writes``). Their statements are short, so fewer than
 # the main pool serve as many requests.
 AUTOCOMMIT_POOL_SIZE = 16
-AUTOCOMMIT_POOL_OVERFLOW = 8
+AUTOCOMMIT_POOL_OVERFLOW = 0
 
 
 def create_autocommit_engine(engine: AsyncEngine) -> AsyncEngine | None:
