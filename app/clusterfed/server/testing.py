@@ -34,6 +34,8 @@ from clusterfed.server.users.tokens import create_token, v2_token
 from clusterfed.storage.db import create_engine, create_sessionmaker
 
 MANAGEMENT_TOKEN = "test-management-token"
+# What uvicorn logs when a worker's lifespan has run: it serves from then on.
+STARTUP_COMPLETE = "Application startup complete."
 
 
 def free_port() -> int:
@@ -188,12 +190,24 @@ class ClusterProcess:
             )
         try:
             wait_until_serving(self.cluster.base_url, proc=self.proc)
+            self._wait_for_every_worker()
         except Exception:
             self.stop()
             raise RuntimeError(
                 f"cluster failed to start; log:\n{self.log_path.read_text()}"
             ) from None
         return self.cluster
+
+    def _wait_for_every_worker(self, timeout: float = 30.0) -> None:
+        """One worker answering is not all of them: the others may still be starting,
+        and a test that means every worker to see its requests must wait for them."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(STARTUP_COMPLETE) < self.workers:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode} while starting")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not all {self.workers} workers started")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
