@@ -70,6 +70,8 @@ def utcnow() -> datetime:
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
 PING_AFTER_IDLE_SECONDS = 1.0
+# How long a SQLite writer waits for another one (another worker process, say).
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
 IDLE_SINCE = "clusterfed_idle_since"
 
 
@@ -84,7 +86,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         ensure_sqlite_dir(url)
         # WAL lets the several worker processes of `serve --workers N` read while one writes;
         # the busy timeout turns a brief writer collision into a wait instead of an error.
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **kwargs
+        )
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     engine = create_async_engine(url, **kwargs)
@@ -94,7 +98,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 # Connections of the PostgreSQL autocommit engine (one-statement reads and writes of the
 # hot path: ``point_reads``, ``point_writes``). Their statements are short, so fewer than
-# the main pool serve as many requests.
+# the main pool serve as many requests; and none are opened beyond them: under 32
+# requests in flight, overflow connections were opened and closed again all the time (a
+# backend forked, the statements prepared again), where waiting for one costs nothing.
 AUTOCOMMIT_POOL_SIZE = 16
 AUTOCOMMIT_POOL_OVERFLOW = 0
 
@@ -145,7 +151,7 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """What every connection to a SQLite file clusterfed opens sets first."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -31,11 +31,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
-from .db import sqlite_pragmas
+from .db import SQLITE_BUSY_TIMEOUT_SECONDS, sqlite_pragmas
 from .point_reads import sqlite_file
-
-# How long a write waits for another writer of the SQLite file (as the async engine does).
-BUSY_TIMEOUT_SECONDS = 30
 
 
 class PointWrites:
@@ -98,7 +95,7 @@ class PointWrites:
 def _sqlite_writer_engine(path: str) -> Engine:
     engine = create_sync_engine(
         make_url("sqlite+pysqlite://").set(database=path),
-        connect_args={"timeout": BUSY_TIMEOUT_SECONDS},
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
         hide_parameters=True,
         # A statement alone is its own transaction: committed before the await returns.
         isolation_level="AUTOCOMMIT",
