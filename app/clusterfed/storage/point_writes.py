@@ -8,10 +8,10 @@ driver plumbing, not the database:
 - SQLite through aiosqlite: checkout, BEGIN, execute, COMMIT and the rollback at checkin
   are each a hop to the connection's thread and back. Here the statement runs on a
   ``sqlite3`` connection in autocommit (a statement alone is its own transaction) in one
-  thread of its own: one hop per write. One thread also keeps this process's writers
-  from waiting on each other's locks; the file's other writers (other workers, the
-  async engine) are waited for up to the usual busy timeout, in that thread, never on
-  the event loop.
+  thread of its own: one hop per write. The one thread also queues this process's
+  point writes instead of having them wait on each other's locks; the file's other
+  writers (other workers, the async engine) are waited for up to the usual busy
+  timeout, in that thread, never on the event loop.
 - PostgreSQL through asyncpg: on the database's autocommit engine the statement is one
   round trip, not BEGIN, statement and COMMIT.
 
