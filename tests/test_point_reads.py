@@ -19,10 +19,10 @@ from clusterfed.storage.point_reads import INLINE_BUSY_MS
 from clusterfed.storage.store import SqlFederationStore
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_uuid
 from clusterfed.trust.store import CachedToken
-from sqlalchemy import literal, select
+from sqlalchemy import literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.support.databases import DatabaseFactory
+from tests.support.databases import DatabaseFactory, started
 
 
 class OpaqueUserTable:
@@ -74,25 +74,24 @@ async def add_user(database: Database, uuid: str) -> UserRecord:
     return record
 
 
-async def test_each_database_reads_its_cheapest_way(databases: DatabaseFactory) -> None:
-    database = Database(databases.new_url())
-    await database.start()
-    try:
-        expected = {"sqlite": "inline", "postgresql": "autocommit"}[databases.backend]
-        assert database.reads.mode == expected
-    finally:
-        await database.dispose()
+async def test_each_database_reads_and_writes_its_cheapest_way(
+    databases: DatabaseFactory,
+) -> None:
+    async with started(databases.new_url()) as database:
+        reads = {"sqlite": "inline", "postgresql": "autocommit"}[databases.backend]
+        writes = {"sqlite": "thread", "postgresql": "autocommit"}[databases.backend]
+        assert (database.reads.mode, database.writes.mode) == (reads, writes)
 
 
-async def test_in_memory_sqlite_reads_the_asynchronous_way() -> None:
-    database = Database("sqlite+aiosqlite:///:memory:")
-    await database.start()
-    try:
-        assert database.reads.mode == "async"
+async def test_in_memory_sqlite_reads_and_writes_the_asynchronous_way() -> None:
+    async with started("sqlite+aiosqlite:///:memory:") as database:
+        assert (database.reads.mode, database.writes.mode) == ("async", "async")
         row = await database.reads.first(select(literal(7)), {})
         assert row is not None and row[0] == 7
-    finally:
-        await database.dispose()
+        await database.writes.execute(text("CREATE TABLE t (x INTEGER)"), {})
+        await database.writes.execute(text("INSERT INTO t VALUES (:x)"), {"x": 7})
+        row = await database.reads.first(text("SELECT x FROM t"), {})
+        assert row is not None and row[0] == 7
 
 
 @pytest.mark.parametrize("joined", [True, False], ids=["joined", "two-reads"])

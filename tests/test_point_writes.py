@@ -11,45 +11,19 @@ import time
 
 import pytest
 from clusterfed.server.users.service import users_table
-from clusterfed.storage.database import Database
 from clusterfed.storage.store import SqlFederationStore
 from clusterfed.tokens import USER_TYPE, new_uuid
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.support.databases import DatabaseFactory
+from tests.support.databases import DatabaseFactory, started
 from tests.test_point_reads import add_user, cached_token
-
-
-async def test_each_database_writes_its_cheapest_way(databases: DatabaseFactory) -> None:
-    database = Database(databases.new_url())
-    await database.start()
-    try:
-        expected = {"sqlite": "thread", "postgresql": "autocommit"}[databases.backend]
-        assert database.writes.mode == expected
-    finally:
-        await database.dispose()
-
-
-async def test_in_memory_sqlite_writes_the_asynchronous_way() -> None:
-    database = Database("sqlite+aiosqlite:///:memory:")
-    await database.start()
-    try:
-        assert database.writes.mode == "async"
-        await database.writes.execute(text("CREATE TABLE t (x INTEGER)"), {})
-        await database.writes.execute(text("INSERT INTO t VALUES (:x)"), {"x": 7})
-        row = await database.reads.first(text("SELECT x FROM t"), {})
-        assert row is not None and row[0] == 7
-    finally:
-        await database.dispose()
 
 
 async def test_a_write_is_committed_when_the_await_returns(databases: DatabaseFactory) -> None:
     # Seen at once by another connection: the point reads' and the async engine's.
-    database = Database(databases.new_url())
-    await database.start()
-    store = SqlFederationStore(database, users_table)
-    try:
+    async with started(databases.new_url()) as database:
+        store = SqlFederationStore(database, users_table)
         user = await add_user(database, new_uuid("qr1hi", USER_TYPE))
         entry = cached_token(user.uuid)
         await store.save_token(entry)
@@ -60,25 +34,19 @@ async def test_a_write_is_committed_when_the_await_returns(databases: DatabaseFa
                 {"u": entry.token_uuid},
             )
         assert count == 1
-    finally:
-        await database.dispose()
 
 
 async def test_a_failed_write_raises_to_its_writer_and_the_next_one_works(
     databases: DatabaseFactory,
 ) -> None:
-    database = Database(databases.new_url())
-    await database.start()
-    store = SqlFederationStore(database, users_table)
-    try:
+    async with started(databases.new_url()) as database:
+        store = SqlFederationStore(database, users_table)
         with pytest.raises(DBAPIError):
             await database.writes.execute(text("INSERT INTO no_such_table VALUES (1)"), {})
         user = await add_user(database, new_uuid("qr1hi", USER_TYPE))
         entry = cached_token(user.uuid)
         await store.save_token(entry)
         assert await store.load_token(entry.token_uuid) is not None
-    finally:
-        await database.dispose()
 
 
 async def test_no_write_is_lost_beside_the_async_engines_writers(
@@ -86,10 +54,8 @@ async def test_no_write_is_lost_beside_the_async_engines_writers(
 ) -> None:
     # Token rows through the point writes and users through the async engine, all at
     # once: on SQLite both are writers of one file and wait for each other's locks.
-    database = Database(databases.new_url())
-    await database.start()
-    store = SqlFederationStore(database, users_table)
-    try:
+    async with started(databases.new_url()) as database:
+        store = SqlFederationStore(database, users_table)
         owner = await add_user(database, new_uuid("qr1hi", USER_TYPE))
         entries = [cached_token(owner.uuid, digest=f"{n:064x}") for n in range(60)]
         new_users = [new_uuid("qr1hi", USER_TYPE) for _ in range(20)]
@@ -101,8 +67,6 @@ async def test_no_write_is_lost_beside_the_async_engines_writers(
             assert await store.load_token(entry.token_uuid) is not None
         for uuid in new_users:
             assert await store.get_user(uuid) is not None
-    finally:
-        await database.dispose()
 
 
 # Only a SQLite file is locked by another connection for a whole transaction this way.
@@ -111,10 +75,8 @@ async def test_a_write_waits_out_another_writer_off_the_event_loop(
     databases: DatabaseFactory,
 ) -> None:
     url = databases.new_url()
-    database = Database(url)
-    await database.start()
-    store = SqlFederationStore(database, users_table)
-    try:
+    async with started(url) as database:
+        store = SqlFederationStore(database, users_table)
         user = await add_user(database, new_uuid("qr1hi", USER_TYPE))
         holder = sqlite3.connect(url.split(":///", 1)[1], check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")  # another process's writer, mid-transaction
@@ -138,12 +100,10 @@ async def test_a_write_waits_out_another_writer_off_the_event_loop(
 
         ticking = asyncio.create_task(ticker())
         entry = cached_token(user.uuid)
-        started = time.monotonic()
+        began = time.monotonic()
         await store.save_token(entry)
-        waited = time.monotonic() - started
+        waited = time.monotonic() - began
         await ticking
         assert waited >= hold_seconds * 0.8  # it did wait for the lock...
         assert ticks >= 10  # ...and the loop went on meanwhile
         assert await store.load_token(entry.token_uuid) is not None
-    finally:
-        await database.dispose()

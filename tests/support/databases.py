@@ -8,10 +8,11 @@ database is a copy of a migrated template file, a PostgreSQL one is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from clusterfed.server.migrate import upgrade
+from clusterfed.storage.database import Database
 
 PG_ADMIN_DSN = os.environ.get("CLUSTERFED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -116,3 +118,14 @@ class DatabaseFactory:
                     )
                 )
             )
+
+
+@contextlib.asynccontextmanager
+async def started(url: str) -> AsyncIterator[Database]:
+    """A ``Database`` on ``url``, started as an app's lifespan starts it, then disposed."""
+    database = Database(url)
+    await database.start()
+    try:
+        yield database
+    finally:
+        await database.dispose()
