@@ -78,8 +78,8 @@ async def test_each_database_reads_and_writes_its_cheapest_way(
     databases: DatabaseFactory,
 ) -> None:
     async with started(databases.new_url()) as database:
-        reads = {"sqlite": "inline", "postgresql": "autocommit"}[databases.backend]
-        writes = {"sqlite": "thread", "postgresql": "autocommit"}[databases.backend]
+        reads = {"sqlite": "inline", "postgresql": "asyncpg"}[databases.backend]
+        writes = {"sqlite": "thread", "postgresql": "asyncpg"}[databases.backend]
         assert (database.reads.mode, database.writes.mode) == (reads, writes)
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from .db import create_autocommit_engine, create_engine, create_sessionmaker
+from .db import create_engine, create_sessionmaker
 from .point_reads import PointReads
 from .point_writes import PointWrites
+
+if TYPE_CHECKING:
+    from .pg_points import PgPoints
 
 
 class Database:
@@ -17,7 +21,7 @@ class Database:
         self.url = url
         self._engine: AsyncEngine | None = None
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
-        self._autocommit: AsyncEngine | None = None
+        self._pg: PgPoints | None = None
         self._reads: PointReads | None = None
         self._writes: PointWrites | None = None
 
@@ -30,20 +34,24 @@ class Database:
             return
         self._engine = create_engine(self.url)
         self._sessionmaker = create_sessionmaker(self._engine)
-        self._autocommit = create_autocommit_engine(self._engine)
-        self._reads = PointReads(self._engine, self._autocommit)
-        self._writes = PointWrites(self._engine, self._autocommit)
+        if self._engine.dialect.name == "postgresql":
+            from .pg_points import PgPoints  # asyncpg is installed only for PostgreSQL
+
+            self._pg = PgPoints(self._engine)
+        self._reads = PointReads(self._engine, self._pg)
+        self._writes = PointWrites(self._engine, self._pg)
 
     async def dispose(self) -> None:
         if self._reads is not None:
             await self._reads.dispose()
         if self._writes is not None:
             await self._writes.dispose()
-        if self._autocommit is not None:
-            await self._autocommit.dispose()
+        if self._pg is not None:
+            await self._pg.dispose()
         if self._engine is not None:
             await self._engine.dispose()
-        self._engine = self._autocommit = self._sessionmaker = None
+        self._engine = self._sessionmaker = None
+        self._pg = None
         self._reads = None
         self._writes = None
 

@@ -96,31 +96,6 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
-# Connections of the PostgreSQL autocommit engine (one-statement reads and writes of the
-# hot path: ``point_reads``, ``point_writes``). Their statements are short, so fewer than
-# the main pool serve as many requests; and none are opened beyond them: under 32
-# requests in flight, overflow connections were opened and closed again all the time (a
-# backend forked, the statements prepared again), where waiting for one costs nothing.
-AUTOCOMMIT_POOL_SIZE = 16
-AUTOCOMMIT_POOL_OVERFLOW = 0
-
-
-def create_autocommit_engine(engine: AsyncEngine) -> AsyncEngine | None:
-    """A small engine of its own in autocommit beside ``engine``, for statements that are
-    a transaction by themselves; None on SQLite, whose driver needs none (see
-    ``point_reads``). SQLAlchemy wraps each statement in BEGIN and COMMIT or ROLLBACK
-    otherwise, and switching a pooled connection to autocommit and back costs round
-    trips of its own."""
-    if engine.url.get_backend_name() == "sqlite":
-        return None
-    return create_engine(
-        engine.url.render_as_string(hide_password=False),
-        isolation_level="AUTOCOMMIT",
-        pool_size=AUTOCOMMIT_POOL_SIZE,
-        max_overflow=AUTOCOMMIT_POOL_OVERFLOW,
-    )
-
-
 def _ping_idle_connections(engine: AsyncEngine) -> None:
     """SQLAlchemy's ``pool_pre_ping``, for connections that sat idle only.
 

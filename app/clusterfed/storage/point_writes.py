@@ -12,8 +12,9 @@ driver plumbing, not the database:
   point writes instead of having them wait on each other's locks; the file's other
   writers (other workers, the async engine) are waited for up to the usual busy
   timeout, in that thread, never on the event loop.
-- PostgreSQL through asyncpg: on the database's autocommit engine the statement is one
-  round trip, not BEGIN, statement and COMMIT.
+- PostgreSQL through asyncpg: on the database's ``PgPoints`` the statement is one round
+  trip (not BEGIN, statement and COMMIT) on a connection of their own, without the
+  engine's pool and execution objects around it.
 
 An in-memory SQLite database cannot be opened twice, so it writes the asynchronous way.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
@@ -34,15 +35,18 @@ from sqlalchemy.sql import Executable
 from .db import SQLITE_BUSY_TIMEOUT_SECONDS, sqlite_pragmas
 from .point_reads import sqlite_file
 
+if TYPE_CHECKING:
+    from .pg_points import PgPoints
+
 
 class PointWrites:
     """``execute(statement, params)``: one statement, committed, the cheapest way."""
 
-    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine | None = None) -> None:
-        """``autocommit``: the database's autocommit engine, when it has one (its owner
-        disposes of it)."""
+    def __init__(self, engine: AsyncEngine, pg: PgPoints | None = None) -> None:
+        """``pg``: the database's PostgreSQL point statements, when it has them (its owner
+        disposes of them)."""
         self._engine = engine
-        self._autocommit = autocommit
+        self._pg = pg
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._connection: Connection | None = None  # used in, and only in, that thread
@@ -53,19 +57,18 @@ class PointWrites:
 
     @property
     def mode(self) -> str:
-        """How writes are made: ``thread`` (SQLite file), ``autocommit`` or ``async``."""
+        """How writes are made: ``thread`` (SQLite file), ``asyncpg`` or ``async``."""
         if self._thread is not None:
             return "thread"
-        return "autocommit" if self._autocommit is not None else "async"
+        return "asyncpg" if self._pg is not None else "async"
 
     async def execute(self, statement: Executable, params: Mapping[str, Any]) -> None:
         if self._thread is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._thread, self._execute_in_thread, statement, params)
             return
-        if self._autocommit is not None:
-            async with self._autocommit.connect() as connection:
-                await connection.execute(statement, params)
+        if self._pg is not None:
+            await self._pg.execute(statement, params)
             return
         async with self._engine.begin() as connection:
             await connection.execute(statement, params)
