@@ -668,7 +668,7 @@ def report(backend: str, figures: dict[str, Any]) -> None:
         ratio = statistics.median(r.rps / b.rps for r, b in zip(runs, base, strict=True))
         target = f">={TARGETS[name]:g}" if name in TARGETS else ""
         print(
-            f"{labels[name]:<58} {statistics.median(r.rps for r in runs):8.0f} {ratio:6.2f}"
+            f"{labels[name]:<58} {statistics.median(r.rps for r in runs):8.0f} {ratio:6.3f}"
             f" {target:>7} {statistics.median(r.p99_ms for r in runs):7.1f}"
             f" {sum(r.failures for r in runs):5d}"
         )
