@@ -107,3 +107,35 @@ async def test_a_write_waits_out_another_writer_off_the_event_loop(
         assert waited >= hold_seconds * 0.8  # it did wait for the lock...
         assert ticks >= 10  # ...and the loop went on meanwhile
         assert await store.load_token(entry.token_uuid) is not None
+
+
+# Only a SQLite file has a per-connection choice of syncing each commit to disk.
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_cache_rows_skip_the_disk_sync_and_everything_else_keeps_it(
+    databases: DatabaseFactory,
+) -> None:
+    # Each write records the synchronous setting of the connection that ran it.
+    async with started(databases.new_url()) as database:
+        writes = database.writes
+        await writes.execute(text("CREATE TABLE probe (kind TEXT, synchronous INTEGER)"), {})
+        record = "INSERT INTO probe SELECT :kind, synchronous FROM pragma_synchronous"
+        await writes.execute(text(record), {"kind": "cache"}, durable=False)
+        await writes.execute(text(record), {"kind": "durable"})
+        async with database.sessionmaker() as session:
+            rows = dict((await session.execute(text("SELECT kind, synchronous FROM probe"))).all())
+        assert rows == {"cache": 1, "durable": 2}  # NORMAL, FULL
+        # The token cache's rows are the cache kind; both kinds are committed at once.
+        store = SqlFederationStore(database, users_table)
+        user = await add_user(database, new_uuid("qr1hi", USER_TYPE))
+        entry = cached_token(user.uuid)
+        calls: list[bool] = []
+        execute = writes.execute
+
+        async def spy(statement: object, params: object, *, durable: bool = True) -> None:
+            calls.append(durable)
+            await execute(statement, params, durable=durable)  # type: ignore[arg-type]
+
+        writes.execute = spy  # type: ignore[method-assign]
+        await store.save_token(entry)
+        assert calls == [False]
+        assert await store.load_token(entry.token_uuid) is not None

@@ -12,6 +12,7 @@ driver plumbing, not the database:
   point writes instead of having them wait on each other's locks; the file's other
   writers (other workers, the async engine) are waited for up to the usual busy
   timeout, in that thread, never on the event loop.
+  Rows that are a cache (``durable=False``) are committed without syncing the disk.
 - PostgreSQL through asyncpg: on the database's ``PgPoints`` the statement is one round
   trip (not BEGIN, statement and COMMIT) on a connection of their own, without the
   engine's pool and execution objects around it.
@@ -38,6 +39,10 @@ from .point_reads import sqlite_file
 if TYPE_CHECKING:
     from .pg_points import PgPoints
 
+# WAL mode's own advice for what may be lost to a power cut but never to a crash of the
+# process, and never corrupts the file (https://www.sqlite.org/pragma.html#pragma_synchronous).
+CACHE_SYNCHRONOUS = "NORMAL"
+
 
 class PointWrites:
     """``execute(statement, params)``: one statement, committed, the cheapest way."""
@@ -49,7 +54,9 @@ class PointWrites:
         self._pg = pg
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
-        self._connection: Connection | None = None  # used in, and only in, that thread
+        # One connection for durable writes, one for cache rows; used in, and only in,
+        # that thread.
+        self._connections: dict[bool, Connection] = {}
         url = engine.url
         if url.get_backend_name() == "sqlite" and sqlite_file(url.database):
             self._sqlite = _sqlite_writer_engine(url.database or "")
@@ -62,10 +69,22 @@ class PointWrites:
             return "thread"
         return "asyncpg" if self._pg is not None else "async"
 
-    async def execute(self, statement: Executable, params: Mapping[str, Any]) -> None:
+    async def execute(
+        self, statement: Executable, params: Mapping[str, Any], *, durable: bool = True
+    ) -> None:
+        """Run ``statement``; committed when the await returns.
+
+        ``durable=False`` is for rows that are a cache of something kept elsewhere (the
+        token cache: an issuer can always be asked again). On a SQLite file such a commit
+        is not synced to disk (``synchronous=NORMAL``, on a connection of its own): a
+        process that dies loses nothing, a power cut or an OS crash may lose the last such
+        rows. The sync cost c97qk 0.3 ms of CPU per cold validation here, an eighth of
+        it. Everything else, and everything on PostgreSQL, is committed durably."""
         if self._thread is not None:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, self._execute_in_thread, statement, params)
+            await loop.run_in_executor(
+                self._thread, self._execute_in_thread, statement, params, durable
+            )
             return
         if self._pg is not None:
             await self._pg.execute(statement, params)
@@ -73,11 +92,16 @@ class PointWrites:
         async with self._engine.begin() as connection:
             await connection.execute(statement, params)
 
-    def _execute_in_thread(self, statement: Executable, params: Mapping[str, Any]) -> None:
-        if self._connection is None or self._connection.closed:
+    def _execute_in_thread(
+        self, statement: Executable, params: Mapping[str, Any], durable: bool
+    ) -> None:
+        connection = self._connections.get(durable)
+        if connection is None or connection.closed:
             assert self._sqlite is not None
-            self._connection = self._sqlite.connect()
-        self._connection.execute(statement, params)
+            connection = self._connections[durable] = self._sqlite.connect()
+            if not durable:
+                connection.exec_driver_sql(f"PRAGMA synchronous={CACHE_SYNCHRONOUS}")
+        connection.execute(statement, params)
 
     async def dispose(self) -> None:
         if self._thread is None:
@@ -90,9 +114,9 @@ class PointWrites:
         self._sqlite.dispose()
 
     def _close_in_thread(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
 
 
 def _sqlite_writer_engine(path: str) -> Engine:

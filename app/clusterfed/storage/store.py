@@ -146,7 +146,8 @@ class SqlFederationStore:
 
     async def save_token(self, entry: CachedToken) -> None:
         statement, params = self._token_upsert(entry)
-        await self.database.writes.execute(statement, params)
+        # A cache row: lost to a power cut, the token is validated again (point_writes).
+        await self.database.writes.execute(statement, params, durable=False)
 
     async def _upsert_token(self, session: AsyncSession, entry: CachedToken) -> None:
         await session.execute(*self._token_upsert(entry))
