@@ -8,11 +8,16 @@ import asyncio
 import sqlite3
 import threading
 import time
+from dataclasses import replace
+from typing import Any
 
 import pytest
+from clusterfed.identity import RemoteUser
 from clusterfed.server.users.service import users_table
+from clusterfed.storage.database import Database
 from clusterfed.storage.store import SqlFederationStore
 from clusterfed.tokens import USER_TYPE, new_uuid
+from clusterfed.trust.mirroring import MirrorPolicy
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -139,3 +144,48 @@ async def test_cache_rows_skip_the_disk_sync_and_everything_else_keeps_it(
         await store.save_token(entry)
         assert calls == [False]
         assert await store.load_token(entry.token_uuid) is not None
+
+
+class CountedStatements:
+    """Counts the point reads and writes a piece of work makes."""
+
+    def __init__(self, database: Database) -> None:
+        self.count = 0
+        for target, name in (
+            (database.reads, "first"),
+            (database.writes, "execute"),
+        ):
+            self._wrap(target, name)
+
+    def _wrap(self, target: object, name: str) -> None:
+        original = getattr(target, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await original(*args, **kwargs)
+
+        setattr(target, name, counted)
+
+
+@pytest.mark.parametrize("change", ["unchanged", "new", "renamed"])
+async def test_a_validation_saves_its_token_with_the_mirror_as_it_now_is(
+    databases: DatabaseFactory, change: str
+) -> None:
+    # The validator's last step: mirror the issuer's user and save the token's row. An
+    # unchanged mirror is the common case: a read and the row's write, nothing more.
+    async with started(databases.new_url()) as database:
+        store = SqlFederationStore(database, users_table)
+        policy = MirrorPolicy(login=False, trusted=True, autosetup=False)
+        uuid = new_uuid("qr1hi", USER_TYPE)
+        first = RemoteUser(uuid, "ada@example", "ada", "Ada", "L", False, True, True)
+        if change != "new":
+            await store.mirror_user(first, policy)
+        remote = replace(first, first_name="Augusta") if change == "renamed" else first
+        entry = cached_token(uuid)
+        counted = CountedStatements(database)
+        mirrored = await store.mirror_user(remote, policy, token=entry)
+        assert mirrored.first_name == remote.first_name and mirrored.username == "ada"
+        if change == "unchanged":
+            assert counted.count == 2
+        loaded = await store.load_token(entry.token_uuid)
+        assert loaded is not None and loaded.user == mirrored == await store.get_user(uuid)
