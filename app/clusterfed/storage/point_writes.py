@@ -78,7 +78,7 @@ class PointWrites:
         token cache: an issuer can always be asked again). On a SQLite file such a commit
         is not synced to disk (``synchronous=NORMAL``, on a connection of its own): a
         process that dies loses nothing, a power cut or an OS crash may lose the last such
-        rows. The sync cost c97qk 0.3 ms of CPU per cold validation here, an eighth of
+        rows. The sync cost c97qk 0.3 ms of CPU per cold validation here, a seventh of
         it. Everything else, and everything on PostgreSQL, is committed durably."""
         if self._thread is not None:
             loop = asyncio.get_running_loop()
