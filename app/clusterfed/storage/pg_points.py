@@ -75,7 +75,7 @@ class PgPoints:
         for old, new in _RENAMED_OPTIONS.items():
             if old in options:
                 options[new] = int(options.pop(old))
-        self._connect_args = (list(args), options)
+        self._connect_positional, self._connect_options = list(args), options
         self._slots = asyncio.Semaphore(size)
         self._idle: deque[asyncpg.Connection] = deque()
         self._compiled: LRUCache[Executable, _Compiled] = LRUCache(COMPILED_CACHE_SIZE)
@@ -86,8 +86,7 @@ class PgPoints:
         SQLAlchemy's ``Row``) or None."""
         compiled = self._compile(statement)
         if compiled.needs_engine:
-            async with self._engine.begin() as connection:
-                return (await connection.execute(statement, params)).first()
+            return await self._through_engine(statement, params, fetch=True)
         record = await self._run(compiled, params, fetch=True)
         if record is None:
             return None
@@ -99,10 +98,16 @@ class PgPoints:
     async def execute(self, statement: Executable, params: Mapping[str, Any]) -> None:
         compiled = self._compile(statement)
         if compiled.needs_engine:
-            async with self._engine.begin() as connection:
-                await connection.execute(statement, params)
-            return
-        await self._run(compiled, params, fetch=False)
+            await self._through_engine(statement, params, fetch=False)
+        else:
+            await self._run(compiled, params, fetch=False)
+
+    async def _through_engine(
+        self, statement: Executable, params: Mapping[str, Any], *, fetch: bool
+    ) -> Any:
+        async with self._engine.begin() as connection:
+            result = await connection.execute(statement, params)
+            return result.first() if fetch else None
 
     async def _run(self, compiled: _Compiled, params: Mapping[str, Any], *, fetch: bool) -> Any:
         values = compiled.compiled.construct_params(params)
@@ -140,7 +145,7 @@ class PgPoints:
         if self._closed:
             raise sa_exc.InterfaceError("point statements", None, RuntimeError("disposed"))
         try:
-            connection = await asyncpg.connect(*self._connect_args[0], **self._connect_args[1])
+            connection = await asyncpg.connect(*self._connect_positional, **self._connect_options)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise sa_exc.OperationalError("connect", None, exc) from exc
         try:
@@ -219,14 +224,15 @@ def _sqlalchemy_error(sql: str, exc: asyncpg.PostgresError) -> sa_exc.DBAPIError
     they may hold secrets)."""
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return sa_exc.IntegrityError(sql, None, exc)
-    if isinstance(
-        exc,
-        asyncpg.PostgresConnectionError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.AdminShutdownError
-        | asyncpg.QueryCanceledError,
-    ):
+    connection_lost = (
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+    )
+    if isinstance(exc, connection_lost):
         return sa_exc.OperationalError(sql, None, exc, connection_invalidated=True)
+    if isinstance(exc, asyncpg.QueryCanceledError):  # a timeout: the connection is fine
+        return sa_exc.OperationalError(sql, None, exc)
     if isinstance(exc, asyncpg.DataError):
         return sa_exc.DataError(sql, None, exc)
     if isinstance(exc, asyncpg.SyntaxOrAccessError):
