@@ -7,6 +7,7 @@ A run without PostgreSQL skips the PostgreSQL half with the reason; under CI
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -80,6 +81,18 @@ def session_databases(
 ) -> DatabaseFactory:
     """Like ``databases`` for session-scoped fixtures (shared clusters)."""
     return _factory(session_backend, database_factories, tmp_path_factory)
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """The cyclic garbage collector off for the test: only reference counting frees
+    anything, so whatever a reference cycle holds stays alive where a test can see it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @pytest.fixture

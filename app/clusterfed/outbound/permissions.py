@@ -25,7 +25,6 @@ answer makes the check raise ``BadGateway``/``GatewayTimeout``, never "allowed".
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
@@ -37,6 +36,7 @@ from starlette.requests import Request
 from clusterfed.config import ClusterConfig
 from clusterfed.credentials import parse_authorization
 from clusterfed.errors import BadGateway, Unauthorized, Unprocessable
+from clusterfed.flights import Flights
 from clusterfed.tokens import MalformedToken, Token, for_issuer, is_uuid, uuid_cluster
 
 from .remote import RemoteClient
@@ -74,7 +74,7 @@ class RemotePermissions:
         self.cache: TTLCache[tuple[str, str, str], PermissionAnswer] | None = (
             TTLCache(maxsize=CACHE_SIZE, ttl=ttl) if ttl > 0 else None
         )
-        self._inflight: dict[tuple[str, str, str], asyncio.Task[PermissionAnswer]] = {}
+        self._inflight: Flights[tuple[str, str, str], PermissionAnswer] = Flights()
 
     async def check(
         self, *, issuer_token: Token, user_uuid: str, target_uuid: str, permission: str
@@ -83,17 +83,13 @@ class RemotePermissions:
         key = (user_uuid, target_uuid, permission)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return replace(hit, cached=True)
-        # Concurrent identical checks share one call to the home cluster. It runs as its
-        # own task and everyone, its starter included, awaits it shielded: a caller that
-        # goes away must not cancel the answer the others are waiting for.
-        flight = self._inflight.get(key)
-        if flight is None:
-            flight = asyncio.create_task(
-                self._ask_and_cache(key, home, issuer_token, user_uuid, target_uuid, permission)
-            )
-            self._inflight[key] = flight
-            flight.add_done_callback(lambda _: self._inflight.pop(key, None))
-        return await asyncio.shield(flight)
+        # Concurrent identical checks share one call to the home cluster (flights.py).
+        return await self._inflight.join(
+            key,
+            lambda: self._ask_and_cache(
+                key, home, issuer_token, user_uuid, target_uuid, permission
+            ),
+        )
 
     async def _ask_and_cache(
         self,

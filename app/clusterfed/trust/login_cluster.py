@@ -20,7 +20,6 @@ others (satellites) defer to it. Two rules live here:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from cachetools import TTLCache
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
 from clusterfed.exported import CONFIG_PATH
+from clusterfed.flights import Flights
 from clusterfed.identity import Identity, UserRecord
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient
@@ -75,7 +75,7 @@ class LoginCredentials:
         self.validator = validator
         self.knows_credential = knows_credential
         self._own = tuple(t for t in (config.management_token, config.system_root_token) if t)
-        self._flights: dict[bytes, asyncio.Task[Identity]] = {}
+        self._flights: Flights[bytes, Identity] = Flights()
         if self.is_satellite and knows_credential is None:
             log.warning(
                 "Login.LoginCluster is %s but the host gave no knows_credential hook: "
@@ -122,12 +122,7 @@ class LoginCredentials:
         rejection = cache.rejection(key)
         if rejection is not None:
             raise Unauthorized(rejection)
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = asyncio.create_task(self._validate(credential, key, entry, client))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(key, None))
-        return await asyncio.shield(flight)
+        return await self._flights.join(key, lambda: self._validate(credential, key, entry, client))
 
     def digest(self, credential: str) -> str:
         """The L2 digest: of the credential salted for us, under the SystemRootToken-keyed
@@ -224,8 +219,7 @@ class LoginCredentials:
         return identity, refreshes_at
 
     async def aclose(self) -> None:
-        for task in list(self._flights.values()):
-            task.cancel()
+        self._flights.cancel_all()
 
 
 class RuntimeOwners:
@@ -239,7 +233,7 @@ class RuntimeOwners:
         self._peers: TTLCache[str, str] = TTLCache(
             maxsize=PEER_CONFIG_CACHE_SIZE, ttl=PEER_CONFIG_TTL_SECONDS
         )
-        self._flights: dict[str, asyncio.Task[str]] = {}
+        self._flights: Flights[str, str] = Flights()
 
     def owner_cluster(self, issuer: str) -> str | None:
         """Whose users ``issuer`` may vouch for besides its own: the login cluster's."""
@@ -269,12 +263,7 @@ class RuntimeOwners:
         named = self._peers.get(issuer)
         if named is not None:
             return named
-        flight = self._flights.get(issuer)
-        if flight is None:
-            flight = asyncio.create_task(self._fetch(issuer))
-            self._flights[issuer] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(issuer, None))
-        return await asyncio.shield(flight)
+        return await self._flights.join(issuer, lambda: self._fetch(issuer))
 
     async def _fetch(self, issuer: str) -> str:
         answer = await self.remote.request(issuer, "GET", CONFIG_PATH, token=None)
@@ -294,5 +283,4 @@ class RuntimeOwners:
         return named
 
     async def aclose(self) -> None:
-        for task in list(self._flights.values()):
-            task.cancel()
+        self._flights.cancel_all()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
+from clusterfed.flights import Flights
 from clusterfed.identity import Identity, RemoteUser, UserRecord
 from clusterfed.jsonbody import check_text
 from clusterfed.metrics import FederationMetrics
@@ -92,7 +93,7 @@ class TokenValidator:
             client_rate=settings.cold_validation_rate, issuer_rate=settings.issuer_validation_rate
         )
         self.refusals = RefusalLog()
-        self._flights: dict[bytes, asyncio.Task[Identity]] = {}
+        self._flights: Flights[bytes, Identity] = Flights()
         self._issuer_slots: dict[str, asyncio.Semaphore] = {}
         self._touched: dict[str, datetime] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -133,13 +134,9 @@ class TokenValidator:
         # presentation share one L2 entry and so one validation.
         salted = self.salted_for_us(token)
         flight_key = self.cache.key(issuer, f"v2/{token.uuid}/{salted}")
-        flight = self._flights.get(flight_key)
-        if flight is None:
-            flight = asyncio.create_task(self._validate(token, key, entry, salted, client))
-            self._flights[flight_key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(flight_key, None))
-        # shield: one caller going away must not cancel the validation the others await.
-        return await asyncio.shield(flight)
+        return await self._flights.join(
+            flight_key, lambda: self._validate(token, key, entry, salted, client)
+        )
 
     # -- one flight ------------------------------------------------------------------
 
@@ -350,8 +347,9 @@ class TokenValidator:
         task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
-        for task in list(self._background) + list(self._flights.values()):
+        for task in self._background:
             task.cancel()
+        self._flights.cancel_all()
         self._background.clear()
 
 
