@@ -31,7 +31,7 @@ runs the same app on uvicorn's httptools instead of the h11 that ``serve`` pins 
 header bound, to show what h11 costs. Finally the memory of one L1 entry, measured in
 process with tracemalloc.
 
-Environment: ``BENCH_SECONDS`` (per run, 5), ``BENCH_ROUNDS`` (3), ``BENCH_BACKENDS``
+Environment: ``BENCH_SECONDS`` (per run, 5), ``BENCH_ROUNDS`` (5), ``BENCH_BACKENDS``
 (``sqlite,postgresql``), ``CLUSTERFED_TEST_PG_DSN``.
 """
 
@@ -76,7 +76,7 @@ SYSTEM_ROOT_TOKEN = "bench-system-root-token-" + "x" * 20
 PG_ADMIN_DSN = os.environ.get("CLUSTERFED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 DURATION = float(os.environ.get("BENCH_SECONDS", "5"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CONNECTIONS = 32
 L1_SIZE = 10_000
 MANY_TOKENS = 12_000
