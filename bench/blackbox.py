@@ -172,8 +172,10 @@ def as_batch_process() -> None:
     that made the write took 1-2 ms of wall time for under 0.2 ms of CPU, and every
     cached request queued behind it. No real federation has that (the issuer is elsewhere),
     and it was most of what a fishing flood added to the cached p99 over a tokenless
-    flood. The issuer still gets its fair share of the two cores."""
-    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    flood. The issuer still gets its fair share of the two cores. (Linux only: elsewhere
+    the issuer runs as any process does.)"""
+    if hasattr(os, "SCHED_BATCH"):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 class Served:
