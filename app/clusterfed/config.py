@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 from .tokens import is_cluster_id
-from .trust.throttle import parse_networks
 
 log = logging.getLogger("clusterfed.config")
 
@@ -369,6 +368,8 @@ class _Reader:
             return ()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self._fail(key, "expected a list of CIDRs, e.g. [10.0.0.0/8]")
+        from .trust.throttle import parse_networks  # here: it imports Starlette
+
         try:
             return tuple(str(net) for net in parse_networks(value))
         except ValueError as exc:
