@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from .identity import Identity, RemoteUser, UserRecord, foreign_identity, get_identity
     from .mount import mount
     from .outbound.permissions import PermissionAnswer, RemotePermissions, RemotePermissionsDep
+    from .outbound.status import RemoteStatus
     from .routing.router import FederatedRouter
-    from .service import Federation, LocalCredentials, LocalLogin, RemoteStatus
+    from .service import Federation, LocalCredentials, LocalLogin
     from .storage.database import Database
     from .storage.migrate import upgrade_database
     from .storage.store import SqlFederationStore
@@ -56,7 +57,7 @@ _PUBLIC: dict[str, str] = {
     "PurgeEvent": ".trust.store",
     "RemotePermissions": ".outbound.permissions",
     "RemotePermissionsDep": ".outbound.permissions",
-    "RemoteStatus": ".service",
+    "RemoteStatus": ".outbound.status",
     "RemoteUser": ".identity",
     "SqlFederationStore": ".storage.store",
     "UserRecord": ".identity",
