@@ -239,7 +239,9 @@ async def test_federated_list_pages_through_three_clusters_in_order(trio: Trio) 
             params["order"] = order
         seen: list[dict[str, Any]] = []
         for _ in range(10):
-            page = ok(api(trio.qr1hi, "GET", COLLECTIONS, token, params=params))
+            answer = api(trio.qr1hi, "GET", COLLECTIONS, token, params=params)
+            assert "x-clusterfed-warning" not in answer.headers  # the remotes are Proxy
+            page = ok(answer)
             assert page["items_available"] == 14 and len(page["items"]) <= 4
             seen += page["items"]
             if page["next_page"] is None:
