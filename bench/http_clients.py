@@ -8,8 +8,10 @@ A cold validation asks the token's issuer two things: the token
 its own process, SQLite) answers both, for a real token, on loopback, and this process
 asks through:
 
-- ``plain_get``: clusterfed's own GET client (``outbound/plain_get.py``, h11 on asyncio
-  streams), as ``RemoteClient`` uses it;
+- ``plain_get``: the hand-written GET client clusterfed used before (``bench/h11_get.py``,
+  h11 on asyncio streams), the reference;
+- ``session``: clusterfed's GETs now (``outbound/aiohttp_gets.py``: aiohttp's session with
+  httpx's URL building and error mapping around it), as ``RemoteClient`` uses it;
 - ``httpx``: one ``httpx.AsyncClient`` used well: HTTP/1.1 only, kept-alive connections
   (limits sized for the load), ``client.get`` with the whole body read;
 - ``aiohttp``: one ``aiohttp.ClientSession`` with a keep-alive ``TCPConnector``
@@ -38,8 +40,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-from clusterfed.outbound.plain_get import PlainGets
+from clusterfed.outbound.aiohttp_gets import SessionGets
 from clusterfed.server.testing import ClusterProcess, cluster_config
+
+from bench.h11_get import PlainGets
 
 TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
 USER_PATH = "/arvados/v1/users/current"
@@ -60,6 +64,7 @@ class Clients:
         self.urls = (f"{base_url}{TOKEN_PATH}", f"{base_url}{USER_PATH}")
         self.headers = {"Authorization": f"Bearer {token}", "Via": "HTTP/1.1 bench"}
         self.plain = PlainGets(default_headers={"Via": "HTTP/1.1 bench"})
+        self.session = SessionGets(default_headers={"Via": "HTTP/1.1 bench"})
         self.httpx = httpx.AsyncClient(
             http1=True,
             http2=False,
@@ -80,7 +85,11 @@ class Clients:
             )
 
     def variants(self) -> dict[str, Validate]:
-        found = {"plain_get": self.validate_plain, "httpx": self.validate_httpx}
+        found = {
+            "plain_get": self.validate_plain,
+            "session": self.validate_session,
+            "httpx": self.validate_httpx,
+        }
         if self.aiohttp is not None:
             found["aiohttp"] = self.validate_aiohttp
         return found
@@ -89,6 +98,14 @@ class Clients:
         auth = {"Authorization": self.headers["Authorization"]}
         for url in self.urls:
             answer = await self.plain.get(
+                url, params=PARAMS, headers=auth, insecure=False, max_bytes=MAX_BYTES
+            )
+            _check(answer.status_code, answer.body)
+
+    async def validate_session(self) -> None:
+        auth = {"Authorization": self.headers["Authorization"]}
+        for url in self.urls:
+            answer = await self.session.get(
                 url, params=PARAMS, headers=auth, insecure=False, max_bytes=MAX_BYTES
             )
             _check(answer.status_code, answer.body)
@@ -108,6 +125,7 @@ class Clients:
 
     async def aclose(self) -> None:
         await self.plain.aclose()
+        await self.session.aclose()
         await self.httpx.aclose()
         if self.aiohttp is not None:
             await self.aiohttp.close()
@@ -180,7 +198,7 @@ async def run(base_url: str, token: str) -> None:
             verdicts.append(report(results, f"{label} ({ROUNDS} rounds x {VALIDATIONS_PER_ROUND})"))
     finally:
         await clients.aclose()
-    for name in [n for n in verdicts[0] if n != "plain_get"]:
+    for name in [n for n in verdicts[0] if n not in ("plain_get", "session")]:
         worst = max(v[name] for v in verdicts)
         decision = "within 5%: use it" if worst <= 1 + WITHIN else "keep plain_get"
         print(f"   verdict {name}: {worst:.2f}x plain_get's CPU per GET at worst -> {decision}")
