@@ -18,6 +18,7 @@ session has no timeout of its own.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ READ_CHUNK = 64 * 1024
 # Idle connections are kept per peer; this bounds connections in flight to all peers.
 MAX_CONNECTIONS = 256
 USER_AGENT = "clusterfed"
+TARGET_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class SessionGets:
         }
         self._session: aiohttp.ClientSession | None = None
         self._tls: dict[bool, ssl.SSLContext] = {}
+        self._targets: dict[Any, tuple[URL, bool]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         session = self._session
@@ -77,13 +80,11 @@ class SessionGets:
         insecure: bool,
         max_bytes: int,
     ) -> GetAnswer:
-        target = httpx.URL(url)
-        if params:  # merged into the URL's own query, as httpx's client does
-            target = target.copy_merge_params(params)
-        tls = self._tls_context(insecure) if target.scheme == "https" else False
+        target, https = self._target(url, params)
+        tls = self._tls_context(insecure) if https else False
         try:
             async with self._open().get(
-                URL(str(target), encoded=True), headers=headers, ssl=tls, allow_redirects=False
+                target, headers=headers, ssl=tls, allow_redirects=False
             ) as response:
                 body = bytearray()
                 async for chunk in response.content.iter_chunked(READ_CHUNK):
@@ -106,6 +107,25 @@ class SessionGets:
             # Answers that are not HTTP: a garbage status line, a head too long, a body
             # shorter than its Content-Length, a lying chunked encoding.
             raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _target(self, url: str, params: Any) -> tuple[URL, bool]:
+        """The URL as httpx builds it (parameters merged into the URL's own query, and
+        httpx.InvalidURL for one it refuses), sent as built. Validation calls repeat the
+        same few URLs, so the last ones built are kept: building costs more than sending."""
+        key = (url, tuple(params.items()) if isinstance(params, Mapping) else params)
+        try:
+            return self._targets[key]
+        except (KeyError, TypeError):  # TypeError: parameters that cannot be a key
+            pass
+        target = httpx.URL(url)
+        if params:
+            target = target.copy_merge_params(params)
+        built = URL(str(target), encoded=True), target.scheme == "https"
+        if len(self._targets) >= TARGET_CACHE_SIZE:
+            self._targets.clear()
+        with contextlib.suppress(TypeError):
+            self._targets[key] = built
+        return built
 
     def _tls_context(self, insecure: bool) -> ssl.SSLContext:
         context = self._tls.get(insecure)
