@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOT = REPO_ROOT / "test-artifacts" / "admin-page.png"
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 
 def _require_chromium() -> None:

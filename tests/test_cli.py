@@ -26,6 +26,9 @@ from sqlalchemy import inspect
 
 from tests.support.databases import PG_ADMIN_DSN, DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 CLUSTER_ID = "qr1hi"
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"

@@ -10,6 +10,9 @@ import sys
 
 import pytest
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 HEAVY = ("fastapi", "starlette", "sqlalchemy", "httpx", "alembic", "uvicorn", "h11")
 VECTOR_TOKEN = "v2/qr1hi-gj3su-000000000000001/3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi"
 

@@ -13,6 +13,9 @@ import pytest
 
 from tests.support import REPO_ROOT
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 
 def _declared() -> tuple[set[str], dict[str, str]]:
     setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]

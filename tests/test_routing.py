@@ -32,6 +32,9 @@ from clusterfed.tokens import parse_token, salt
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 IDS = ("qr1hi", "c97qk", "zbbbb")
 A = "acbd18db4cc2f85cedef654fccc4a4d8+3"
 B = "37b51d194a7513e45b56f6524f2d51f2+3"
