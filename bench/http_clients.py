@@ -200,7 +200,7 @@ async def run(base_url: str, token: str) -> None:
         await clients.aclose()
     for name in [n for n in verdicts[0] if n not in ("plain_get", "session")]:
         worst = max(v[name] for v in verdicts)
-        decision = "within 5%: use it" if worst <= 1 + WITHIN else "keep plain_get"
+        decision = "within 5%: a library good enough" if worst <= 1 + WITHIN else "not within 5%"
         print(f"   verdict {name}: {worst:.2f}x plain_get's CPU per GET at worst -> {decision}")
 
 
