@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo run test example lint bench mutation clean
+.PHONY: venv demo run test test-fast example lint bench mutation clean
 
 venv: $(STAMP)
 
@@ -22,8 +22,14 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/clusterfed serve
 
+# Every test, on SQLite and PostgreSQL: what CI runs.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The in-process tests only: no test that starts other processes (clusterfed serve, the
+# CLI, pip) or a browser (those are marked `server`). The loop to run while editing.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not server" $(PYTEST_ARGS)
 
 # The example host (examples/minimal_host, package `app`) against clusterfed installed
 # from a freshly built wheel in a fresh virtualenv: what a host's author gets.
