@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from clusterfed.admin.page import MAX_FORM_BYTES, PAGE
 from clusterfed.config import parse_config
 from clusterfed.routing.inprocess import MAX_BODY_BYTES
@@ -42,19 +43,24 @@ class Client:
         return await self.client.post(path, content=content, headers=headers, **kwargs)
 
 
-@pytest.fixture
-async def api(databases: DatabaseFactory) -> AsyncIterator[Client]:
-    url = databases.new_url("home")
+# One app per backend for the whole file (each test only sends it something hostile and
+# reads the refusal): its fixtures and tests share the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def api(session_databases: DatabaseFactory) -> AsyncIterator[Client]:
+    url = session_databases.new_url("home")
     app = create_app(parse_config(cluster_config("qr1hi", url)))
     async with asgi_client(app) as client:
         _, token = await Cluster("qr1hi", 0, url).new_user()
         yield Client(client, token)
 
 
-@pytest.fixture
-async def routed(databases: DatabaseFactory) -> AsyncIterator[tuple[Any, str]]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def routed(session_databases: DatabaseFactory) -> AsyncIterator[tuple[Any, str]]:
     """The app of a cluster with a remote (nothing listens there), and a user's token."""
-    url = databases.new_url("router")
+    url = session_databases.new_url("router")
     remotes = {"c97qk": remote_entry(1, Proxy=True)}
     app = create_app(parse_config(cluster_config("qr1hi", url, remotes=remotes)))
     async with asgi_client(app):
