@@ -26,10 +26,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The in-process tests only: no test that starts other processes (clusterfed serve, the
-# CLI, pip) or a browser (those are marked `server`). The loop to run while editing.
+# The loop to run while editing: the in-process tests on SQLite. Not the tests that start
+# other processes (clusterfed serve, the CLI, pip) or a browser (marked `server`), nor
+# the PostgreSQL half of the two-backend tests (marked `postgres`); `make test` runs all.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not server" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not server and not postgres" $(PYTEST_ARGS)
 
 # The example host (examples/minimal_host, package `app`) against clusterfed installed
 # from a freshly built wheel in a fresh virtualenv: what a host's author gets.
