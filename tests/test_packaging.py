@@ -1,8 +1,10 @@
-"""The wheel stands alone (SPEC 7): built from this tree it holds every package, the
-migrations and templates as package data, and no top-level module named ``app``."""
+"""The wheel stands alone (docs/mounting.md): built from this tree it holds every package,
+the migrations and templates as package data, and no top-level module named ``app``. And
+what ships with a clone explains itself: it cites no document that a clone does not have."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -77,3 +79,46 @@ def test_the_wheel_carries_migrations_and_templates(wheel: list[str]) -> None:
     templates = (REPO_ROOT / "app" / "clusterfed" / "admin" / "templates").glob("*.html")
     for template in templates:
         assert f"clusterfed/admin/templates/{template.name}" in names
+
+
+# A clone has no contract document and no shared folder beside it: what ships says
+# things in its own words, and points at docs/ for the rules.
+OUTSIDE_REFERENCE = re.compile(r"\bSPEC\b|shared/")
+SHIPPED = ("app", "examples", "bench", "docs", "tools")
+
+
+def _shipped_text_files() -> list[Path]:
+    files = [REPO_ROOT / "README.md", REPO_ROOT / "mkdocs.yml"]
+    for folder in SHIPPED:
+        files += [
+            path
+            for path in sorted((REPO_ROOT / folder).rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts
+        ]
+    return [path for path in files if path.exists()]
+
+
+def test_nothing_shipped_cites_a_document_outside_the_repository() -> None:
+    files = _shipped_text_files()
+    assert any(path.suffix == ".py" for path in files)  # the walk found the sources
+    cited = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1)
+        if OUTSIDE_REFERENCE.search(line)
+    ]
+    assert cited == []
+
+
+def test_the_command_line_help_cites_no_document_outside_the_repository() -> None:
+    from clusterfed.cli.main import build_parser
+
+    parser = build_parser()
+    helps = [parser.format_help()]
+    for action in parser._subparsers._group_actions:  # every command and subcommand
+        for sub in action.choices.values():
+            helps.append(sub.format_help())
+            for inner in sub._subparsers._group_actions if sub._subparsers else ():
+                helps += [leaf.format_help() for leaf in inner.choices.values()]
+    assert len(helps) > 5
+    assert not [h for h in helps if OUTSIDE_REFERENCE.search(h)]

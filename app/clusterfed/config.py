@@ -1,4 +1,4 @@
-"""Configuration (SPEC section 2): one Arvados-shaped YAML file, one cluster.
+"""Configuration (docs/configuration.md): one Arvados-shaped YAML file, one cluster.
 
 ``load_config(path)`` returns a frozen :class:`ClusterConfig`. A bad value raises
 :class:`ConfigError` naming the file and the key; an unknown key is ignored with one
@@ -70,9 +70,9 @@ class FederationSettings:
     # revocations and purges reach it through the purge log whatever this is.
     local_token_cache_ttl: float = 60.0
     max_response_bytes: int = 1_048_576
-    # How often each worker looks for purges made by other workers (SPEC 3.4: 2 s bound).
+    # How often each worker looks for purges made by other workers (2 s bound).
     purge_poll_interval: float = 0.5
-    # Cold validations a second (SPEC 4): per client address (burst twice that) and per
+    # Cold validations a second: per client address (burst twice that) and per
     # issuer, all clients together. 0 turns a limit off.
     cold_validation_rate: float = 20.0
     issuer_validation_rate: float = 200.0

@@ -1,6 +1,6 @@
 """``make demo``: two federated clusters on loopback (SQLite), walked through the seed
 scenarios with the same CLI and HTTP calls an operator and a user would make; then a
-federation with a login cluster (three clusters, SPEC 3.8).
+federation with a login cluster (three clusters).
 
 Everything lives under ``./var/demo/`` (configs, databases, server logs) and the servers
 are stopped at the end. Each step prints what it does and what came back; any surprise
@@ -278,7 +278,7 @@ def walk(qr1hi: Cluster, c97qk: Cluster) -> None:
     )
 
     step("8. Alice logs out on c97qk: her token ends at qr1hi and on c97qk at once")
-    print("  c97qk sends the revocation to qr1hi, the token's issuer (SPEC 3.7)")
+    print("  c97qk sends the revocation to qr1hi, the token's issuer")
     c97qk.call(
         "DELETE", f"/arvados/v1/api_client_authorizations/{token_uuid}", alice_for_c97qk, expect=200
     )

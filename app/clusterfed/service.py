@@ -97,7 +97,7 @@ class Federation:
         # validates tokens through a store of its own)
         self._database = database
         self.local_credentials = local_credentials
-        # The issuer's notice outbox (SPEC 3.7): only a host that issues tokens has one.
+        # The issuer's notice outbox: only a host that issues tokens has one.
         self.revocations = revocations
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
@@ -120,7 +120,7 @@ class Federation:
             if revocations is not None
             else None
         )
-        # SPEC 3.8: credentials a satellite defers to its login cluster, runtime tokens.
+        # Login cluster: credentials a satellite defers to its login cluster, runtime tokens.
         self.login = LoginCredentials(
             config,
             store,
@@ -178,7 +178,7 @@ class Federation:
         return await self.validator.identify(token, client=client)
 
     async def receive_notice(self, body: bytes) -> dict[str, str]:
-        """A revocation notice from an issuer (SPEC 3.7); the answer is always the same."""
+        """A revocation notice from an issuer; the answer is always the same."""
         return await receive_notice(
             body,
             local_id=self.cluster_id,

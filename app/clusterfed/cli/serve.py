@@ -1,4 +1,4 @@
-"""``clusterfed serve`` and ``clusterfed db upgrade`` (SPEC 6)."""
+"""``clusterfed serve`` and ``clusterfed db upgrade`` (docs/operating.md#command-line)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``FederatedRouter``: pure ASGI; sends requests about other clusters' objects there (SPEC 3.6).
+"""``FederatedRouter``: pure ASGI; sends requests about other clusters' objects there.
 
     app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)  # outermost
@@ -127,7 +127,7 @@ class FederatedRouter:
             await response(scope, receive, send)
 
     async def _revoke(self, scope: Scope, uuid: str) -> Response:
-        """SPEC 3.7: a token is revoked at its issuer, whoever is asked."""
+        """A token is revoked at its issuer, whoever is asked (docs/protocol.md#revocation)."""
         try:
             presented = parse_authorization(authorization_header(scope))
         except MalformedToken as exc:
