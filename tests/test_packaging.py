@@ -16,8 +16,12 @@ import pytest
 from tests.support import REPO_ROOT
 
 
+def _setuptools() -> dict:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
 def _declared() -> tuple[set[str], dict[str, str]]:
-    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    setuptools = _setuptools()
     return set(setuptools["packages"]), setuptools["package-dir"]
 
 
@@ -37,20 +41,36 @@ def test_pyproject_names_every_package_in_the_tree() -> None:
         for init in (REPO_ROOT / folder).rglob("__init__.py"):
             relative = init.parent.relative_to(REPO_ROOT / folder)
             found.add(".".join((root_package, *relative.parts)))
-    assert found == declared
+    # A folder of data only (no __init__.py) is declared with the files it ships.
+    data_only = declared - found
+    assert data_only <= set(_setuptools()["package-data"])
+    assert found == declared - data_only
     assert all(_source_dir(p, package_dir).is_dir() for p in declared)
 
 
+def test_every_folder_in_the_package_is_declared() -> None:
+    """A folder setuptools could take for a namespace package but is not told about makes
+    every build and install print a long warning, which looks like breakage."""
+    declared, package_dir = _declared()
+    folders = set()
+    for root_package, folder in package_dir.items():
+        for sub in (REPO_ROOT / folder).rglob("*"):
+            if sub.is_dir() and sub.name != "__pycache__" and any(sub.iterdir()):
+                relative = sub.relative_to(REPO_ROOT / folder)
+                folders.add(".".join((root_package, *relative.parts)))
+    assert folders - declared == set()
+
+
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], str]:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    build = subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            "-q",
+            "-v",
             "--no-deps",
             "-w",
             str(out),
@@ -58,10 +78,23 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         ],
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    (built,) = out.glob("clusterfed-*.whl")
-    return zipfile.ZipFile(built).namelist()
+    (wheel,) = out.glob("clusterfed-*.whl")
+    return zipfile.ZipFile(wheel).namelist(), build.stdout + build.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[list[str], str]) -> list[str]:
+    return built[0]
+
+
+def test_building_the_wheel_prints_no_packaging_warning(built: tuple[list[str], str]) -> None:
+    output = built[1]
+    assert "Created wheel for clusterfed" in output  # verbose: the backend's output is here
+    assert "is absent from the `packages` configuration" not in output
+    assert "Package would be ignored" not in output
 
 
 def test_the_wheel_installs_only_clusterfed(wheel: list[str]) -> None:
