@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo run test example lint bench mutation clean
+.PHONY: venv demo run test example lint docs bench mutation clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,12 @@ example:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The documentation site (mkdocs.yml, docs/), built into var/site; --strict fails on a
+# broken link or a page missing from the nav.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -r docs/requirements.txt
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir var/site
 
 # bench.blackbox drives real servers with wrk (Debian's package), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

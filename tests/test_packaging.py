@@ -155,3 +155,29 @@ def test_the_command_line_help_cites_no_document_outside_the_repository() -> Non
                 helps += [leaf.format_help() for leaf in inner.choices.values()]
     assert len(helps) > 5
     assert not [h for h in helps if OUTSIDE_REFERENCE.search(h)]
+
+
+DOCS_POINTER = re.compile(r"docs/([a-z0-9-]+\.md)(?:#([a-z0-9-]+))?")
+
+
+def _anchors(page: Path) -> set[str]:
+    """The ids mkdocs gives a page's headings (its toc extension's default slugs)."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.MULTILINE)
+    slugs = (re.sub(r"[^\w\s-]", "", h.strip().lower()) for h in headings)
+    return {re.sub(r"[-\s]+", "-", s).strip("-") for s in slugs}
+
+
+def test_every_docs_pointer_in_the_code_names_a_page_and_heading_that_exist() -> None:
+    pointers = {
+        (page, anchor)
+        for path in (REPO_ROOT / "app").rglob("*.py")
+        for page, anchor in DOCS_POINTER.findall(path.read_text())
+    }
+    assert len(pointers) > 10  # the code does point at the docs
+    missing = [
+        f"docs/{page}#{anchor}"
+        for page, anchor in sorted(pointers)
+        if not (REPO_ROOT / "docs" / page).is_file()
+        or (anchor and anchor not in _anchors(REPO_ROOT / "docs" / page))
+    ]
+    assert missing == []
