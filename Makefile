@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m clusterfed.demo
+	$(PY) examples/demo.py
 
 run: $(STAMP)
 	$(VENV)/bin/clusterfed serve

@@ -15,6 +15,9 @@ import pytest
 
 from tests.support import REPO_ROOT
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 
 def _setuptools() -> dict:
     return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]

@@ -39,7 +39,7 @@ from clusterfed.tokens import Token, is_opaque_credential, salted_secret, secret
 
 from .cache import L1Entry
 from .store import CachedToken, FederationStore
-from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, _judge_token_answer
+from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, judge_token_answer
 
 log = logging.getLogger("clusterfed.login_cluster")
 
@@ -116,7 +116,7 @@ class LoginCredentials:
             self.metrics.l1_hit.inc()
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
-                self.validator._touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
+                self.validator.touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = cache.rejection(key)
@@ -193,8 +193,8 @@ class LoginCredentials:
         outgoing = Token(uuid=None, secret=credential)
         params = {"remote": self.local_id}
         answer = await self.remote.request(login, "GET", TOKEN_PATH, token=outgoing, params=params)
-        record = _judge_token_answer(answer, outgoing, issuer=login)
-        user, _ = await self.validator._user_from_issuer(login, outgoing, record["owner_uuid"])
+        record = judge_token_answer(answer, outgoing, issuer=login)
+        user, _ = await self.validator.user_from_issuer(login, outgoing, record["owner_uuid"])
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:

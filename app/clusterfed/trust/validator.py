@@ -2,7 +2,7 @@
 
 Order of the checks, cheapest first: issuer allowed (no network) -> L1 -> negative
 cache -> (one flight per token) L2 -> the issuer. The status mapping of a validation lives
-in ``_judge_token_answer`` and ``_user_from_issuer``, and nowhere else.
+in ``judge_token_answer`` and ``user_from_issuer``, and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
@@ -39,10 +39,17 @@ from .mirroring import MirrorPolicy
 from .store import CachedToken, FederationStore
 from .throttle import RefusalLog, TooManyRequests, ValidationThrottle
 
-if TYPE_CHECKING:
-    from .login_cluster import RuntimeOwners
-
 log = logging.getLogger("clusterfed.validation")
+
+
+class RuntimeOwnerCheck(Protocol):
+    """Who may vouch for whose users besides their own (``login_cluster.RuntimeOwners``,
+    which depends on this module, not the other way round)."""
+
+    def owner_cluster(self, issuer: str) -> str | None: ...
+
+    async def owner(self, issuer: str, owner_uuid: str) -> UserRecord: ...
+
 
 TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
 USER_PATH = "/arvados/v1/users/current"
@@ -99,7 +106,7 @@ class TokenValidator:
         self._background: set[asyncio.Task[Any]] = set()
         # Runtime tokens (a token whose owner is a login-cluster user, issued by
         # another cluster of the federation): set by Federation when LoginCluster is set.
-        self.runtime_owners: RuntimeOwners | None = None
+        self.runtime_owners: RuntimeOwnerCheck | None = None
 
     # -- the entry point -------------------------------------------------------------
 
@@ -124,7 +131,7 @@ class TokenValidator:
             self.metrics.l1_hit.inc()
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
-                self._touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
+                self.touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = self.cache.rejection(key)
@@ -223,7 +230,7 @@ class TokenValidator:
         self.cache.put(key, L1Entry(identity, refreshes_at, time.time()))
         return identity
 
-    def _touch(self, token_uuid: str, used_at: datetime) -> None:
+    def touch(self, token_uuid: str, used_at: datetime) -> None:
         """Note a use for L2's last_used_at; the notes go in one write a second later."""
         first = not self._touched
         self._touched[token_uuid] = used_at
@@ -263,7 +270,7 @@ class TokenValidator:
         answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
         runtime = self.runtime_owners
         owner_cluster = runtime.owner_cluster(issuer) if runtime is not None else None
-        record = _judge_token_answer(answer, token, owner_cluster=owner_cluster)
+        record = judge_token_answer(answer, token, owner_cluster=owner_cluster)
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:
@@ -285,7 +292,7 @@ class TokenValidator:
         if runtime is not None and record["owner_uuid"][:5] != issuer:
             user, saved = await runtime.owner(issuer, record["owner_uuid"]), False
         else:
-            user, saved = await self._user_from_issuer(
+            user, saved = await self.user_from_issuer(
                 issuer, outgoing, record["owner_uuid"], entry=entry
             )
         if not saved:
@@ -293,7 +300,7 @@ class TokenValidator:
         identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
         return identity, refreshes_at
 
-    async def _user_from_issuer(
+    async def user_from_issuer(
         self, issuer: str, outgoing: Token, owner_uuid: str, *, entry: CachedToken | None = None
     ) -> tuple[UserRecord, bool]:
         """The token's user, and whether ``entry`` (when given) was saved with the mirror
@@ -358,7 +365,7 @@ def l2_digest_key(cluster_id: str, system_root_token: str) -> bytes:
     return hashlib.sha256(f"clusterfed-l2\0{cluster_id}\0{system_root_token}".encode()).digest()
 
 
-def _judge_token_answer(
+def judge_token_answer(
     answer: RemoteResponse,
     token: Token,
     *,
