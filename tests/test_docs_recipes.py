@@ -21,6 +21,8 @@ from clusterfed.server.testing import free_port
 
 from tests.support import REPO_ROOT
 
+pytestmark = pytest.mark.server  # the recipes start clusterfed serve, uvicorn and the CLI
+
 README = REPO_ROOT / "README.md"
 BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
 
