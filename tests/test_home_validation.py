@@ -7,9 +7,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clusterfed.config import ClusterConfig
+from clusterfed.config import ClusterConfig, RemoteCluster
 from clusterfed.errors import Unauthorized
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, running
+from clusterfed.server.testing import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    free_port,
+    remote_entry,
+    running,
+)
 from clusterfed.server.users.auth import resolve_caller
 from clusterfed.tokens import parse_token, salt
 from starlette.requests import Request
@@ -25,7 +32,9 @@ def home(
     session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     workdir: Path = tmp_path_factory.mktemp("home")
-    config = cluster_config("qr1hi", session_databases.new_url("qr1hi"))
+    # c97qk is a remote (never contacted here): copies salted for it count; zbbbb is not.
+    remotes = {"c97qk": remote_entry(free_port())}
+    config = cluster_config("qr1hi", session_databases.new_url("qr1hi"), remotes=remotes)
     with running(ClusterProcess(config, workdir)) as cluster:
         yield cluster
 
@@ -117,7 +126,11 @@ async def test_salted_token_reaches_only_the_spec_routes(databases: DatabaseFact
     cluster = Cluster("qr1hi", 0, databases.new_url())
     user_uuid, token = await cluster.new_user()
     salted = salted_for(token, "c97qk")
-    config = ClusterConfig(cluster_id="qr1hi", database_url=cluster.database_url)
+    config = ClusterConfig(
+        cluster_id="qr1hi",
+        database_url=cluster.database_url,
+        remote_clusters={"c97qk": RemoteCluster(host="127.0.0.1:9")},
+    )
     routes = {
         ("GET", TOKEN_CURRENT): True,
         ("HEAD", TOKEN_CURRENT): True,
