@@ -32,6 +32,7 @@ from .trust.local_tokens import LocalTokenCache
 from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
+from .trust.throttle import TooManyRequests, ValidationThrottle, parse_networks
 from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
@@ -109,6 +110,13 @@ class Federation:
             ttl=config.federation.local_token_cache_ttl,
         )
         self.permissions = RemotePermissions(config, self.remote)
+        # Revocation notices cost a database write each and anyone can send them: per
+        # client address, at the cold-validation rate (the same buckets, so a limit
+        # shared across workers applies to both alike).
+        self.notice_throttle = ValidationThrottle(
+            client_rate=config.federation.cold_validation_rate, issuer_rate=0
+        )
+        self.trusted_proxies = parse_networks(config.federation.trusted_proxies)
         # A notice's lease outlasts one delivery attempt, retries included.
         self.outbox = (
             RevocationOutbox(
@@ -176,6 +184,17 @@ class Federation:
     async def identify(self, token: Token, *, client: str | None = None) -> Identity:
         """``client``: the caller's address, for the cold-validation rate limit."""
         return await self.validator.identify(token, client=client)
+
+    def admit_notice(self, client: str | None) -> None:
+        """Spend one revocation notice of ``client`` (the sender's address), or raise
+        ``TooManyRequests`` (429): anyone can send notices, and each costs a write."""
+        try:
+            self.notice_throttle.admit(client, "notices")
+        except TooManyRequests:
+            self.metrics.throttled.labels("notice").inc()
+            if self.validator.refusals.should_log("notice", client) is not None:
+                log.info("revocation notice throttled client=%s", client)
+            raise
 
     async def receive_notice(self, body: bytes) -> dict[str, str]:
         """A revocation notice from an issuer (SPEC 3.7); the answer is always the same."""
