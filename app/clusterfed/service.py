@@ -21,7 +21,7 @@ import httpx
 from starlette.requests import Request
 
 from .config import ClusterConfig
-from .identity import Identity, UserRecord
+from .identity import Identity, UserRecord, admin_here
 from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
@@ -180,6 +180,18 @@ class Federation:
         await self.runtime_owners.aclose()
         await self.validator.aclose()
         await self.remote.aclose()
+
+    def is_admin(self, identity: Identity) -> bool:
+        """Whether the holder of this accepted foreign token is an admin here: the one
+        rule (``identity.admin_here``) the admin API uses too. A host asks this, never
+        ``identity.user.is_admin``, which a login cluster user's runtime token from a
+        satellite carries although it must not make its holder an admin."""
+        return admin_here(
+            identity.user,
+            identity.issuer,
+            cluster_id=self.cluster_id,
+            login_cluster=self.config.login_cluster,
+        )
 
     async def identify(self, token: Token, *, client: str | None = None) -> Identity:
         """``client``: the caller's address, for the cold-validation rate limit."""

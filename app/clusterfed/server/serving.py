@@ -59,7 +59,11 @@ def uvicorn_options(
 ) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.run`` that every ``serve`` passes."""
     return {
-        "http": HeadTimeoutH11Protocol,
+        # By import path, not the class: a worker process imports it when it loads its
+        # config, after it answers its supervisor's health checks. The class itself would
+        # be imported while the process is unpickled, before that: under load the
+        # supervisor then took the worker for hung and killed it, again and again.
+        "http": f"{__name__}:HeadTimeoutH11Protocol",
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "log_config": log_config(log_level),
         "log_level": log_level,

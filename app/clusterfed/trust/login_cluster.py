@@ -291,9 +291,6 @@ class RuntimeOwners:
             return issuer in self.config.remote_clusters
         return issuer in (await self.peer_config(login)).remote_clusters
 
-    async def peer_login_cluster(self, issuer: str) -> str:
-        return (await self.peer_config(issuer)).login_cluster
-
     async def peer_config(self, cluster: str) -> PeerConfig:
         known = self._peers.get(cluster)
         if known is not None:
