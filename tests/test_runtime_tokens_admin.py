@@ -186,3 +186,27 @@ def test_a_genuine_satellites_runtime_token_is_accepted_but_admin_nowhere(world:
         assert uuid not in {item["uuid"] for item in listed}
         # ... and the admin API refuses it.
         assert get(cluster, TOKEN_CACHE, runtime).status_code == 403, cluster.cluster_id
+
+
+def test_a_runtime_token_cannot_mint_an_admin_token(world: World) -> None:
+    """Creating a token with it, at the login cluster or through a satellite that
+    forwards the create there, would launder it into a token the login cluster issued."""
+    runtime = asyncio.run(world.z1234.new_token(world.admin))
+    body = {"api_client_authorization": {}}
+    for cluster in (world.qr1hi, world.c97qk):
+        made = httpx.post(
+            f"{cluster.base_url}/arvados/v1/api_client_authorizations",
+            json=body,
+            headers=bearer(runtime),
+            timeout=15,
+        )
+        assert made.status_code == 403, (cluster.cluster_id, made.text)
+        assert "does not carry" in made.json()["errors"][0]
+    # The admin's own token still can.
+    made = httpx.post(
+        f"{world.qr1hi.base_url}/arvados/v1/api_client_authorizations",
+        json=body,
+        headers=bearer(world.admin_token),
+        timeout=15,
+    )
+    assert made.status_code == 200, made.text

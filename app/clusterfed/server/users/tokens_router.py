@@ -115,6 +115,13 @@ async def create_token(
     owner_uuid = attributes.get("owner_uuid") or user.uuid
     if owner_uuid != user.uuid and not caller.is_admin:
         raise Forbidden("only an admin may create a token for another user")
+    if user.is_admin and not caller.is_admin:
+        # An admin's token that does not carry admin here (a runtime token another cluster
+        # issued for them) must not mint one that would: that would launder it into admin.
+        raise Forbidden(
+            "this token does not carry its user's admin rights, so it cannot create a "
+            "token for them; use a token their own cluster issued"
+        )
     home = user.uuid[:5]
     if home != config.cluster_id and not caller.is_admin:
         raise Forbidden(f"tokens for a user of cluster {home} are issued by {home}")
