@@ -175,3 +175,42 @@ async def test_expired_token_is_refused(home: Cluster) -> None:
     response = get(home, USERS_CURRENT, expired)
     assert response.status_code == 401
     assert response.json()["errors"] == ["token has expired"]
+
+
+async def test_a_copy_salted_for_a_cluster_outside_remote_clusters_is_refused(
+    home: Cluster,
+) -> None:
+    """zbbbb is not in qr1hi's RemoteClusters: a copy salted for it (handed to zbbbb by a
+    fan-out elsewhere, say) reads nothing at home and revokes nothing; c97qk's copy works."""
+    _, token = await home.new_user()
+    inside, outside = salted_for(token, "c97qk"), salted_for(token, "zbbbb")
+    check = {"target_uuid": "qr1hi-4zz18-aaaaaaaaaaaaaaa", "permission": "can_read"}
+    async with httpx.AsyncClient(base_url=home.base_url) as client:
+
+        async def statuses(credential: str, remote: str) -> list[int]:
+            auth = {"Authorization": f"Bearer {credential}"}
+            params = {"remote": remote}
+            answers = [
+                await client.get(USERS_CURRENT, params=params, headers=auth),
+                await client.get(TOKEN_CURRENT, params=params, headers=auth),
+                await client.get("/arvados/v1/groups", params=params, headers=auth),
+                await client.post(
+                    "/federation/v1/permission_checks", params=params, json=check, headers=auth
+                ),
+            ]
+            return [answer.status_code for answer in answers]
+
+        assert await statuses(outside, "zbbbb") == [401] * 4
+        assert await statuses(inside, "c97qk") == [200] * 4
+        uuid = parse_token(token).uuid
+        path = f"/arvados/v1/api_client_authorizations/{uuid}"
+        for params in ({"remote": "zbbbb"}, {}):
+            refused = await client.delete(
+                path, params=params, headers={"Authorization": f"Bearer {outside}"}
+            )
+            assert refused.status_code == 401, refused.text
+        assert (
+            await client.get(USERS_CURRENT, headers={"Authorization": f"Bearer {token}"})
+        ).status_code == 200
+        ended = await client.delete(path, headers={"Authorization": f"Bearer {inside}"})
+        assert ended.status_code == 200, ended.text
