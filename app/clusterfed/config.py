@@ -102,6 +102,17 @@ class ClusterConfig:
     def with_changes(self, **changes: Any) -> ClusterConfig:
         return replace(self, **changes)
 
+    def accepts_salted_for(self, cluster: str) -> bool:
+        """Whether one of this cluster's tokens, salted for ``cluster``, counts here.
+
+        Only for a cluster listed by ID in ``RemoteClusters``: a salted copy exists to be
+        used at that cluster, and a cluster this one does not federate with (handed a copy
+        by a fan-out elsewhere, say) must gain nothing from it: not the user's record, not
+        their groups, not the power to revoke their token. The one rule for the validation
+        endpoints, the permission checks, the groups listing and revocation alike.
+        """
+        return cluster != self.cluster_id and cluster in self.remote_clusters
+
 
 def parse_duration(value: object) -> float:
     """Go-style duration (``300s``, ``5m``, ``1h30m``, ``250ms``) or integer seconds."""

@@ -33,6 +33,7 @@ from urllib.request import getproxies
 import httpx
 
 from clusterfed.config import ClusterConfig
+from clusterfed.credentials import is_url_credential, without_url_credentials
 from clusterfed.errors import (
     BadGateway,
     FederationError,
@@ -138,6 +139,11 @@ class RemoteClient:
         remote = self.clusters.get(cluster_id)
         if remote is None:
             raise Unauthorized(f"cluster {cluster_id} is not in RemoteClusters")
+        # Whatever a caller's query held, no credential leaves in a URL (nor in the form
+        # body a long GET becomes): the token travels in the Authorization header only.
+        path = without_url_credentials(path)
+        if params is not None:
+            params = {k: v for k, v in params.items() if not is_url_credential(str(k))}
         circuit = self.circuits[cluster_id]
         trial = circuit.allow()
         if trial is None:

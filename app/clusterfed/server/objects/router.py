@@ -90,7 +90,7 @@ async def _readable(
 ) -> tuple[Select[Any], CTE | None]:
     """``query`` cut down to what the caller may read, and the walk that decided it
     (None for an admin, who reads everything)."""
-    if access.caller.user.is_admin:
+    if access.caller.is_admin:
         return query, None
     roots = await access.remote_roots(model)
     dialect = access.session.get_bind().dialect.name
@@ -114,7 +114,7 @@ async def _levels(access: Access, down: CTE | None, uuids: list[str]) -> dict[st
 
 async def _pinned_levels(access: Access, filters: list[Any]) -> dict[str, int] | None:
     """The caller's level on each group a groups list's filters pin; None: not pinned."""
-    if access.caller.user.is_admin:
+    if access.caller.is_admin:
         return None
     pinned = pinned_uuids(filters)
     if pinned is None or len(pinned) > MAX_PINNED:
