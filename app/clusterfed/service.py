@@ -12,6 +12,7 @@ processes to this process's caches. What it reports of the remotes' health is re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -35,6 +36,8 @@ from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
 from .trust.throttle import TooManyRequests, ValidationThrottle, parse_networks
 from .trust.validator import TokenValidator
+
+log = logging.getLogger("clusterfed.federation")
 
 
 @dataclass(frozen=True, slots=True)
