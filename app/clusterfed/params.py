@@ -20,6 +20,11 @@ the router read: parameters in the query string, attributes as a JSON body. It i
 ``wire.ArvadosRequests`` applies it to each request. The other helpers answer the
 questions the router asks of any request: its query, and whether it must be served here
 (``Via: ... arvados-controller``, ``forwarded_for``, ``bypass_federation``).
+
+A request's parameters are parsed once, by ``wire.ArvadosRequests``, with the caps below
+checked while they are read; the parse is left in the scope (:class:`RequestParams`
+under :data:`PARAMS_KEY`) and :func:`query_items` hands it to every later reader, so a
+hostile query or body is never parsed twice, and never parsed at all past the caps.
 """
 
 from __future__ import annotations
@@ -52,12 +57,61 @@ LEGACY_HOP_HEADER = b"x-clusterfed-via"
 # always carry cluster_id, and count is "" unless set.
 EMPTY_MEANS_ABSENT = frozenset({"cluster_id", "count"})
 TRUE_WORDS = frozenset({"true", "1", "yes", "t"})
+# What one request may make this server parse before anything knows who sent it: the
+# query's and the body's fields together, and the bytes of a form or JSON body. An
+# Arvados client sends a handful of fields (filters, order, select, limit...), and a
+# GET sent as a POST carries about 1000 bytes of them.
+MAX_FIELDS = 1000
+MAX_BODY_BYTES = 1024 * 1024
+# Where the one parse of a request's parameters lives in its ASGI scope.
+PARAMS_KEY = "clusterfed.params"
 
 QueryItems = list[tuple[str, str]]
 
 
 class BadRequest(FederationError):
     status_code = 400
+
+
+class TooLarge(FederationError):
+    """413: more fields or bytes than a request may make this server parse."""
+
+    status_code = 413
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParams:
+    """A request's parameters as parsed once, with the caps checked while reading them.
+
+    ``query`` is every parameter (the query's, a form body's, a JSON body's top-level
+    ones) in canonical shape; ``query_string`` is the scope's query string it is the parse
+    of (a scope whose query string was changed since is parsed anew); ``body`` is the
+    body as the app now sees it, or None when it was left unread.
+    """
+
+    query: QueryItems
+    query_string: bytes
+    body: bytes | None = None
+
+
+def field_count(data: bytes) -> int:
+    """An upper bound on the fields of a query string or form body, found without parsing."""
+    return data.count(b"&") + 1 if data else 0
+
+
+def too_many_fields(limit: int) -> TooLarge:
+    return TooLarge(f"a request may carry at most {limit} parameters")
+
+
+def body_too_large(limit: int) -> TooLarge:
+    return TooLarge(f"request body is larger than {limit} bytes")
+
+
+def parse_query(raw: bytes, *, max_fields: int = MAX_FIELDS) -> QueryItems:
+    """The fields of a query string; :class:`TooLarge` past ``max_fields``, before parsing."""
+    if field_count(raw) > max_fields:
+        raise too_many_fields(max_fields)
+    return parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +132,23 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 def query_items(scope: Scope) -> QueryItems:
-    return parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    """The request's parameters: the one parse ``wire.ArvadosRequests`` left in the scope,
+    else (a scope it never saw, or one whose query string was replaced) the query string's,
+    under the same cap."""
+    raw = scope["query_string"]
+    parsed = scope.get(PARAMS_KEY)
+    if parsed is not None and (parsed.query_string is raw or parsed.query_string == raw):
+        return parsed.query
+    return parse_query(raw)
+
+
+def with_params(scope: Scope, query: QueryItems, query_string: bytes, body: bytes | None) -> Scope:
+    """``scope`` carrying ``query_string`` and its parse (``query``)."""
+    return {
+        **scope,
+        "query_string": query_string,
+        PARAMS_KEY: RequestParams(query, query_string, body),
+    }
 
 
 def is_true(value: str | None) -> bool:

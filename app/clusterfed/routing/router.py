@@ -56,7 +56,7 @@ from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid
 from clusterfed.trust.revocation import revocation_target, route_revocation
 
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
-from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
+from .inprocess import BodyTooLarge, call_app, replay, request_body, with_body
 from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
 from .manifests import hint_collection, is_portable_data_hash, portable_data_hash, without_hints
 from .merge import Page
@@ -108,14 +108,13 @@ class FederatedRouter:
             elif scope["method"] == "GET":
                 response = await self._list(scope, receive, resource)
             elif scope["method"] == "POST":
-                body = await read_body(receive)
+                body, receive = await request_body(scope, receive)
                 target, sent = self._create_target(scope, resource, body)
                 if target is not None:
                     response = await self._forward(scope, target, resource, "POST", content=sent)
-                else:
-                    # The body is read now: the host gets it (unchanged unless it carried
-                    # our cluster_id) through a replaying receive.
-                    scope = scope if sent == body else with_body(scope, sent)
+                elif sent != body:
+                    # The host gets the body without our cluster_id.
+                    scope = with_body(scope, sent)
                     receive = replay(sent, receive)
         except BodyTooLarge as exc:
             response = FederationError(str(exc), status_code=413).response()
@@ -177,7 +176,7 @@ class FederatedRouter:
         if not is_uuid(uuid) or uuid_cluster(uuid) == self.local_id or method not in OBJECT_METHODS:
             return None
         cluster = self._remote_for(uuid)
-        content = await read_body(receive) if method in BODY_METHODS else None
+        content = (await request_body(scope, receive))[0] if method in BODY_METHODS else None
         return await self._forward(scope, cluster, resource, method, content=content)
 
     def _create_target(self, scope: Scope, resource: str, body: bytes) -> tuple[str | None, bytes]:
@@ -242,6 +241,7 @@ class FederatedRouter:
             method="GET",
             path=scope["path"],
             query_string=urlencode(params).encode(),
+            query=params,
         )
         try:
             body = json.loads(captured.content)
@@ -284,6 +284,7 @@ class FederatedRouter:
             method="GET",
             path=scope["path"],
             query_string=scope["query_string"],
+            query=query_items(scope),
         )
         if local.status_code != 404 or not self.proxies:
             return Response(local.content, local.status_code, media_type="application/json")
