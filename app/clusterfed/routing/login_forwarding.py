@@ -14,7 +14,8 @@ already deferred to L). A token this cluster issued is refused (401): L would ca
 here to validate it and refuse the answer, since this cluster cannot vouch for L's users.
 
 Mount it inside ``FederationMiddleware`` (``mount`` does, on a satellite only), so the
-credential is validated, and its scopes enforced, before anything is sent to L.
+credential is validated, and its scopes enforced, before anything is sent to L; a request
+without a credential this cluster accepts is answered here (``gate``), never sent to L.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from clusterfed.tokens import (
 from clusterfed.trust.validator import user_from_record
 
 from .forwarding import relay, remote_json
+from .gate import require_accepted
 from .inprocess import BodyTooLarge, request_body
 
 log = logging.getLogger("clusterfed.login_forwarding")
@@ -137,6 +139,8 @@ class LoginClusterRouter:
     async def _forward(self, scope: Scope, receive: Receive, method: str, path: str) -> Response:
         login = self.login_cluster
         token = self._token(scope)
+        # A stranger's request is answered here: nothing goes to L on its behalf.
+        await require_accepted(scope, self.federation, goes_to=f"login cluster {login}")
         content = (await request_body(scope, receive))[0] if method == "POST" else None
         query = scope["query_string"].decode("latin-1")
         target = f"{path}?{query}" if query else path

@@ -21,6 +21,12 @@ identity the middleware left in ``scope["state"]``. The middleware never rewrite
   collection, else asked of every ``Proxy`` remote in parallel; the first answer whose
   manifest hashes to that PDH wins (``lib/controller/federation/conn.go`` does the same).
 
+Nothing is sent elsewhere for a request without a credential this cluster accepts
+(``gate.require_accepted``: 401 here, before any routing). A request that would reach
+more than one cluster (a merged list, a lookup by hash asked of the Proxy remotes) spends
+one of its client's ``FanoutRate`` budget (429 past it), and its calls to other clusters
+are never retried; one answering 5xx counts toward that cluster's circuit breaker.
+
 Requests arrive in one shape whatever the client sent (``wire.ArvadosRequests``). A
 request that must be served here (``params.serve_locally``: ``Via: ... arvados-controller``
 from a peer, ``forwarded_for``, ``bypass_federation``) is served here or nowhere: a UUID
@@ -54,8 +60,10 @@ from clusterfed.params import QueryItems, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid, uuid_cluster
 from clusterfed.trust.revocation import revocation_target, route_revocation
+from clusterfed.trust.throttle import ClientBudget, client_address, parse_networks
 
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
+from .gate import require_accepted
 from .inprocess import BodyTooLarge, call_app, replay, request_body, with_body
 from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
 from .manifests import hint_collection, is_portable_data_hash, portable_data_hash, without_hints
@@ -82,6 +90,9 @@ class FederatedRouter:
         self.known = frozenset(remotes)
         self.proxies = tuple(sorted(cluster for cluster, spec in remotes.items() if spec.proxy))
         self.resources = frozenset(resources)
+        settings = federation.config.federation
+        self.fanouts = ClientBudget(rate=settings.fanout_rate, reason="fanout")
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,6 +136,19 @@ class FederatedRouter:
         else:
             await response(scope, receive, send)
 
+    async def _leaving(self, scope: Scope, clusters: Collection[str]) -> None:
+        """Before anything is sent to ``clusters`` for this request: it must carry a
+        credential this cluster accepts, and reaching several clusters costs its client
+        one of its fan-out budget. Raises 401 or 429."""
+        remote = sorted(cluster for cluster in clusters if cluster != self.local_id)
+        if not remote:
+            return
+        where = f"cluster {remote[0]}" if len(remote) == 1 else "other clusters"
+        await require_accepted(scope, self.federation, goes_to=where)
+        if len(clusters) > 1:
+            client = client_address(scope, self.trusted_proxies)
+            self.fanouts.admit(client, "requests that reach several clusters")
+
     async def _revoke(self, scope: Scope, uuid: str) -> Response:
         """SPEC 3.7: a token is revoked at its issuer, whoever is asked."""
         try:
@@ -132,6 +156,7 @@ class FederatedRouter:
         except MalformedToken as exc:
             return Unauthorized(f"malformed credential: {exc}").response()
         try:
+            await self._leaving(scope, [uuid_cluster(uuid)])
             answer = await route_revocation(
                 uuid=uuid,
                 presented=presented,
@@ -216,6 +241,7 @@ class FederatedRouter:
         )
         if plan is None:
             return None
+        await self._leaving(scope, plan.clusters)
 
         async def fetch(
             cluster: str, params: list[tuple[str, str]], offset: int, asked: int
@@ -260,7 +286,7 @@ class FederatedRouter:
     ) -> Page:
         query = urlencode([*params, *self._mark])
         response = await self.remote.request(
-            cluster, "GET", f"{scope['path']}?{query}", token=token_for(scope, cluster)
+            cluster, "GET", f"{scope['path']}?{query}", token=token_for(scope, cluster), fanout=True
         )
         body = remote_json(response, cluster)
         if response.status_code != 200:
@@ -288,6 +314,7 @@ class FederatedRouter:
         )
         if local.status_code != 404 or not self.proxies:
             return Response(local.content, local.status_code, media_type="application/json")
+        await self._leaving(scope, [self.local_id, *self.proxies])
         query = [(k, v) for k, v in query_items(scope) if k not in ROUTING_PARAMS] + self._mark
         path = f"{scope['path']}?{urlencode(query)}"
         asks = [
@@ -316,7 +343,9 @@ class FederatedRouter:
 
     async def _hash_from(self, scope: Scope, cluster: str, path: str, pdh: str) -> Any:
         """``cluster``'s collection with that hash, checked; None when it has none."""
-        response = await self.remote.request(cluster, "GET", path, token=token_for(scope, cluster))
+        response = await self.remote.request(
+            cluster, "GET", path, token=token_for(scope, cluster), fanout=True
+        )
         body = remote_json(response, cluster)
         if response.status_code == 404:
             return None
@@ -339,6 +368,7 @@ class FederatedRouter:
         content: bytes | None = None,
         extra: QueryItems = (),
     ) -> Response:
+        await self._leaving(scope, [cluster])
         token = token_for(scope, cluster)
         query = [(k, v) for k, v in query_items(scope) if k not in ROUTING_PARAMS] + [*extra]
         path = scope["path"] + (f"?{urlencode(query)}" if query else "")

@@ -9,7 +9,9 @@ stand in front of every call to an issuer:
   twice that.
 
 Over either limit the request is refused with 429, a ``Retry-After`` header and the
-usual error body, and the issuer is not called. Answers from cache never reach here.
+usual error body, and the issuer is not called. ``ClientBudget`` is the per-client half
+alone, for other costly things a client can ask for (``FanoutRate``: requests that reach
+several clusters). Answers from cache never reach here.
 The buckets live in each process: with ``--workers N`` a client can get N times the rate.
 
 The client address is the peer of the connection, unless that peer is one of
@@ -125,6 +127,42 @@ class ValidationThrottle:
                     retry_after=wait,
                     reason="issuer",
                 )
+
+
+class ClientBudget:
+    """``rate`` requests a second per client address, burst twice that: what a client may
+    make this cluster spend on something costly (fan-outs to several clusters). Over
+    it, :class:`TooManyRequests` (``reason``: what the budget is for). The same buckets
+    as the validation throttle's, one per client; a client's bucket is forgotten once
+    it would be full again."""
+
+    def __init__(
+        self, *, rate: float, reason: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.reason = reason
+        self._clock = clock
+        self._clients: TTLCache[str, TokenBucket] = TTLCache(
+            maxsize=MAX_TRACKED_CLIENTS, ttl=2.0 + 1.0, timer=clock
+        )
+
+    def admit(self, client: str | None, what: str) -> None:
+        """Spend one of ``client``'s budget, or raise 429 saying ``what`` it was for."""
+        if self.rate <= 0:
+            return
+        now = self._clock()
+        key = client or ""
+        bucket = self._clients.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.rate, 2 * self.rate, now)
+        wait = bucket.take(now)
+        self._clients[key] = bucket  # re-insert: refreshes its time to live
+        if wait:
+            raise TooManyRequests(
+                f"too many {what} from this client; retry in {math.ceil(wait)}s",
+                retry_after=wait,
+                reason=self.reason,
+            )
 
 
 class RefusalLog:
