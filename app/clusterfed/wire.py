@@ -20,7 +20,7 @@ the request's parameters before anything else does, and leaves the parse in the 
 Other paths (a host's own routes, Keep's block paths with their large bodies) pass through
 untouched. For every request, ``Authorization: Bearer -`` (what an Arvados controller sends
 for an anonymous call) is removed: no token. A body it cannot read as what it claims to be
-is answered 400 with the SPEC error body.
+is answered 400 with the usual error body.
 """
 
 from __future__ import annotations
