@@ -1,0 +1,108 @@
+"""A request's parameters are parsed once, before anything reads them, and every later
+reader (the router, the local part of a fan-out, the login router) uses that parse; the
+Arvados request shapes still arrive as one. In process, on both backends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from clusterfed import params
+from clusterfed.config import parse_config
+from clusterfed.params import PARAMS_KEY, RequestParams, query_items
+from clusterfed.server.app import create_app
+from clusterfed.server.testing import Cluster, cluster_config, remote_entry
+
+from tests.conftest import asgi_client
+from tests.support.databases import DatabaseFactory
+
+FORM = "application/x-www-form-urlencoded"
+COLLECTIONS = "/arvados/v1/collections"
+
+
+@pytest.fixture
+async def api(databases: DatabaseFactory) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    url = databases.new_url("home")
+    # A Proxy remote that nothing answers: a federated list here is a fan-out.
+    remotes = {"c97qk": remote_entry(1, Proxy=True)}
+    app = create_app(parse_config(cluster_config("qr1hi", url, remotes=remotes)))
+    async with asgi_client(app) as client:
+        _, token = await Cluster("qr1hi", 0, url).new_user()
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client, token
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every query string clusterfed parses, in order."""
+    seen: list[bytes] = []
+    original = params.parse_query
+
+    def counting(raw: bytes, **kwargs: Any) -> list[tuple[str, str]]:
+        seen.append(raw)
+        return original(raw, **kwargs)
+
+    monkeypatch.setattr(params, "parse_query", counting)
+    monkeypatch.setattr("clusterfed.wire.parse_query", counting)
+    monkeypatch.setattr("clusterfed.routing.inprocess.parse_query", counting)
+    return seen
+
+
+async def test_a_list_is_parsed_once(api: tuple[httpx.AsyncClient, str], parses: list) -> None:
+    client, _ = api
+    query = {"filters": json.dumps([["name", "=", "x"]]), "limit": "5", "cluster_id": ""}
+    response = await client.get(COLLECTIONS, params=query)
+    assert response.status_code == 200, response.text
+    assert len(parses) == 1
+
+
+async def test_a_get_sent_as_a_form_is_parsed_once(
+    api: tuple[httpx.AsyncClient, str], parses: list
+) -> None:
+    client, _ = api
+    body = urlencode({"filters": json.dumps([["name", "=", "x"]]), "limit": "5"})
+    for headers, content in (
+        ({"X-Http-Method-Override": "GET"}, body),
+        ({}, body + "&_method=GET"),
+    ):
+        parses.clear()
+        response = await client.post(
+            COLLECTIONS, content=content, headers={"Content-Type": FORM, **headers}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["limit"] == 5
+        assert len(parses) == 1, parses
+
+
+async def test_a_federated_list_is_parsed_once(
+    api: tuple[httpx.AsyncClient, str], parses: list
+) -> None:
+    # The remote cannot be reached (a 502), but only after the local part was served:
+    # the router and the host's local part read the one parse.
+    client, _ = api
+    response = await client.get(COLLECTIONS, params={"federated": "true", "limit": "5"})
+    assert response.status_code == 502, response.text
+    assert len(parses) == 1, parses
+
+
+async def test_a_form_create_arrives_as_json(api: tuple[httpx.AsyncClient, str]) -> None:
+    client, _ = api
+    body = urlencode({"cluster_id": "", "collection": json.dumps({"name": "from a form"})})
+    response = await client.post(COLLECTIONS, content=body, headers={"Content-Type": FORM})
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "from a form"
+
+
+def test_query_items_reads_the_parse_of_its_own_query_string_only() -> None:
+    parsed = RequestParams([("limit", "5")], b"limit=5")
+    scope = {"query_string": parsed.query_string, PARAMS_KEY: parsed}
+    assert query_items(scope) is parsed.query
+    # A scope whose query string was replaced since is parsed anew.
+    assert query_items({**scope, "query_string": b"limit=7"}) == [("limit", "7")]
+    with pytest.raises(params.TooLarge):
+        query_items({"query_string": b"&".join([b"a=1"] * (params.MAX_FIELDS + 1))})
