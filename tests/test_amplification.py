@@ -17,11 +17,12 @@ with room for a loaded machine; the database plays no part, so SQLite serves the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -153,10 +154,35 @@ class Pinger:
         self._thread.join()
 
 
-def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = call()
-    return response, time.monotonic() - started
+def send_declared(port: int, path: str, content_type: str, body: bytes) -> tuple[bytes, float]:
+    """``body`` with its ``Content-Length``, sent by another thread as fast as the server
+    takes it; returns the answer and how long it took to come (the server's cost, not the
+    time this machine takes to push megabytes through a socket)."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"X-Http-Method-Override: GET\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    answer = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+
+        def send_body() -> None:
+            # OSError: answered and closed before the body was all sent.
+            with contextlib.suppress(OSError):
+                sock.sendall(body)
+
+        started = time.monotonic()
+        sock.sendall(head)
+        sender = threading.Thread(target=send_body, daemon=True)
+        sender.start()
+        try:
+            while b"error_token" not in answer and (data := sock.recv(65536)):
+                answer.extend(data)
+        except ConnectionResetError:
+            pass
+        elapsed = time.monotonic() - started
+        sock.shutdown(socket.SHUT_RDWR)
+        sender.join()
+    return bytes(answer), elapsed
 
 
 @pytest.mark.parametrize("name", list(BODIES))
@@ -167,18 +193,17 @@ def test_a_body_of_megabytes_is_refused_in_milliseconds(
     body, content_type = BODIES[name]
     assert len(body) > 2 * MAX_BODY_BYTES
     setup.reset()
-    headers = {"Content-Type": content_type, "X-Http-Method-Override": "GET"}
     with Pinger(setup.cluster.base_url) as pinger:
-        response, elapsed = timed(
-            lambda: httpx.post(
-                setup.url(COLLECTIONS + query), content=body, headers=headers, timeout=60
-            )
-        )
+        answer, elapsed = send_declared(setup.cluster.port, COLLECTIONS + query, content_type, body)
     print(f"{name}{query}: refused in {elapsed:.3f}s, slowest ping {pinger.slowest:.3f}s")
-    assert_error(response, 413)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert elapsed < BOUND_SECONDS
     assert pinger.answered and pinger.slowest < BOUND_SECONDS
     assert setup.reached() == dict.fromkeys(setup.peers, 0)
+    # As a client library sends it, too: the 413 with the error body.
+    headers = {"Content-Type": content_type, "X-Http-Method-Override": "GET"}
+    response = httpx.post(setup.url(COLLECTIONS + query), content=body, headers=headers)
+    assert_error(response, 413)
 
 
 def send_streamed(port: int, path: str, content_type: str, body: bytes) -> tuple[bytes, int]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlencode
@@ -60,7 +61,7 @@ from clusterfed.params import QueryItems, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid, uuid_cluster
 from clusterfed.trust.revocation import revocation_target, route_revocation
-from clusterfed.trust.throttle import ClientBudget, client_address, parse_networks
+from clusterfed.trust.throttle import RateLimit, TooManyRequests, client_address, parse_networks
 
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
 from .gate import require_accepted
@@ -91,7 +92,7 @@ class FederatedRouter:
         self.proxies = tuple(sorted(cluster for cluster, spec in remotes.items() if spec.proxy))
         self.resources = frozenset(resources)
         settings = federation.config.federation
-        self.fanouts = ClientBudget(rate=settings.fanout_rate, reason="fanout")
+        self.fanouts = RateLimit("fanout", settings.fanout_rate)
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,7 +148,14 @@ class FederatedRouter:
         await require_accepted(scope, self.federation, goes_to=where)
         if len(clusters) > 1:
             client = client_address(scope, self.trusted_proxies)
-            self.fanouts.admit(client, "requests that reach several clusters")
+            wait = await self.fanouts.acquire(client or "")
+            if wait:
+                raise TooManyRequests(
+                    "too many requests that reach several clusters from this client; "
+                    f"retry in {math.ceil(wait)}s",
+                    retry_after=wait,
+                    reason="fanout",
+                )
 
     async def _revoke(self, scope: Scope, uuid: str) -> Response:
         """SPEC 3.7: a token is revoked at its issuer, whoever is asked."""

@@ -9,8 +9,8 @@ stand in front of every call to an issuer:
   twice that.
 
 Over either limit the request is refused with 429, a ``Retry-After`` header and the
-usual error body, and the issuer is not called. ``ClientBudget`` is the per-client half
-alone, for other costly things a client can ask for (``FanoutRate``: requests that reach
+usual error body, and the issuer is not called. ``RateLimit`` is one such limit alone,
+for other costly things a client can ask for (``FanoutRate``: requests that reach
 several clusters). Answers from cache never reach here.
 The buckets live in each process: with ``--workers N`` a client can get N times the rate.
 
@@ -129,40 +129,34 @@ class ValidationThrottle:
                 )
 
 
-class ClientBudget:
-    """``rate`` requests a second per client address, burst twice that: what a client may
-    make this cluster spend on something costly (fan-outs to several clusters). Over
-    it, :class:`TooManyRequests` (``reason``: what the budget is for). The same buckets
-    as the validation throttle's, one per client; a client's bucket is forgotten once
-    it would be full again."""
+class RateLimit:
+    """One limit: ``rate`` a second for each key (a client address), burst twice that; a
+    rate of 0 turns it off. ``take(key)`` (and ``await acquire(key)``) spends one and
+    answers 0, or, when the key's bucket is empty, the seconds until it will not be. The
+    same buckets as the validation throttle's; a key's bucket is forgotten once it would
+    be full again. ``name`` says which limit it is (``fanout``: ``FanoutRate``)."""
 
-    def __init__(
-        self, *, rate: float, reason: str, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, name: str, rate: float, *, clock: Callable[[], float] = time.monotonic):
+        self.name = name
         self.rate = rate
-        self.reason = reason
         self._clock = clock
-        self._clients: TTLCache[str, TokenBucket] = TTLCache(
+        self._buckets: TTLCache[str, TokenBucket] = TTLCache(
             maxsize=MAX_TRACKED_CLIENTS, ttl=2.0 + 1.0, timer=clock
         )
 
-    def admit(self, client: str | None, what: str) -> None:
-        """Spend one of ``client``'s budget, or raise 429 saying ``what`` it was for."""
+    def take(self, key: str) -> float:
         if self.rate <= 0:
-            return
+            return 0.0
         now = self._clock()
-        key = client or ""
-        bucket = self._clients.get(key)
+        bucket = self._buckets.get(key)
         if bucket is None:
             bucket = TokenBucket(self.rate, 2 * self.rate, now)
         wait = bucket.take(now)
-        self._clients[key] = bucket  # re-insert: refreshes its time to live
-        if wait:
-            raise TooManyRequests(
-                f"too many {what} from this client; retry in {math.ceil(wait)}s",
-                retry_after=wait,
-                reason=self.reason,
-            )
+        self._buckets[key] = bucket  # re-insert: refreshes its time to live
+        return wait
+
+    async def acquire(self, key: str) -> float:
+        return self.take(key)
 
 
 class RefusalLog:
