@@ -58,6 +58,7 @@ class Setup:
     cluster: Cluster
     peers: dict[str, CountingPeer]
     token: str  # a real user's token of the cluster
+    ports: dict[str, int]  # each peer's
 
     def url(self, path: str) -> str:
         return f"{self.cluster.base_url}{path}"
@@ -91,7 +92,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         )
         with running(ClusterProcess(config, workdir)) as cluster:
             _, token = asyncio.run(cluster.new_user())
-            yield Setup(cluster, peers, token)
+            ports = {cluster: thread.port for cluster, thread in zip(peers, threads, strict=True)}
+            yield Setup(cluster, peers, token, ports)
     finally:
         for thread in threads:
             thread.stop()
@@ -398,3 +400,37 @@ def test_a_fanout_retries_nothing_and_a_5xx_opens_the_circuit(setup: Setup) -> N
         assert response.status_code in (502, 503), response.text
     # One request per list, never retried; then the circuit is open and asks no more.
     assert peer.count == FAILURE_THRESHOLD, peer.requests
+
+
+# -- a satellite sends nothing to its login cluster for a stranger -------------------
+
+LOGIN_ROUTES = [
+    ("GET", "/arvados/v1/users"),
+    ("GET", "/arvados/v1/api_client_authorizations"),
+    ("POST", "/arvados/v1/api_client_authorizations"),
+    ("POST", "/arvados/v1/users/setup"),
+    ("POST", f"/arvados/v1/users/{PEERS[0]}-tpzed-000000000000001/activate"),
+]
+
+
+def test_a_satellite_sends_nothing_to_its_login_cluster_for_a_stranger(
+    setup: Setup, tmp_path: Path
+) -> None:
+    login = PEERS[0]
+    remotes = {login: remote_entry(setup.ports[login])}
+    config = cluster_config(
+        "c97qs",
+        f"sqlite+aiosqlite:///{tmp_path / 'c97qs.db'}",
+        remotes=remotes,
+        login={"LoginCluster": login},
+    )
+    with running(ClusterProcess(config, tmp_path)) as satellite:
+        setup.reset()
+        for credential in (None, "-", "v2/c97qs-gj3su-000000000000001"):
+            for method, path in LOGIN_ROUTES:
+                headers = {} if credential is None else {"Authorization": f"Bearer {credential}"}
+                response = httpx.request(
+                    method, f"{satellite.base_url}{path}", headers=headers, json={}
+                )
+                assert_error(response, 401)
+        assert setup.peers[login].count == 0, setup.peers[login].requests
