@@ -106,3 +106,26 @@ def test_query_items_reads_the_parse_of_its_own_query_string_only() -> None:
     assert query_items({**scope, "query_string": b"limit=7"}) == [("limit", "7")]
     with pytest.raises(params.TooLarge):
         query_items({"query_string": b"&".join([b"a=1"] * (params.MAX_FIELDS + 1))})
+
+
+async def test_a_body_the_host_reads_itself_is_capped_while_streamed(
+    api: tuple[httpx.AsyncClient, str],
+) -> None:
+    # A typed route (not /arvados/v1/) reads its body itself: past the cap, 413 with the
+    # error body, and the rest is not read.
+    client, _ = api
+    read = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal read
+        for _ in range(4 * params.MAX_BODY_BYTES // 65536):
+            read += 65536
+            yield b" " * 65536
+
+    headers = {"Content-Type": "application/json"}
+    response = await client.post(
+        "/federation/v1/permission_checks", content=body(), headers=headers
+    )
+    assert response.status_code == 413, response.text
+    assert set(response.json()) == {"errors", "error_token"}
+    assert read <= params.MAX_BODY_BYTES + 2 * 65536
