@@ -103,7 +103,7 @@ class ArvadosRequests:
             if _declared_length(scope) > self.max_body_bytes:
                 raise body_too_large(self.max_body_bytes)
             raw_query = scope["query_string"]
-            query = parse_query(raw_query, max_fields=self.max_fields)
+            query = parse_query(raw_query, max_fields=self.max_fields) if raw_query else []
             if read or (query and scope["path"].startswith(API_PREFIX)):
                 scope = await self._canonical(scope, receive, query, read=read)
             else:
