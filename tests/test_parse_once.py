@@ -39,7 +39,7 @@ async def api(databases: DatabaseFactory) -> AsyncIterator[tuple[httpx.AsyncClie
 
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every query string clusterfed parses, in order."""
+    """Every query string and form body clusterfed parses, in order."""
     seen: list[bytes] = []
     original = params.parse_query
 
@@ -47,6 +47,13 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         seen.append(raw)
         return original(raw, **kwargs)
 
+    original_form = params.decode_form
+
+    def counting_form(body: bytes) -> list[tuple[str, str]]:
+        seen.append(body)
+        return original_form(body)
+
+    monkeypatch.setattr(params, "decode_form", counting_form)
     monkeypatch.setattr(params, "parse_query", counting)
     monkeypatch.setattr("clusterfed.wire.parse_query", counting)
     monkeypatch.setattr("clusterfed.routing.inprocess.parse_query", counting)
@@ -129,3 +136,26 @@ async def test_a_body_the_host_reads_itself_is_capped_while_streamed(
     assert response.status_code == 413, response.text
     assert set(response.json()) == {"errors", "error_token"}
     assert read <= params.MAX_BODY_BYTES + 2 * 65536
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"name": "bare"}, {"collection": {"name": "wrapped"}}, {"collection": {}, "cluster_id": ""}],
+    ids=["bare", "wrapped", "with-parameters"],
+)
+async def test_a_json_create_is_parsed_once_by_clusterfed(
+    api: tuple[httpx.AsyncClient, str], monkeypatch: pytest.MonkeyPatch, document: Any
+) -> None:
+    loads: list[bytes] = []
+    original = params.load_document
+
+    def counting(body: bytes) -> Any:
+        loads.append(body)
+        return original(body)
+
+    monkeypatch.setattr(params, "load_document", counting)
+    monkeypatch.setattr("clusterfed.wire.load_document", counting)
+    client, _ = api
+    response = await client.post(COLLECTIONS, json=document)
+    assert response.status_code == 200, response.text
+    assert len(loads) == 1  # the router's look for cluster_id and owner_uuid reads it

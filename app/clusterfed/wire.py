@@ -33,16 +33,19 @@ from .errors import FederationError, error_response
 from .params import (
     API_PREFIX,
     FORM_TYPE,
+    JSON_TYPE,
     MAX_BODY_BYTES,
     MAX_FIELDS,
     OVERRIDE_HEADER,
     PARAMS_KEY,
+    UNREAD,
     QueryItems,
     RequestParams,
     body_too_large,
     canonical_request,
     encode_query,
     header,
+    load_document,
     needs_body,
     parse_query,
     too_many_fields,
@@ -122,9 +125,14 @@ class ArvadosRequests:
         self, scope: Scope, receive: Receive, query: QueryItems, *, read: bool
     ) -> Scope:
         content_type = header(scope, b"content-type")
-        form = (content_type or "").split(";", 1)[0].strip().lower() == FORM_TYPE
+        media = (content_type or "").split(";", 1)[0].strip().lower()
         fields_left = self.max_fields - len(query)
-        body = await self._read(receive, form=form, fields_left=fields_left) if read else b""
+        body = b""
+        document = UNREAD
+        if read:
+            body = await self._read(receive, form=media == FORM_TYPE, fields_left=fields_left)
+            if body and media in ("", JSON_TYPE):
+                document = load_document(body)  # the one parse of a JSON body
         canonical = canonical_request(
             method=scope["method"],
             path=scope["path"],
@@ -132,18 +140,20 @@ class ArvadosRequests:
             content_type=content_type,
             override=header(scope, OVERRIDE_HEADER),
             body=body,
+            document=document,
         )
-        if not read:
-            body = None  # left unread: nobody reads a GET's body
+        kept = body if read else None  # a GET's body is left unread: nobody reads it
         if canonical is None:
-            return {**scope, PARAMS_KEY: RequestParams(query, scope["query_string"], body)}
+            parsed = RequestParams(query, scope["query_string"], kept, document)
+            return {**scope, PARAMS_KEY: parsed}
         if len(canonical.query) > self.max_fields:  # a JSON body's top-level parameters
             raise too_many_fields(self.max_fields)
         if canonical.content_type is not None and read:
             scope = with_body(scope, canonical.body, canonical.content_type.encode())
-            body = canonical.body
+            kept = canonical.body
         scope = {**scope, "method": canonical.method}
-        return with_params(scope, canonical.query, encode_query(canonical.query), body)
+        query_string = encode_query(canonical.query)
+        return with_params(scope, canonical.query, query_string, kept, canonical.document)
 
     async def _read(self, receive: Receive, *, form: bool, fields_left: int) -> bytes:
         """The body, refused as soon as it passes a cap: nothing past that point is read."""

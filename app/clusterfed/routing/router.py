@@ -56,8 +56,7 @@ from clusterfed.errors import (
     Unauthorized,
     Unprocessable,
 )
-from clusterfed.jsonbody import loads_client_json
-from clusterfed.params import QueryItems, query_items, serve_locally
+from clusterfed.params import NOT_JSON, QueryItems, body_document, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid, uuid_cluster
 from clusterfed.trust.revocation import revocation_target, route_revocation
@@ -215,12 +214,12 @@ class FederatedRouter:
     def _create_target(self, scope: Scope, resource: str, body: bytes) -> tuple[str | None, bytes]:
         """Where a create goes (None: here), and the body to send there."""
         cluster: Any = dict(query_items(scope)).get("cluster_id")
-        try:
-            document = loads_client_json(body) if body else None
-        except ValueError:
+        document = body_document(scope, body) if body else None
+        if document is NOT_JSON:
             return None, body  # not JSON: the host refuses it in its own words
         if isinstance(document, dict) and "cluster_id" in document:
             # A routing parameter, not an attribute: no cluster would accept it in a body.
+            document = dict(document)  # the request's one parse stays as it came
             in_body = document.pop("cluster_id")
             cluster = cluster if cluster is not None else in_body
             body = json.dumps(document).encode()
