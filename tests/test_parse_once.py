@@ -159,3 +159,13 @@ async def test_a_json_create_is_parsed_once_by_clusterfed(
     response = await client.post(COLLECTIONS, json=document)
     assert response.status_code == 200, response.text
     assert len(loads) == 1  # the router's look for cluster_id and owner_uuid reads it
+
+
+async def test_a_json_object_of_too_many_keys_is_refused(
+    api: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, _ = api
+    document = {f"k{index}": index for index in range(params.MAX_FIELDS + 1)}
+    response = await client.post(COLLECTIONS, json=document)
+    assert response.status_code == 413, response.text
+    assert "parameters" in response.json()["errors"][0]

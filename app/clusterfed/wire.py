@@ -133,6 +133,8 @@ class ArvadosRequests:
             body = await self._read(receive, form=media == FORM_TYPE, fields_left=fields_left)
             if body and media in ("", JSON_TYPE):
                 document = load_document(body)  # the one parse of a JSON body
+                if isinstance(document, dict) and len(document) > fields_left:
+                    raise too_many_fields(self.max_fields)  # its keys are fields too
         canonical = canonical_request(
             method=scope["method"],
             path=scope["path"],
