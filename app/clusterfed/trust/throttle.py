@@ -9,7 +9,9 @@ stand in front of every call to an issuer:
   twice that.
 
 Over either limit the request is refused with 429, a ``Retry-After`` header and the
-usual error body, and the issuer is not called. Answers from cache never reach here.
+usual error body, and the issuer is not called. ``RateLimit`` is one such limit alone,
+for other costly things a client can ask for (``FanoutRate``: requests that reach
+several clusters). Answers from cache never reach here.
 The buckets live in each process: with ``--workers N`` a client can get N times the rate.
 
 The client address is the peer of the connection, unless that peer is one of
@@ -125,6 +127,36 @@ class ValidationThrottle:
                     retry_after=wait,
                     reason="issuer",
                 )
+
+
+class RateLimit:
+    """One limit: ``rate`` a second for each key (a client address), burst twice that; a
+    rate of 0 turns it off. ``take(key)`` (and ``await acquire(key)``) spends one and
+    answers 0, or, when the key's bucket is empty, the seconds until it will not be. The
+    same buckets as the validation throttle's; a key's bucket is forgotten once it would
+    be full again. ``name`` says which limit it is (``fanout``: ``FanoutRate``)."""
+
+    def __init__(self, name: str, rate: float, *, clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.rate = rate
+        self._clock = clock
+        self._buckets: TTLCache[str, TokenBucket] = TTLCache(
+            maxsize=MAX_TRACKED_CLIENTS, ttl=2.0 + 1.0, timer=clock
+        )
+
+    def take(self, key: str) -> float:
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.rate, 2 * self.rate, now)
+        wait = bucket.take(now)
+        self._buckets[key] = bucket  # re-insert: refreshes its time to live
+        return wait
+
+    async def acquire(self, key: str) -> float:
+        return self.take(key)
 
 
 class RefusalLog:
