@@ -4,8 +4,10 @@
     app.add_middleware(FederationMiddleware, federation=federation)
     # in the lifespan:  await federation.start()  ...  await federation.aclose()
 
-It owns the remote client, the validator (with its caches), the metrics, and the task
-that applies purges made by other worker processes to this process's L1 cache.
+It owns the remote client, the validator (with its caches), the metrics, the cluster's
+shared rate-limit budget, and the tasks that apply purges made by other worker processes
+to this process's L1 cache (told at once on PostgreSQL, by a poll on SQLite) and keep the
+budget's bookkeeping.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from starlette.requests import Request
@@ -27,11 +30,14 @@ from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
 from .storage.database import Database
+from .storage.purge_notices import PurgeListener
+from .storage.rate_buckets import MAINTAIN_SECONDS, SharedBudget
 from .tokens import Token
 from .trust.local_tokens import LocalTokenCache
 from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
+from .trust.throttle import Budget
 from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
@@ -66,6 +72,10 @@ class LocalCredentials(Protocol):
 
 # How far behind the purge cursor each poll looks again (see apply_pending_purges).
 PURGE_LOOKBACK_IDS = 100
+# While a worker hears purges announced (PostgreSQL), its poll is only the safety net.
+ANNOUNCED_POLL_SECONDS = 5.0
+# How often a worker's own gauges are written where every worker's are added up.
+GAUGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +112,10 @@ class Federation:
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
+        # The rate limits are the cluster's: with clusterfed's database every worker of
+        # every host spends from the same buckets (without it, from this process's).
+        self.shared_budget = SharedBudget(database) if database is not None else None
+        self.validator.throttle.budget = self.shared_budget
         # The host's own tokens, for a host that resolves them through it (the example
         # server does): purged by the same log as L1.
         self.local_tokens: LocalTokenCache[object] = LocalTokenCache(
@@ -134,16 +148,24 @@ class Federation:
             self.validator.runtime_owners = self.runtime_owners
         self._purge_cursor = 0
         self._applied: set[int] = set()
-        self._poller: asyncio.Task[None] | None = None
-        self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
-        for cluster_id, circuit in self.remote.circuits.items():
-            self.metrics.circuit_state.labels(cluster_id).set_function(
-                lambda circuit=circuit: STATE_VALUES[circuit.state]
-            )
+        self._purge_wake = asyncio.Event()
+        self._purge_listener: PurgeListener | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        if self.metrics.multiprocess_dir is None:
+            self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
+            for cluster_id, circuit in self.remote.circuits.items():
+                self.metrics.circuit_state.labels(cluster_id).set_function(
+                    lambda circuit=circuit: STATE_VALUES[circuit.state]
+                )
 
     @property
     def cluster_id(self) -> str:
         return self.config.cluster_id
+
+    @property
+    def budget(self) -> Budget | None:
+        """The budget every throttle of this cluster spends from (None: each its own)."""
+        return self.shared_budget
 
     @property
     def database(self) -> Database:
@@ -156,16 +178,30 @@ class Federation:
         self._purge_cursor = await self.store.latest_purge_id()
         low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
         self._applied = {event.id for event in await self.store.purges_after(low)}
-        self._poller = asyncio.create_task(self._poll_purges(), name="clusterfed-purge-poller")
+        pg = self._database.pg if self._database is not None else None
+        if pg is not None:
+            self._purge_listener = PurgeListener(pg, self._purge_wake.set)
+            self._spawn(self._purge_listener.run(), "clusterfed-purge-listener")
+        self._spawn(self._poll_purges(), "clusterfed-purge-poller")
+        if self.shared_budget is not None or self.metrics.multiprocess_dir is not None:
+            self._spawn(self._housekeeping(), "clusterfed-housekeeping")
         if self.outbox is not None:
             self.outbox.start()
 
+    def _spawn(self, work: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
     async def aclose(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+                await task
+        if self.shared_budget is not None:
+            with contextlib.suppress(Exception):  # the others stop counting it in seconds
+                await self.shared_budget.leave()
+        self.metrics.worker_stopped()
         if self.outbox is not None:
             await self.outbox.aclose()
         await self.login.aclose()
@@ -218,13 +254,45 @@ class Federation:
         return len(events)
 
     async def _poll_purges(self) -> None:
-        interval = self.config.federation.purge_poll_interval
+        """Read the purge log when a purge is announced (PostgreSQL), else every
+        ``PurgePollInterval``; announced, the poll is only the safety net."""
         while True:
-            await asyncio.sleep(interval)
+            listener = self._purge_listener
+            if listener is not None and listener.listening:
+                interval = max(ANNOUNCED_POLL_SECONDS, self.config.federation.purge_poll_interval)
+            else:
+                interval = self.config.federation.purge_poll_interval
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._purge_wake.wait()
+            self._purge_wake.clear()
             try:
                 await self.apply_pending_purges()
             except Exception:  # a database blip must not end the poller
                 log.exception("could not read the purge log; will retry")
+
+    def refresh_gauges(self) -> None:
+        """Write this worker's gauges where every worker's are added up (only then: in one
+        process they are read from the caches at scrape time)."""
+        if self.metrics.multiprocess_dir is None:
+            return
+        self.metrics.cached_entries.set(len(self.validator.cache))
+        for cluster_id, circuit in self.remote.circuits.items():
+            self.metrics.circuit_state.labels(cluster_id).set(STATE_VALUES[circuit.state])
+
+    async def _housekeeping(self) -> None:
+        """This worker's part of the shared budget's bookkeeping (alive, the workers
+        counted, full buckets pruned) and of the shared metrics."""
+        next_maintain = 0.0
+        while True:
+            self.refresh_gauges()
+            if self.shared_budget is not None and time.monotonic() >= next_maintain:
+                next_maintain = time.monotonic() + MAINTAIN_SECONDS
+                try:
+                    await self.shared_budget.maintain()
+                except Exception as exc:  # the budget falls back on its own; try again later
+                    log.warning("could not keep the shared rate limits' books: %s", exc)
+            await asyncio.sleep(GAUGE_SECONDS)
 
     def remote_status(self) -> list[RemoteStatus]:
         statuses = []

@@ -92,16 +92,39 @@ class PointWrites:
         async with self._engine.begin() as connection:
             await connection.execute(statement, params)
 
+    async def first(
+        self, statement: Executable, params: Mapping[str, Any], *, durable: bool = True
+    ) -> Any:
+        """Run ``statement``, a write with ``RETURNING``; its first row (or None),
+        committed when the await returns. ``durable`` as for ``execute``."""
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._thread, self._first_in_thread, statement, params, durable
+            )
+        if self._pg is not None:
+            return await self._pg.first(statement, params)
+        async with self._engine.begin() as connection:
+            return (await connection.execute(statement, params)).first()
+
+    def _first_in_thread(
+        self, statement: Executable, params: Mapping[str, Any], durable: bool
+    ) -> Any:
+        return self._connection(durable).execute(statement, params).first()
+
     def _execute_in_thread(
         self, statement: Executable, params: Mapping[str, Any], durable: bool
     ) -> None:
+        self._connection(durable).execute(statement, params)
+
+    def _connection(self, durable: bool) -> Connection:
         connection = self._connections.get(durable)
         if connection is None or connection.closed:
             assert self._sqlite is not None
             connection = self._connections[durable] = self._sqlite.connect()
             if not durable:
                 connection.exec_driver_sql(f"PRAGMA synchronous={CACHE_SYNCHRONOUS}")
-        connection.execute(statement, params)
+        return connection
 
     async def dispose(self) -> None:
         if self._thread is None:

@@ -1,0 +1,65 @@
+"""shared limits: token buckets and workers in the database; purges announced on PostgreSQL
+
+Revision ID: cf0004
+Revises: cf0003
+
+The rate limits are the cluster's, not a worker's: every worker of every host spends
+from one row per bucket (``federation_rate_buckets``), and counts the workers sharing
+them (``federation_workers``) for the share it falls back to when it cannot reach them.
+On PostgreSQL a purge logged in ``federation_purges`` is announced on the channel
+``clusterfed_purges`` when its transaction commits, whoever wrote it (the admin API, the
+CLI, a revocation, a host's own code): every worker listens, so none waits for its poll.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "cf0004"
+down_revision: str | Sequence[str] | None = "cf0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+NOTIFY_FUNCTION = """
+CREATE OR REPLACE FUNCTION clusterfed_purge_notify() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('clusterfed_purges', NEW.id::text);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql
+"""
+NOTIFY_TRIGGER = """
+CREATE TRIGGER clusterfed_purge_notify AFTER INSERT ON federation_purges
+FOR EACH ROW EXECUTE FUNCTION clusterfed_purge_notify()
+"""
+
+
+def upgrade() -> None:
+    op.create_table(
+        "federation_rate_buckets",
+        sa.Column("key", sa.String(length=160), nullable=False),
+        sa.Column("level", sa.Double(), nullable=False),
+        sa.Column("updated", sa.Double(), nullable=False),
+        sa.Column("full_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_federation_rate_buckets")),
+    )
+    op.create_index("ix_federation_rate_buckets_full_at", "federation_rate_buckets", ["full_at"])
+    op.create_table(
+        "federation_workers",
+        sa.Column("worker_id", sa.String(length=128), nullable=False),
+        sa.Column("seen_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("worker_id", name=op.f("pk_federation_workers")),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(NOTIFY_FUNCTION)
+        op.execute(NOTIFY_TRIGGER)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS clusterfed_purge_notify ON federation_purges")
+        op.execute("DROP FUNCTION IF EXISTS clusterfed_purge_notify()")
+    op.drop_table("federation_workers")
+    op.drop_index("ix_federation_rate_buckets_full_at", "federation_rate_buckets")
+    op.drop_table("federation_rate_buckets")
