@@ -4,8 +4,8 @@ Revision ID: cf0004
 Revises: cf0003
 
 The rate limits are the cluster's, not a worker's: every worker of every host spends
-from one row per bucket (``federation_rate_buckets``), and counts the workers sharing
-them (``federation_workers``) for the share it falls back to when it cannot reach them.
+from one row per bucket (``federation_rate_buckets``), where the workers sharing them
+also say they are alive (for the share one falls back to when it cannot reach them).
 On PostgreSQL a purge logged in ``federation_purges`` is announced on the channel
 ``clusterfed_purges`` when its transaction commits, whoever wrote it (the admin API, the
 CLI, a revocation, a host's own code): every worker listens, so none waits for its poll.
@@ -45,12 +45,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_federation_rate_buckets")),
     )
     op.create_index("ix_federation_rate_buckets_full_at", "federation_rate_buckets", ["full_at"])
-    op.create_table(
-        "federation_workers",
-        sa.Column("worker_id", sa.String(length=128), nullable=False),
-        sa.Column("seen_at", sa.Double(), nullable=False),
-        sa.PrimaryKeyConstraint("worker_id", name=op.f("pk_federation_workers")),
-    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NOTIFY_FUNCTION)
         op.execute(NOTIFY_TRIGGER)
@@ -60,6 +54,5 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS clusterfed_purge_notify ON federation_purges")
         op.execute("DROP FUNCTION IF EXISTS clusterfed_purge_notify()")
-    op.drop_table("federation_workers")
     op.drop_index("ix_federation_rate_buckets_full_at", "federation_rate_buckets")
     op.drop_table("federation_rate_buckets")

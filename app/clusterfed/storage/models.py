@@ -54,7 +54,8 @@ class FederationRateBucket(FederationBase):
     """One token bucket of the cluster's shared rate limits (cold validations per client
     and per issuer, admin logins, ...), spent by every worker of every host in one
     statement (``storage.rate_buckets``). Times are seconds since the epoch. A row whose
-    bucket is full again (``full_at`` passed) means nothing and is pruned."""
+    bucket is full again (``full_at`` passed) means nothing and is pruned. Rows keyed
+    ``worker:<id>`` are the workers sharing the budget, each alive until its ``full_at``."""
 
     __tablename__ = "federation_rate_buckets"
     __table_args__ = (Index("ix_federation_rate_buckets_full_at", "full_at"),)
@@ -63,14 +64,3 @@ class FederationRateBucket(FederationBase):
     level: Mapped[float] = mapped_column(Double)
     updated: Mapped[float] = mapped_column(Double)
     full_at: Mapped[float] = mapped_column(Double)
-
-
-class FederationWorker(FederationBase):
-    """A worker process sharing the budget, seen at ``seen_at`` (seconds since the epoch):
-    a worker that cannot reach the shared buckets falls back to the rate divided by the
-    workers seen lately."""
-
-    __tablename__ = "federation_workers"
-
-    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    seen_at: Mapped[float] = mapped_column(Double)

@@ -25,10 +25,11 @@ bench shared``), so each token is spent where it is needed.
 
 A worker that cannot reach the budget (the statement fails or takes longer than
 ``TIMEOUT_SECONDS``) falls back for ``RETRY_SECONDS`` to buckets of its own at its share:
-the rate divided by the workers it knows of (the ``federation_workers`` rows seen lately,
-which every worker refreshes in ``maintain``). Never to no limit. ``maintain`` also
-deletes buckets that are full again: a row per client address must not outlive the few
-seconds it matters, however many addresses a stranger sends from.
+the rate divided by the workers it knows of (each worker keeps a row ``worker:<id>`` of
+the same table alive in ``maintain``, until its ``full_at``). Never to no limit.
+``maintain`` also deletes buckets that are full again (and workers gone): a row per
+client address must not outlive the few seconds it matters, however many addresses a
+stranger sends from.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ from sqlalchemy.types import Double
 from clusterfed.trust.throttle import LocalBudget
 
 from .database import Database
-from .models import FederationRateBucket, FederationWorker
-from .upsert import prebuilt_upsert
+from .models import FederationRateBucket
+from .upsert import prebuilt_upsert, upsert_params
 
 log = logging.getLogger("clusterfed.limits")
 
@@ -68,7 +69,7 @@ WORKER_EXPIRY_SECONDS = 3 * MAINTAIN_SECONDS
 MAX_KEY_CHARS = 160
 
 _BUCKETS = FederationRateBucket.__table__
-_WORKERS = FederationWorker.__table__
+WORKER_PREFIX = "worker:"
 
 
 def _take_statement(dialect: str) -> Any:
@@ -102,10 +103,12 @@ def _take_statement(dialect: str) -> Any:
 
 _TAKE = {dialect: _take_statement(dialect) for dialect in ("postgresql", "sqlite")}
 _PRUNE = delete(_BUCKETS).where(_BUCKETS.c.full_at < bindparam("b_now", type_=Double()))
-_FORGET_WORKERS = delete(_WORKERS).where(_WORKERS.c.seen_at < bindparam("b_before", type_=Double()))
-_COUNT_WORKERS = select(func.count()).where(
-    _WORKERS.c.seen_at >= bindparam("b_since", type_=Double())
+_COUNT_WORKERS = (
+    select(func.count())
+    .where(_BUCKETS.c.key.startswith(WORKER_PREFIX, autoescape=True))
+    .where(_BUCKETS.c.full_at >= bindparam("b_now", type_=Double()))
 )
+_LEAVE = delete(_BUCKETS).where(_BUCKETS.c.key == bindparam("b_key"))
 
 
 def bucket_key(key: str) -> str:
@@ -121,7 +124,9 @@ class SharedBudget:
     def __init__(self, database: Database, *, clock: Callable[[], float] = time.time) -> None:
         self.database = database
         self._clock = clock
-        self.worker_id = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.worker_key = bucket_key(
+            f"{WORKER_PREFIX}{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+        )
         # Workers sharing the budget, this one included: the last count ``maintain`` made.
         self.workers = 1
         self._fallback = LocalBudget()
@@ -156,26 +161,18 @@ class SharedBudget:
         return self._fallback.take_now(key, rate / workers, max(1.0, burst / workers))
 
     async def maintain(self) -> None:
-        """Say this worker is alive, count the workers alive, forget the ones gone and
-        the buckets full again. Called every ``MAINTAIN_SECONDS`` by each worker."""
+        """Say this worker is alive, count the workers alive, forget the buckets full
+        again (and the workers gone). Called every ``MAINTAIN_SECONDS`` by each worker."""
         now = self._clock()
         writes = self.database.writes
-        statement = prebuilt_upsert(self.database.engine.dialect.name, _WORKERS, ("worker_id",))
-        await writes.execute(
-            statement, {"v_worker_id": self.worker_id, "v_seen_at": now}, durable=False
-        )
-        count = await self.database.reads.first(
-            _COUNT_WORKERS, {"b_since": now - WORKER_EXPIRY_SECONDS}
-        )
+        statement = prebuilt_upsert(self.database.engine.dialect.name, _BUCKETS, ("key",))
+        alive = {"key": self.worker_key, "level": 0.0, "updated": now}
+        alive["full_at"] = now + WORKER_EXPIRY_SECONDS
+        await writes.execute(statement, upsert_params(alive), durable=False)
+        count = await self.database.reads.first(_COUNT_WORKERS, {"b_now": now})
         self.workers = max(1, int(count[0])) if count is not None else 1
         await writes.execute(_PRUNE, {"b_now": now}, durable=False)
-        await writes.execute(
-            _FORGET_WORKERS, {"b_before": now - 4 * WORKER_EXPIRY_SECONDS}, durable=False
-        )
 
     async def leave(self) -> None:
         """This worker stops: the others no longer count it."""
-        await self.database.writes.execute(
-            delete(_WORKERS).where(_WORKERS.c.worker_id == bindparam("b_id")),
-            {"b_id": self.worker_id},
-        )
+        await self.database.writes.execute(_LEAVE, {"b_key": self.worker_key}, durable=False)
