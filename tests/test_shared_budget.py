@@ -146,3 +146,25 @@ def test_long_keys_are_hashed_to_fit() -> None:
     assert bucket_key("cold:10.0.0.1") == "cold:10.0.0.1"
     long = bucket_key("x" * 500)
     assert len(long) <= 160 and long == bucket_key("x" * 500) != bucket_key("y" * 500)
+
+
+async def test_a_worker_refuses_an_empty_bucket_without_asking_again(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    budget = SharedBudget(database, clock=clock)
+    for _ in range(2):
+        await budget.take("cold:a", 1, 2)
+    assert await budget.take("cold:a", 1, 2) == 1.0  # empty: asked, and remembered
+    asked = []
+    first = database.writes.first
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        asked.append(args)
+        return await first(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(database.writes, "first", counting)
+    clock.now += 0.5
+    assert await budget.take("cold:a", 1, 2) == 0.5 and asked == []  # a flood costs nothing
+    clock.now += 0.5  # a token may be there now: asked again, and it was
+    assert await budget.take("cold:a", 1, 2) == 0.0 and len(asked) == 1

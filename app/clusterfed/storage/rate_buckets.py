@@ -44,12 +44,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import TTLCache
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import Double
 
-from clusterfed.trust.throttle import LocalBudget
+from clusterfed.trust.throttle import MAX_TRACKED_CLIENTS, LocalBudget
 
 from .database import Database
 from .models import FederationRateBucket
@@ -65,6 +66,8 @@ RETRY_SECONDS = 2.0
 # worker not seen for ``WORKER_EXPIRY_SECONDS`` is no longer counted.
 MAINTAIN_SECONDS = 5.0
 WORKER_EXPIRY_SECONDS = 3 * MAINTAIN_SECONDS
+# How long a worker remembers that a bucket was empty (each for at most 1/rate seconds).
+EMPTY_MEMORY_SECONDS = 10.0
 # Longer keys (a limit's name and a client's address are far shorter) are hashed.
 MAX_KEY_CHARS = 160
 
@@ -131,11 +134,19 @@ class SharedBudget:
         self.workers = 1
         self._fallback = LocalBudget()
         self._unreachable_until = 0.0
+        # Buckets this worker found empty, and until when they are sure to stay empty:
+        # a client flooding this worker is refused here, without a statement each time.
+        self._empty: TTLCache[str, float] = TTLCache(
+            maxsize=MAX_TRACKED_CLIENTS, ttl=EMPTY_MEMORY_SECONDS, timer=clock
+        )
 
     async def take(self, key: str, rate: float, burst: float) -> float:
         now = self._clock()
         if now < self._unreachable_until:
             return self._share(key, rate, burst)
+        empty_until = self._empty.get(key)
+        if empty_until is not None and now < empty_until:
+            return empty_until - now
         params = {"b_key": bucket_key(key), "b_now": now, "b_rate": rate, "b_burst": burst}
         statement = _TAKE[self.database.engine.dialect.name]
         try:
@@ -153,8 +164,12 @@ class SharedBudget:
             return self._share(key, rate, burst)
         if row is not None:
             return 0.0
-        # Empty: a token comes within 1/rate seconds (the bucket's level is not read back).
-        return 1.0 / rate
+        # Empty: no token before 1/rate seconds, at the most (its level is not read back);
+        # until then this worker refuses the key without asking. The tokens that come
+        # meanwhile stay in the bucket for whoever asks next, so nothing is lost.
+        wait = 1.0 / rate
+        self._empty[key] = now + wait
+        return wait
 
     def _share(self, key: str, rate: float, burst: float) -> float:
         workers = max(1, self.workers)
