@@ -9,7 +9,9 @@ limits far above what the load reaches, so every request pays for its buckets an
 refused. ``wrk`` sends a never-seen (valid) token per request (``cold``), then one cached
 token (``cached``); variants alternate within each round and the ratio is taken within the
 round; the median over the rounds is printed. The cold path must keep at least 90% of its
-rate; the cached path never reaches a bucket.
+rate; the cached path never reaches a bucket. Beside the rates, c97qk's CPU time per
+request (its process's, from ``/proc``, until it is idle again): on a machine shared with
+other work the rates swing with the neighbours' load, the CPU a request costs much less.
 
     python -m bench shared_limits        # BENCH_SECONDS, BENCH_ROUNDS, BENCH_BACKENDS
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import blackbox
-from bench.blackbox import LUA, Served, WrkResult, config, settle, write_lines, wrk
+from bench.blackbox import LUA, Served, WrkResult, config, cpu_seconds, settle, write_lines, wrk
 
 TARGET = 0.9
 # Far above what the load reaches: every request spends from both buckets, none refused.
@@ -41,7 +43,10 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="info", **uv
 """
 
 
-def run_backend(backend: str, workdir: Path) -> dict[str, list[WrkResult]]:
+Runs = dict[str, list[tuple[WrkResult, float]]]  # variant -> (wrk's figures, CPU s/request)
+
+
+def run_backend(backend: str, workdir: Path) -> Runs:
     rounds = blackbox.ROUNDS
     script = write_lines(workdir / "rotate.lua", [LUA])
     # Two never-seen pools per round (one per variant); few "many" tokens: unused here.
@@ -56,7 +61,7 @@ def run_backend(backend: str, workdir: Path) -> dict[str, list[WrkResult]]:
 
 def _measure(
     workdir: Path, script: Path, tokens: Any, qr1hi_url: str, c97qk_url: str, rounds: int
-) -> dict[str, list[WrkResult]]:
+) -> Runs:
     cached = write_lines(workdir / "cached.txt", [tokens.cached])
     pools = [write_lines(workdir / f"cold{n}.txt", pool) for n, pool in enumerate(tokens.cold)]
     issuer = Served("qr1hi", config("qr1hi", qr1hi_url), workdir, remote=True)
@@ -80,38 +85,44 @@ def _measure(
             servers.append(server.start())
             wrk(server.url, script, tokens=cached, seconds=1)  # warm-up
         settle(servers)
-        results: dict[str, list[WrkResult]] = {
-            f"{kind} {name}": [] for kind in ("cold", "cached") for name in variants
-        }
+        results: Runs = {f"{kind} {name}": [] for kind in ("cold", "cached") for name in variants}
         pool = iter(pools)
         for round_number in range(rounds):
             order = list(variants) if round_number % 2 == 0 else list(variants)[::-1]
             for kind in ("cold", "cached"):
                 for name in order:
                     tokens_file = next(pool) if kind == "cold" else cached
+                    cpu = cpu_seconds(variants[name])
                     result = wrk(variants[name].url, script, tokens=tokens_file)
                     if kind == "cold" and result.requests > blackbox.COLD_POOL:
                         raise RuntimeError("cold pool too small: tokens were reused")
-                    results[f"{kind} {name}"].append(result)
                     settle(servers)
+                    cpu = (cpu_seconds(variants[name]) - cpu) / max(1, result.requests)
+                    results[f"{kind} {name}"].append((result, cpu))
         return results
     finally:
         for server in reversed(servers):
             server.stop()
 
 
-def report(backend: str, results: dict[str, list[WrkResult]]) -> None:
+def report(backend: str, results: Runs) -> None:
     seconds, rounds = blackbox.DURATION, blackbox.ROUNDS
     connections = blackbox.CONNECTIONS
     print(f"-- {backend} (one worker each; wrk -t1 -c{connections}, {seconds:g}s x {rounds})")
     for kind in ("cold", "cached"):
         shared, memory = results[f"{kind} shared"], results[f"{kind} memory"]
-        ratio = statistics.median(s.rps / m.rps for s, m in zip(shared, memory, strict=True))
+        pairs = list(zip(shared, memory, strict=True))
+        ratio = statistics.median(s.rps / m.rps for (s, _), (m, _) in pairs)
+        cpu_ratio = statistics.median(m_cpu / s_cpu for (_, s_cpu), (_, m_cpu) in pairs)
         target = f" (target >= {TARGET:g})" if kind == "cold" else ""
+        failures = sum(r.failures for r, _ in shared + memory)
         print(
-            f"{kind:<7} shared buckets {statistics.median(r.rps for r in shared):7.0f} req/s,"
-            f" in-process buckets {statistics.median(r.rps for r in memory):7.0f} req/s:"
-            f" ratio {ratio:.3f}{target}; failures {sum(r.failures for r in shared + memory)}"
+            f"{kind:<7} shared buckets {statistics.median(r.rps for r, _ in shared):7.0f} req/s"
+            f" {statistics.median(c for _, c in shared) * 1e6:6.0f} us CPU/request,"
+            f" in-process buckets {statistics.median(r.rps for r, _ in memory):7.0f} req/s"
+            f" {statistics.median(c for _, c in memory) * 1e6:6.0f} us CPU/request:"
+            f" rate ratio {ratio:.3f}, CPU ratio (in-process/shared) {cpu_ratio:.3f}{target};"
+            f" failures {failures}"
         )
 
 
