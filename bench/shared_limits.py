@@ -32,13 +32,16 @@ from bench.blackbox import LUA, Served, WrkResult, config, cpu_seconds, settle, 
 TARGET = 0.9
 # Far above what the load reaches: every request spends from both buckets, none refused.
 UNREACHED = {"ColdValidationRate": 1_000_000, "IssuerValidationRate": 1_000_000}
-MEMORY_RUNNER = """
+# Both variants run as ``serve`` runs one worker (serving.py), but for the one line.
+RUNNER = """
 import sys, uvicorn
 from clusterfed.config import load_config
 from clusterfed.server.app import create_app
-from clusterfed.server.serving import uvicorn_options
+from clusterfed.server.serving import freeze_startup_objects, uvicorn_options
 app = create_app(load_config(sys.argv[1]))
-app.state.federation.validator.throttle.budget = None  # the buckets in this process
+if {in_process}:
+    app.state.federation.validator.throttle.budget = None  # the buckets in this process
+freeze_startup_objects()
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="info", **uvicorn_options())
 """
 
@@ -73,13 +76,13 @@ def _measure(
             "Federation": UNREACHED,
         }
         variants = {
-            "shared": Served("c97qk-shared", config("c97qk", c97qk_url, **sections), workdir),
-            "memory": Served(
-                "c97qk-memory",
+            name: Served(
+                f"c97qk-{name}",
                 config("c97qk", c97qk_url, **sections),
                 workdir,
-                runner=MEMORY_RUNNER,
-            ),
+                runner=RUNNER.format(in_process=name == "memory"),
+            )
+            for name in ("shared", "memory")
         }
         for server in variants.values():
             servers.append(server.start())
@@ -115,14 +118,14 @@ def report(backend: str, results: Runs) -> None:
         ratio = statistics.median(s.rps / m.rps for (s, _), (m, _) in pairs)
         cpu_ratio = statistics.median(m_cpu / s_cpu for (_, s_cpu), (_, m_cpu) in pairs)
         target = f" (target >= {TARGET:g})" if kind == "cold" else ""
-        failures = sum(r.failures for r, _ in shared + memory)
+        failures = "/".join(str(sum(r.failures for r, _ in runs)) for runs in (shared, memory))
         print(
             f"{kind:<7} shared buckets {statistics.median(r.rps for r, _ in shared):7.0f} req/s"
             f" {statistics.median(c for _, c in shared) * 1e6:6.0f} us CPU/request,"
             f" in-process buckets {statistics.median(r.rps for r, _ in memory):7.0f} req/s"
             f" {statistics.median(c for _, c in memory) * 1e6:6.0f} us CPU/request:"
             f" rate ratio {ratio:.3f}, CPU ratio (in-process/shared) {cpu_ratio:.3f}{target};"
-            f" failures {failures}"
+            f" failures (shared/in-process) {failures}"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from clusterfed.admin.login_throttle import LoginThrottle
@@ -106,6 +107,7 @@ async def test_an_unreachable_budget_falls_back_to_this_workers_share(
         raise OperationalError("statement", None, ConnectionRefusedError())
 
     monkeypatch.setattr(database.writes, "first", unreachable)
+    monkeypatch.setattr(database.writes, "first_each", unreachable)
     # Burst 20 and rate 10 shared by 4 workers: this one alone gets a quarter, not none
     # and not all.
     assert [await budget.take("cold:a", 10, 20) for _ in range(6)].count(0.0) == 5
@@ -122,6 +124,7 @@ async def test_a_slow_budget_falls_back_too(
         await asyncio.sleep(10)
 
     monkeypatch.setattr(database.writes, "first", stuck)
+    monkeypatch.setattr(database.writes, "first_each", stuck)
     # Half of rate 1 and burst 2: one now, then one each 2 s; the first call waited
     # TIMEOUT_SECONDS, the next ones do not ask the budget again.
     waits = [await budget.take("cold:a", 1, 2) for _ in range(3)]
@@ -157,14 +160,32 @@ async def test_a_worker_refuses_an_empty_bucket_without_asking_again(
         await budget.take("cold:a", 1, 2)
     assert await budget.take("cold:a", 1, 2) == 1.0  # empty: asked, and remembered
     asked = []
-    first = database.writes.first
+    for name in ("first", "first_each"):
+        write = getattr(database.writes, name)
 
-    async def counting(*args: object, **kwargs: object) -> object:
-        asked.append(args)
-        return await first(*args, **kwargs)  # type: ignore[arg-type]
+        async def counting(*args: object, write: Any = write, **kwargs: object) -> object:
+            asked.append(args)
+            return await write(*args, **kwargs)
 
-    monkeypatch.setattr(database.writes, "first", counting)
+        monkeypatch.setattr(database.writes, name, counting)
     clock.now += 0.5
     assert await budget.take("cold:a", 1, 2) == 0.5 and asked == []  # a flood costs nothing
     clock.now += 0.5  # a token may be there now: asked again, and it was
-    assert await budget.take("cold:a", 1, 2) == 0.0 and len(asked) == 1
+    assert await budget.take("cold:a", 1, 2) == 0.0 and asked
+
+
+async def test_a_cold_validations_two_buckets_stop_at_the_first_empty_one(
+    database: Database,
+) -> None:
+    clock = Clock()
+    one, two = SharedBudget(database, clock=clock), SharedBudget(database, clock=clock)
+    spends = [("cold:a", 1.0, 2.0), ("issuer:qr1hi", 2.0, 3.0)]
+    assert await one.take_many(spends) is None
+    assert await two.take_many(spends) is None
+    # The client's bucket is empty: the issuer's is not spent for it.
+    assert await one.take_many(spends) == (0, 1.0)
+    assert await two.take_many([("cold:b", 1.0, 2.0), spends[1]]) is None
+    # Now the issuer's is: the other client's token is spent, the issuer refuses.
+    assert await two.take_many([("cold:c", 1.0, 2.0), spends[1]]) == (1, 0.5)
+    assert await one.take_many([("cold:c", 1.0, 2.0)]) is None  # one of two left
+    assert await one.take_many([("cold:c", 1.0, 2.0)]) == (0, 1.0)

@@ -23,7 +23,7 @@ An in-memory SQLite database cannot be opened twice, so it writes the asynchrono
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -107,10 +107,38 @@ class PointWrites:
         async with self._engine.begin() as connection:
             return (await connection.execute(statement, params)).first()
 
+    async def first_each(
+        self, statements: Sequence[tuple[Executable, Mapping[str, Any]]], *, durable: bool = True
+    ) -> list[Any]:
+        """``first`` of each statement in turn, stopping after the first that returns no
+        row: the rows (the last one None when it stopped early). On a SQLite file all of
+        them run in one hop to the writer thread."""
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._thread, self._first_each_in_thread, statements, durable
+            )
+        rows = []
+        for statement, params in statements:
+            rows.append(await self.first(statement, params, durable=durable))
+            if rows[-1] is None:
+                break
+        return rows
+
     def _first_in_thread(
         self, statement: Executable, params: Mapping[str, Any], durable: bool
     ) -> Any:
         return self._connection(durable).execute(statement, params).first()
+
+    def _first_each_in_thread(
+        self, statements: Sequence[tuple[Executable, Mapping[str, Any]]], durable: bool
+    ) -> list[Any]:
+        rows = []
+        for statement, params in statements:
+            rows.append(self._first_in_thread(statement, params, durable))
+            if rows[-1] is None:
+                break
+        return rows
 
     def _execute_in_thread(
         self, statement: Executable, params: Mapping[str, Any], durable: bool

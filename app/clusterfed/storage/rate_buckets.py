@@ -41,16 +41,16 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cachetools import TTLCache
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import Double
 
-from clusterfed.trust.throttle import MAX_TRACKED_CLIENTS, LocalBudget
+from clusterfed.trust.throttle import MAX_TRACKED_CLIENTS, LocalBudget, Spend
 
 from .database import Database
 from .models import FederationRateBucket
@@ -105,6 +105,31 @@ def _take_statement(dialect: str) -> Any:
 
 
 _TAKE = {dialect: _take_statement(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+def _pg_take(prefix: str, row: str) -> str:
+    """PostgreSQL's take of one bucket, its parameters named ``<prefix>key`` ..., its new
+    row from ``row`` (a VALUES or a SELECT of the four columns in ``{}``)."""
+    now, rate, burst = (f"CAST(:{prefix}{name} AS float8)" for name in ("now", "rate", "burst"))
+    refilled = f"least(b.level + greatest({now} - b.updated, 0) * {rate}, {burst})"
+    later = f"greatest(b.updated, {now})"
+    new_row = f":{prefix}key, {burst} - 1, {now}, {now} + 1 / {rate}"
+    return (
+        "INSERT INTO federation_rate_buckets AS b (key, level, updated, full_at) "
+        f"{row.format(new_row)} "
+        f"ON CONFLICT (key) DO UPDATE SET level = {refilled} - 1, updated = {later}, "
+        f"full_at = {later} + ({burst} - {refilled} + 1) / {rate} "
+        f"WHERE {refilled} >= 1 RETURNING 1"
+    )
+
+
+# A cold validation's two buckets in one round trip: the second is spent only when the
+# first was (its INSERT selects a row only if the first returned one).
+_TAKE_TWO = text(
+    f"WITH first AS ({_pg_take('a_', 'VALUES ({})')}), "
+    f"second AS ({_pg_take('b_', 'SELECT {} WHERE EXISTS (SELECT FROM first)')}) "
+    "SELECT (SELECT count(*) FROM first) AS first, (SELECT count(*) FROM second) AS second"
+)
 _PRUNE = delete(_BUCKETS).where(_BUCKETS.c.full_at < bindparam("b_now", type_=Double()))
 _COUNT_WORKERS = (
     select(func.count())
@@ -141,17 +166,28 @@ class SharedBudget:
         )
 
     async def take(self, key: str, rate: float, burst: float) -> float:
+        refused = await self.take_many(((key, rate, burst),))
+        return 0.0 if refused is None else refused[1]
+
+    async def take_many(self, spends: Sequence[Spend]) -> tuple[int, float] | None:
+        """One token of each bucket in turn, stopping at the first that is empty (the
+        ones before it stay spent): None, or that bucket's index and the seconds to wait.
+        Two buckets (a cold validation's) are one statement on PostgreSQL, one hop to
+        the writer thread on SQLite."""
         now = self._clock()
         if now < self._unreachable_until:
-            return self._share(key, rate, burst)
-        empty_until = self._empty.get(key)
-        if empty_until is not None and now < empty_until:
-            return empty_until - now
-        params = {"b_key": bucket_key(key), "b_now": now, "b_rate": rate, "b_burst": burst}
-        statement = _TAKE[self.database.engine.dialect.name]
+            return self._share(spends)
+        # A bucket this worker knows to be empty refuses without asking; the ones before
+        # it are spent as usual.
+        known = len(spends)
+        for index, (key, _rate, _burst) in enumerate(spends):
+            empty_until = self._empty.get(key)
+            if empty_until is not None and now < empty_until:
+                known = index
+                break
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
-                row = await self.database.writes.first(statement, params, durable=False)
+                refused = await self._spend(spends[:known], now) if known else None
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             self._unreachable_until = now + RETRY_SECONDS
             log.warning(
@@ -161,19 +197,48 @@ class SharedBudget:
                 self.workers,
                 RETRY_SECONDS,
             )
-            return self._share(key, rate, burst)
-        if row is not None:
-            return 0.0
-        # Empty: no token before 1/rate seconds, at the most (its level is not read back);
-        # until then this worker refuses the key without asking. The tokens that come
-        # meanwhile stay in the bucket for whoever asks next, so nothing is lost.
-        wait = 1.0 / rate
-        self._empty[key] = now + wait
-        return wait
+            return self._share(spends)
+        if refused is not None:
+            # Empty: no token before 1/rate seconds, at the most (its level is not read
+            # back); until then this worker refuses the key without asking. The tokens
+            # that come meanwhile stay in the bucket for whoever asks next.
+            key, rate, _burst = spends[refused]
+            self._empty[key] = now + 1.0 / rate
+            return refused, 1.0 / rate
+        if known < len(spends):
+            return known, self._empty[spends[known][0]] - now
+        return None
 
-    def _share(self, key: str, rate: float, burst: float) -> float:
+    async def _spend(self, spends: Sequence[Spend], now: float) -> int | None:
+        """The index of the first bucket found empty, or None."""
+        writes = self.database.writes
+        dialect = self.database.engine.dialect.name
+        params = [
+            {"b_key": bucket_key(key), "b_now": now, "b_rate": rate, "b_burst": burst}
+            for key, rate, burst in spends
+        ]
+        if dialect == "postgresql" and len(spends) == 2:
+            first, second = params
+            row = await writes.first(
+                _TAKE_TWO,
+                {**{f"a_{k[2:]}": v for k, v in first.items()}, **second},
+                durable=False,
+            )
+            if not row[0]:
+                return 0
+            return None if row[1] else 1
+        statement = _TAKE[dialect]
+        rows = await writes.first_each([(statement, p) for p in params], durable=False)
+        return None if rows[-1] is not None else len(rows) - 1
+
+    def _share(self, spends: Sequence[Spend]) -> tuple[int, float] | None:
+        """This worker's share of each limit, spent in this process."""
         workers = max(1, self.workers)
-        return self._fallback.take_now(key, rate / workers, max(1.0, burst / workers))
+        for index, (key, rate, burst) in enumerate(spends):
+            wait = self._fallback.take_now(key, rate / workers, max(1.0, burst / workers))
+            if wait:
+                return index, wait
+        return None
 
     async def maintain(self) -> None:
         """Say this worker is alive, count the workers alive, forget the buckets full

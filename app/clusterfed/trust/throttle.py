@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from cachetools import TTLCache
@@ -42,6 +42,7 @@ MAX_TRACKED_CLIENTS = 100_000
 FORWARDED_FOR = b"x-forwarded-for"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Spend = tuple[str, float, float]  # a bucket's key, its rate a second, its burst
 
 
 class TooManyRequests(FederationError):
@@ -94,6 +95,11 @@ class Budget(Protocol):
 
     async def take(self, key: str, rate: float, burst: float) -> float: ...
 
+    async def take_many(self, spends: Sequence[Spend]) -> tuple[int, float] | None:
+        """One token of each ``(key, rate, burst)`` in turn, stopping at the first bucket
+        that is empty (the ones before it stay spent): None, or its index and the wait."""
+        ...
+
 
 class LocalBudget:
     """Buckets in this process; one is forgotten once it would be full again (a full
@@ -124,6 +130,13 @@ class LocalBudget:
 
     async def take(self, key: str, rate: float, burst: float) -> float:
         return self.take_now(key, rate, burst)
+
+    async def take_many(self, spends: Sequence[Spend]) -> tuple[int, float] | None:
+        for index, (key, rate, burst) in enumerate(spends):
+            wait = self.take_now(key, rate, burst)
+            if wait:
+                return index, wait
+        return None
 
 
 class RateLimit:
@@ -212,21 +225,25 @@ class ValidationThrottle:
 
     async def acquire(self, client: str | None, issuer: str) -> None:
         """``admit``, spending from the shared budget when there is one: every worker of
-        every host sharing it draws on the same two buckets."""
+        every host sharing it draws on the same two buckets (in one statement)."""
         budget = self.budget
         if budget is None:
             self.admit(client, issuer)
             return
+        spends: list[Spend] = []
+        reasons: list[str] = []
         if client is not None and self.client_rate > 0:
-            rate = self.client_rate
-            wait = await budget.take(f"cold:{client}", rate, burst_for(rate))
-            if wait:
-                raise self._refusal("client", issuer, wait)
+            spends.append((f"cold:{client}", self.client_rate, burst_for(self.client_rate)))
+            reasons.append("client")
         if self.issuer_rate > 0:
-            rate = self.issuer_rate
-            wait = await budget.take(f"issuer:{issuer}", rate, burst_for(rate))
-            if wait:
-                raise self._refusal("issuer", issuer, wait)
+            spends.append((f"issuer:{issuer}", self.issuer_rate, burst_for(self.issuer_rate)))
+            reasons.append("issuer")
+        if not spends:
+            return
+        refused = await budget.take_many(spends)
+        if refused is not None:
+            index, wait = refused
+            raise self._refusal(reasons[index], issuer, wait)
 
     @staticmethod
     def _refusal(reason: str, issuer: str, wait: float) -> TooManyRequests:
