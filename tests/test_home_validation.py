@@ -16,6 +16,9 @@ from starlette.requests import Request
 
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"
 

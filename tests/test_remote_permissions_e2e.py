@@ -21,6 +21,9 @@ from clusterfed.tokens import GROUP_TYPE, new_uuid
 
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 TTL = 1.0
 
 

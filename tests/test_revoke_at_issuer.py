@@ -32,6 +32,9 @@ from tests.conftest import asgi_client
 from tests.support import REPO_ROOT
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 TOKENS = "/arvados/v1/api_client_authorizations"
 USERS_CURRENT = "/arvados/v1/users/current"
 

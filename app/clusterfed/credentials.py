@@ -1,4 +1,4 @@
-"""The Authorization header: the one place that reads it (SPEC 3, Credentials).
+"""The Authorization header: the one place that reads it (docs/protocol.md#credentials-and-errors).
 
 ``Authorization: Bearer <token>`` or ``OAuth2 <token>``. Everything that needs the
 caller's credential (the middleware, the router, the permission checks, the example

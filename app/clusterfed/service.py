@@ -4,10 +4,11 @@
     app.add_middleware(FederationMiddleware, federation=federation)
     # in the lifespan:  await federation.start()  ...  await federation.aclose()
 
-It owns the remote client, the validator (with its caches), the metrics, the cluster's
-shared rate-limit budget, and the tasks that apply purges made by other worker processes
-to this process's L1 cache (told at once on PostgreSQL, by a poll on SQLite) and keep the
-budget's bookkeeping.
+It owns the remote client, the validator (with its caches), the metrics, the follower of
+the purge log (``trust/purges.py``) that applies purges made by other worker processes to
+this process's caches (told at once on PostgreSQL: ``storage/purge_notices.py``), and the
+cluster's shared rate-limit budget (``storage/rate_buckets.py``) with its bookkeeping.
+What it reports of the remotes' health is read in ``outbound/status.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 from starlette.requests import Request
@@ -29,18 +30,23 @@ from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
+from .outbound.status import RemoteStatus, remote_statuses
 from .storage.database import Database
 from .storage.purge_notices import PurgeListener
 from .storage.rate_buckets import MAINTAIN_SECONDS, SharedBudget
 from .tokens import Token
 from .trust.local_tokens import LocalTokenCache
 from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
+from .trust.purges import PurgeFollower
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
 from .trust.throttle import Budget
 from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
+
+# How often a worker's own gauges are written where every worker's are added up.
+GAUGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,25 +76,6 @@ class LocalCredentials(Protocol):
         """The same login now; None once the token is revoked, expired or gone."""
 
 
-# How far behind the purge cursor each poll looks again (see apply_pending_purges).
-PURGE_LOOKBACK_IDS = 100
-# While a worker hears purges announced (PostgreSQL), its poll is only the safety net.
-ANNOUNCED_POLL_SECONDS = 5.0
-# How often a worker's own gauges are written where every worker's are added up.
-GAUGE_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStatus:
-    cluster_id: str
-    host: str
-    reachable: bool | None  # None: never contacted by this process
-    last_success: datetime | None
-    last_error: str | None
-    last_error_at: datetime | None
-    circuit_state: str
-
-
 class Federation:
     def __init__(
         self,
@@ -107,7 +94,7 @@ class Federation:
         # validates tokens through a store of its own)
         self._database = database
         self.local_credentials = local_credentials
-        # The issuer's notice outbox (SPEC 3.7): only a host that issues tokens has one.
+        # The issuer's notice outbox: only a host that issues tokens has one.
         self.revocations = revocations
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
@@ -134,7 +121,7 @@ class Federation:
             if revocations is not None
             else None
         )
-        # SPEC 3.8: credentials a satellite defers to its login cluster, runtime tokens.
+        # Login cluster: credentials a satellite defers to its login cluster, runtime tokens.
         self.login = LoginCredentials(
             config,
             store,
@@ -146,11 +133,10 @@ class Federation:
         self.runtime_owners = RuntimeOwners(config, store, self.remote)
         if config.login_cluster:
             self.validator.runtime_owners = self.runtime_owners
-        self._purge_cursor = 0
-        self._applied: set[int] = set()
-        self._purge_wake = asyncio.Event()
-        self._purge_listener: PurgeListener | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.purges = PurgeFollower(
+            store, self.invalidate, interval=config.federation.purge_poll_interval
+        )
+        self._housekeeper: asyncio.Task[None] | None = None
         if self.metrics.multiprocess_dir is None:
             self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
             for cluster_id, circuit in self.remote.circuits.items():
@@ -174,32 +160,26 @@ class Federation:
         return self._database
 
     async def start(self) -> None:
-        # Purges logged before this process started concern an L1 it never had.
-        self._purge_cursor = await self.store.latest_purge_id()
-        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
-        self._applied = {event.id for event in await self.store.purges_after(low)}
         pg = self._database.pg if self._database is not None else None
-        if pg is not None:
-            self._purge_listener = PurgeListener(pg, self._purge_wake.set)
-            self._spawn(self._purge_listener.run(), "clusterfed-purge-listener")
-        self._spawn(self._poll_purges(), "clusterfed-purge-poller")
+        if pg is not None:  # PostgreSQL announces each purge: no waiting for the poll
+            self.purges.announcer = PurgeListener(pg, self.purges.wake)
+        await self.purges.start()
         if self.shared_budget is not None or self.metrics.multiprocess_dir is not None:
-            self._spawn(self._housekeeping(), "clusterfed-housekeeping")
+            self._housekeeper = asyncio.create_task(
+                self._housekeeping(), name="clusterfed-housekeeping"
+            )
         if self.outbox is not None:
             self.outbox.start()
 
-    def _spawn(self, work: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
-
     async def aclose(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        await self.purges.aclose()
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._housekeeper
+            self._housekeeper = None
         if self.shared_budget is not None:
-            with contextlib.suppress(Exception):  # the others stop counting it in seconds
+            with contextlib.suppress(Exception):  # else the others stop counting it in 15 s
                 await self.shared_budget.leave()
         self.metrics.worker_stopped()
         if self.outbox is not None:
@@ -214,7 +194,7 @@ class Federation:
         return await self.validator.identify(token, client=client)
 
     async def receive_notice(self, body: bytes) -> dict[str, str]:
-        """A revocation notice from an issuer (SPEC 3.7); the answer is always the same."""
+        """A revocation notice from an issuer; the answer is always the same."""
         return await receive_notice(
             body,
             local_id=self.cluster_id,
@@ -237,39 +217,8 @@ class Federation:
         return self.validator.cache.invalidate(kind, value)
 
     async def apply_pending_purges(self) -> int:
-        """Apply purges other workers logged since the last look; returns how many.
-
-        On PostgreSQL a purge's id is drawn at insert but seen at commit, so purge 5 can
-        appear after purge 6 has been read. Each look re-reads a window of ids behind
-        the cursor and skips the ones already applied, so a late commit is not lost.
-        """
-        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
-        events = [e for e in await self.store.purges_after(low) if e.id not in self._applied]
-        for event in events:
-            self.invalidate(event.kind, event.value)
-            self._applied.add(event.id)
-            self._purge_cursor = max(self._purge_cursor, event.id)
-        floor = self._purge_cursor - PURGE_LOOKBACK_IDS
-        self._applied = {purge_id for purge_id in self._applied if purge_id > floor}
-        return len(events)
-
-    async def _poll_purges(self) -> None:
-        """Read the purge log when a purge is announced (PostgreSQL), else every
-        ``PurgePollInterval``; announced, the poll is only the safety net."""
-        while True:
-            listener = self._purge_listener
-            if listener is not None and listener.listening:
-                interval = max(ANNOUNCED_POLL_SECONDS, self.config.federation.purge_poll_interval)
-            else:
-                interval = self.config.federation.purge_poll_interval
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._purge_wake.wait()
-            self._purge_wake.clear()
-            try:
-                await self.apply_pending_purges()
-            except Exception:  # a database blip must not end the poller
-                log.exception("could not read the purge log; will retry")
+        """Apply purges other workers logged since the last look; returns how many."""
+        return await self.purges.apply_pending()
 
     def refresh_gauges(self) -> None:
         """Write this worker's gauges where every worker's are added up (only then: in one
@@ -295,24 +244,4 @@ class Federation:
             await asyncio.sleep(GAUGE_SECONDS)
 
     def remote_status(self) -> list[RemoteStatus]:
-        statuses = []
-        for cluster_id, remote in self.remote.clusters.items():
-            circuit = self.remote.circuits[cluster_id]
-            if circuit.last_success is None and circuit.last_error_at is None:
-                reachable = None
-            elif circuit.last_error_at is None or circuit.last_success is None:
-                reachable = circuit.last_error_at is None
-            else:
-                reachable = circuit.last_success >= circuit.last_error_at
-            statuses.append(
-                RemoteStatus(
-                    cluster_id=cluster_id,
-                    host=remote.host,
-                    reachable=reachable,
-                    last_success=circuit.last_success,
-                    last_error=circuit.last_error,
-                    last_error_at=circuit.last_error_at,
-                    circuit_state=circuit.state,
-                )
-            )
-        return statuses
+        return remote_statuses(self.remote)

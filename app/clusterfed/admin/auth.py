@@ -1,4 +1,4 @@
-"""Who may use the token-cache admin API and page (SPEC 3.4).
+"""Who may use the token-cache admin API and page (docs/operating.md#admin-api).
 
 Admin = the ManagementToken, or an active local user with ``is_admin``. A remote user
 is admin only when its issuer is the login cluster; the mirror rules already keep

@@ -1,15 +1,15 @@
-"""Federations with a login cluster, the trust side (SPEC 3.8).
+"""Federations with a login cluster, the trust side (docs/protocol.md#login-cluster).
 
 Every cluster sets ``Login.LoginCluster: L``; L issues every user's tokens and the
 others (satellites) defer to it. Two rules live here:
 
 - :class:`LoginCredentials`: on a satellite, a credential that is not a v2 token (a v1
   secret, an OIDC access token) and that this cluster does not know is validated at L
-  with the two calls of SPEC 3.2, as presented. It is cached under the token UUID L
+  with the same two calls, as presented. It is cached under the token UUID L
   returns, in the same L1 as v2 tokens (so purges and the negative cache apply), one
   flight per credential. Its L2 digest is an HMAC-SHA256 keyed by the SystemRootToken
   (through the L2 key every digest uses) of the credential salted for this cluster:
-  SPEC 3.8 asks for a digest keyed by the SystemRootToken, SPEC 3.7 for one always taken
+  A login cluster's credentials need a digest keyed by the SystemRootToken, revocation one taken
   of the secret salted for this cluster, so that L's revocation notice (whose proof is
   exactly that salted secret) finds the row. This digest is both.
 - :class:`RuntimeOwners`: a token issued by cluster S but owned by a user of L (work S
@@ -39,7 +39,7 @@ from clusterfed.tokens import Token, is_opaque_credential, salted_secret, secret
 
 from .cache import L1Entry
 from .store import CachedToken, FederationStore
-from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, _judge_token_answer
+from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, judge_token_answer
 
 log = logging.getLogger("clusterfed.login_cluster")
 
@@ -116,7 +116,7 @@ class LoginCredentials:
             self.metrics.l1_hit.inc()
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
-                self.validator._touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
+                self.validator.touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = cache.rejection(key)
@@ -193,8 +193,8 @@ class LoginCredentials:
         outgoing = Token(uuid=None, secret=credential)
         params = {"remote": self.local_id}
         answer = await self.remote.request(login, "GET", TOKEN_PATH, token=outgoing, params=params)
-        record = _judge_token_answer(answer, outgoing, issuer=login)
-        user, _ = await self.validator._user_from_issuer(login, outgoing, record["owner_uuid"])
+        record = judge_token_answer(answer, outgoing, issuer=login)
+        user, _ = await self.validator.user_from_issuer(login, outgoing, record["owner_uuid"])
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:

@@ -1,7 +1,7 @@
 """``POST /federation/v1/revocations``: an issuer telling us one of its tokens is revoked
-(SPEC 3.7). Mounted for every host: the answer is 202 with the same body whatever the
-notice said, and the token leaves the cache (L2 here, L1 in every worker) only when the
-proof matches what is cached."""
+(docs/protocol.md#revocation). Mounted for every host: the answer is 202 with the same
+body whatever the notice said, and the token leaves the cache (L2 here, L1 in every
+worker) only when the proof matches what is cached."""
 
 from __future__ import annotations
 

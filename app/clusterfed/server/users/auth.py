@@ -4,7 +4,7 @@ Foreign tokens were already validated by the federation middleware, which leaves
 ``Identity`` in the request state. Local tokens are resolved here against the tokens
 table: with their own secret, or (when ``remote=R`` names another cluster) with the
 secret salted for R. A token accepted only through its salted form may reach the
-endpoints in ``SALTED_TOKEN_ROUTES`` and nothing else (SPEC 3.1).
+endpoints in ``SALTED_TOKEN_ROUTES`` and nothing else (docs/protocol.md#validation-endpoints).
 """
 
 from __future__ import annotations
@@ -94,9 +94,9 @@ async def resolve_caller(
 
 
 def _is_validation_call(request: Request) -> bool:
-    """``GET users/current?remote=R``: another cluster validating this token (SPEC 3.2
-    step 3). Scopes do not stop it, or a scoped token could never be used elsewhere; it
-    reveals nothing but the token owner's own record."""
+    """``GET users/current?remote=R``: another cluster validating this token
+    (docs/protocol.md#accepting-a-foreign-token). Scopes do not stop it, or a scoped token
+    could never be used elsewhere; it reveals nothing but the token owner's own record."""
     return (
         request.method in ("GET", "HEAD")
         and request.url.path == "/arvados/v1/users/current"
@@ -224,7 +224,7 @@ class LocalCredentials:
 
 
 def is_admin_caller(caller: Caller, config: ClusterConfig) -> bool:
-    """An active admin of this cluster, or of its login cluster (SPEC 3.4)."""
+    """An active admin of this cluster, or of its login cluster (docs/operating.md#admin-api)."""
     if caller.is_foreign(config.cluster_id) and caller.issuer != config.login_cluster:
         return False
     return caller.user.is_admin and caller.user.is_active

@@ -1,4 +1,4 @@
-"""SPEC 3.1: the validation endpoints every cluster serves."""
+"""The validation endpoints every cluster serves (docs/protocol.md#validation-endpoints)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def current_token(caller: CallerDep, request: Request, config: ConfigDep) 
         raise Unauthorized("the system root token has no token record")
     remote = request.query_params.get("remote", "")
     if caller.issuer == config.cluster_id and is_cluster_id(remote) and remote != config.cluster_id:
-        # SPEC 3.7: remember who validated our token, to tell them when it is revoked.
+        # Remember who validated our token, to tell them when it is revoked.
         database = request.app.state.database
         await record_validation(database, token_uuid=caller.token_uuid, cluster_id=remote)
     # Never echo a secret: a caller that presented a salted token must not learn the

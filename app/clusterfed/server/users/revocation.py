@@ -1,4 +1,4 @@
-"""Revoking tokens issued here (SPEC 3.7), and what the issuer remembers for it.
+"""Revoking tokens issued here (docs/protocol.md#revocation), and what the issuer remembers for it.
 
 A revoked token's row stays, with ``expires_at`` set to the moment of revocation, and
 its secret is still there to compute each notice's proof. The same transaction queues

@@ -1,4 +1,4 @@
-"""SPEC 3.7: revoking a token at its issuer (the example server issues tokens).
+"""Revoking a token at its issuer (the example server issues tokens).
 
 ``DELETE /arvados/v1/api_client_authorizations/<uuid>`` for a token issued here: by the
 token itself (its own secret or its secret salted for any cluster: a holder may always

@@ -2,8 +2,8 @@
 
 A user asks for a new token of their own, as Workbench and the arv-* tools do; an admin
 may name another existing user as ``owner_uuid`` (for work run on their behalf: on a
-satellite those are the runtime tokens of SPEC 3.8). A scoped token can only create
-tokens within its own scopes. The secret is in the create answer and nowhere else: a
+satellite those are the runtime tokens of docs/protocol.md#login-cluster). A scoped token
+can only create tokens within its own scopes. The secret is in the create answer and nowhere else: a
 list never shows one. On a satellite both requests go to the login cluster instead
 (``clusterfed.routing.login_forwarding``).
 """
