@@ -118,14 +118,14 @@ def report(backend: str, results: Runs) -> None:
         ratio = statistics.median(s.rps / m.rps for (s, _), (m, _) in pairs)
         cpu_ratio = statistics.median(m_cpu / s_cpu for (_, s_cpu), (_, m_cpu) in pairs)
         target = f" (target >= {TARGET:g})" if kind == "cold" else ""
-        failures = "/".join(str(sum(r.failures for r, _ in runs)) for runs in (shared, memory))
+        failures = ", ".join(str(sum(r.failures for r, _ in runs)) for runs in (shared, memory))
         print(
             f"{kind:<7} shared buckets {statistics.median(r.rps for r, _ in shared):7.0f} req/s"
             f" {statistics.median(c for _, c in shared) * 1e6:6.0f} us CPU/request,"
             f" in-process buckets {statistics.median(r.rps for r, _ in memory):7.0f} req/s"
             f" {statistics.median(c for _, c in memory) * 1e6:6.0f} us CPU/request:"
             f" rate ratio {ratio:.3f}, CPU ratio (in-process/shared) {cpu_ratio:.3f}{target};"
-            f" failures (shared/in-process) {failures}"
+            f" failures (shared, in-process) {failures}"
         )
 
 
