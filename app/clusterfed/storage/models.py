@@ -59,7 +59,6 @@ class FederationRateBucket(FederationBase):
     ``worker:<id>`` are the workers sharing the budget, each alive until its ``full_at``."""
 
     __tablename__ = "federation_rate_buckets"
-    __table_args__ = (Index("ix_federation_rate_buckets_full_at", "full_at"),)
 
     key: Mapped[str] = mapped_column(String(160), primary_key=True)
     level: Mapped[float] = mapped_column(Double)
