@@ -108,6 +108,7 @@ async def test_an_unreachable_budget_falls_back_to_this_workers_share(
 
     monkeypatch.setattr(database.writes, "first", unreachable)
     monkeypatch.setattr(database.writes, "first_each", unreachable)
+    monkeypatch.setattr(database.writes, "call_in_writer", unreachable)
     # Burst 20 and rate 10 shared by 4 workers: this one alone gets a quarter, not none
     # and not all.
     assert [await budget.take("cold:a", 10, 20) for _ in range(6)].count(0.0) == 5
@@ -125,6 +126,7 @@ async def test_a_slow_budget_falls_back_too(
 
     monkeypatch.setattr(database.writes, "first", stuck)
     monkeypatch.setattr(database.writes, "first_each", stuck)
+    monkeypatch.setattr(database.writes, "call_in_writer", stuck)
     # Half of rate 1 and burst 2: one now, then one each 2 s; the first call waited
     # TIMEOUT_SECONDS, the next ones do not ask the budget again.
     waits = [await budget.take("cold:a", 1, 2) for _ in range(3)]
@@ -160,7 +162,7 @@ async def test_a_worker_refuses_an_empty_bucket_without_asking_again(
         await budget.take("cold:a", 1, 2)
     assert await budget.take("cold:a", 1, 2) == 1.0  # empty: asked, and remembered
     asked = []
-    for name in ("first", "first_each"):
+    for name in ("first", "first_each", "call_in_writer"):
         write = getattr(database.writes, name)
 
         async def counting(*args: object, write: Any = write, **kwargs: object) -> object:

@@ -23,9 +23,9 @@ An in-memory SQLite database cannot be opened twice, so it writes the asynchrono
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 # WAL mode's own advice for what may be lost to a power cut but never to a crash of the
 # process, and never corrupts the file (https://www.sqlite.org/pragma.html#pragma_synchronous).
 CACHE_SYNCHRONOUS = "NORMAL"
+T = TypeVar("T")
 
 
 class PointWrites:
@@ -124,6 +125,18 @@ class PointWrites:
             if rows[-1] is None:
                 break
         return rows
+
+    async def call_in_writer(self, work: Callable[[Any], T], *, durable: bool = True) -> T:
+        """``work(connection)`` in the writer thread, given its DBAPI ``sqlite3``
+        connection (in autocommit: each statement commits): a few plain statements in
+        one hop, without SQLAlchemy's execution around each. SQLite files only (``mode``
+        ``thread``)."""
+        if self._thread is None:
+            raise RuntimeError("call_in_writer is for a SQLite file's writer thread")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._thread, lambda: work(self._connection(durable).connection.dbapi_connection)
+        )
 
     def _first_in_thread(
         self, statement: Executable, params: Mapping[str, Any], durable: bool

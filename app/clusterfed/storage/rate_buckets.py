@@ -105,6 +105,33 @@ def _take_statement(dialect: str) -> Any:
 
 
 _TAKE = {dialect: _take_statement(dialect) for dialect in ("postgresql", "sqlite")}
+# The same statement as sqlite3 runs it: SQLAlchemy's execution around each statement
+# cost more than the statement (about 60 of 100 us).
+_SQLITE_TAKE = _TAKE["sqlite"].compile(dialect=sqlite.dialect())
+_SQLITE_TAKE_PARAMS = tuple(_SQLITE_TAKE.positiontup or ())
+# The statement's own constants (1.0, 0.0), bound as parameters too.
+_SQLITE_TAKE_CONSTANTS = {
+    name: value
+    for name, value in _SQLITE_TAKE.construct_params(
+        {"b_key": "", "b_now": 0.0, "b_rate": 1.0, "b_burst": 1.0}
+    ).items()
+    if not name.startswith("b_")
+}
+
+
+def _sqlite_spend(connection: Any, params: Sequence[dict[str, Any]]) -> int | None:
+    """In the writer thread: the index of the first bucket found empty, or None."""
+    for index, given in enumerate(params):
+        values = {**_SQLITE_TAKE_CONSTANTS, **given}
+        cursor = connection.execute(
+            _SQLITE_TAKE.string, [values[name] for name in _SQLITE_TAKE_PARAMS]
+        )
+        try:
+            if not cursor.fetchall():  # all of it: the statement is done, and committed
+                return index
+        finally:
+            cursor.close()
+    return None
 
 
 def _pg_take(prefix: str, row: str) -> str:
@@ -227,6 +254,10 @@ class SharedBudget:
             if not row[0]:
                 return 0
             return None if row[1] else 1
+        if writes.mode == "thread":  # a SQLite file: plain sqlite3 in the writer thread
+            return await writes.call_in_writer(
+                lambda connection: _sqlite_spend(connection, params), durable=False
+            )
         statement = _TAKE[dialect]
         rows = await writes.first_each([(statement, p) for p in params], durable=False)
         return None if rows[-1] is not None else len(rows) - 1
