@@ -17,11 +17,15 @@ cache could answer: a cached request never reaches a bucket. Time only moves for
 bucket (``max(updated, now)``), so hosts whose clocks disagree by a little cannot mint
 tokens by taking turns.
 
-Measured against leases (a worker taking a few tokens at a time and spending them in
-memory): a lease saves a statement per validation but strands tokens in workers that do
-not need them, and with a burst of ten split among eight workers no batch is both small
-and worth it. One statement costs a cold validation 3 to 5% of its rate (``python -m
-bench shared``), so each token is spent where it is needed.
+A cold validation's two buckets (client, then issuer) are one round trip: one statement
+on PostgreSQL (``_TAKE_TWO``), one hop on SQLite. A worker that found a bucket empty
+refuses that key for the 1/rate seconds it surely stays empty, without asking again.
+
+Leases (a worker taking a few tokens at a time and spending them in memory) were
+considered and not built: a lease saves the statement but strands tokens in workers that
+do not need them, and with a burst of ten split among eight workers no batch is both
+small enough to stay within 10% and worth it. What the statement costs a cold validation
+is measured by ``python -m bench shared_limits``.
 
 A worker that cannot reach the budget (the statement fails or takes longer than
 ``TIMEOUT_SECONDS``) falls back for ``RETRY_SECONDS`` to buckets of its own at its share:
