@@ -76,6 +76,10 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
         # Worker processes rebuild the app from the environment, so the path must be there.
         if config.source != DEFAULT_SOURCE:
             os.environ[CONFIG_ENV] = os.path.abspath(config.source)
+        # Every worker counts into one directory: /metrics is the whole server's.
+        from clusterfed.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()
         uvicorn.run(
             "clusterfed.server.main:create_app_from_env",
             factory=True,

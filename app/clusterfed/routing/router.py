@@ -95,7 +95,8 @@ class FederatedRouter:
         self.proxies = tuple(sorted(cluster for cluster, spec in remotes.items() if spec.proxy))
         self.resources = frozenset(resources)
         settings = federation.config.federation
-        self.fanouts = RateLimit("fanout", settings.fanout_rate)
+        # The cluster's budget, shared by every worker like the other limits.
+        self.fanouts = RateLimit("fanout", settings.fanout_rate, budget=federation.budget)
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
