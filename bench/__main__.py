@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.middleware", "bench.permissions", "bench.http_clients", "bench.blackbox"]
+BENCHMARKS = [
+    "bench.middleware",
+    "bench.permissions",
+    "bench.http_clients",
+    "bench.blackbox",
+    "bench.shared_limits",
+]
 
 
 def main(argv: list[str]) -> int:

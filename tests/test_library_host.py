@@ -156,6 +156,7 @@ async def test_clusterfed_tables_sit_beside_the_hosts_own_migrations(
         "federation_purges",
         "federation_token_validators",
         "federation_revocation_outbox",
+        "federation_rate_buckets",
         FEDERATION_VERSION_TABLE,
     }
 

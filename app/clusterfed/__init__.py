@@ -1,6 +1,6 @@
 """clusterfed: federation middleware for cluster API servers (the Arvados protocol).
 
-Mount it into a FastAPI or Starlette host in one call (SPEC 7):
+Mount it into a FastAPI or Starlette host in one call (docs/mounting.md):
 
     from clusterfed import ModelUserTable, load_config, mount
 

@@ -1,4 +1,4 @@
-"""``clusterfed serve`` and ``clusterfed db upgrade`` (SPEC 6)."""
+"""``clusterfed serve`` and ``clusterfed db upgrade`` (docs/operating.md#command-line)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,19 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="for every logger; debug writes no secret either (default: info)",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="open connections and requests per worker; past it, 503 (default: 1000)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     db = commands.add_parser("db", help="database maintenance")
@@ -54,20 +67,25 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
         config = _with_default_management_token()
     upgrade(config.database_url)
     # Bounded request heads and an access log with no credential in it (serving.py).
-    options: dict[str, Any] = uvicorn_options()
+    options: dict[str, Any] = uvicorn_options(
+        log_level=args.log_level, limit_concurrency=args.limit_concurrency
+    )
     if config.tls_certificate:
         options.update(ssl_certfile=config.tls_certificate, ssl_keyfile=config.tls_key)
     if args.workers > 1:
         # Worker processes rebuild the app from the environment, so the path must be there.
         if config.source != DEFAULT_SOURCE:
             os.environ[CONFIG_ENV] = os.path.abspath(config.source)
+        # Every worker counts into one directory: /metrics is the whole server's.
+        from clusterfed.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()
         uvicorn.run(
             "clusterfed.server.main:create_app_from_env",
             factory=True,
             host=args.host,
             port=args.port,
             workers=args.workers,
-            log_level="info",
             **options,
         )
     else:
@@ -75,7 +93,7 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
 
         app = create_app(config)
         freeze_startup_objects()
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", **options)
+        uvicorn.run(app, host=args.host, port=args.port, **options)
     return 0
 
 

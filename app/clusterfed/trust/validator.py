@@ -1,7 +1,7 @@
-"""Turning a foreign token into an Identity (SPEC 3.2 steps 1-5 and section 4).
+"""Turning a foreign token into an Identity (docs/protocol.md#accepting-a-foreign-token).
 
 Order of the checks, cheapest first: issuer allowed (no network) -> L1 -> negative
-cache -> (one flight per token) L2 -> the issuer. The status table of SPEC 3.2 lives
+cache -> (one flight per token) L2 -> the issuer. The status mapping of a validation lives
 in ``judge_token_answer`` and ``user_from_issuer``, and nowhere else.
 """
 
@@ -104,7 +104,7 @@ class TokenValidator:
         self._issuer_slots: dict[str, asyncio.Semaphore] = {}
         self._touched: dict[str, datetime] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        # SPEC 3.8 runtime tokens (a token whose owner is a login-cluster user, issued by
+        # Runtime tokens (a token whose owner is a login-cluster user, issued by
         # another cluster of the federation): set by Federation when LoginCluster is set.
         self.runtime_owners: RuntimeOwnerCheck | None = None
 
@@ -147,11 +147,12 @@ class TokenValidator:
 
     # -- one flight ------------------------------------------------------------------
 
-    def admit_cold(self, client: str | None, issuer: str, token_uuid: str) -> None:
-        """SPEC 4: a validation no cache could answer is rate-limited per client address
-        and per issuer; over a limit, 429 and the issuer is not asked."""
+    async def admit_cold(self, client: str | None, issuer: str, token_uuid: str) -> None:
+        """A validation no cache could answer is rate-limited per client address and per
+        issuer, on the cluster's shared budget when there is one; over a limit, 429 and
+        the issuer is not asked."""
         try:
-            self.throttle.admit(client, issuer)
+            await self.throttle.acquire(client, issuer)
         except TooManyRequests as exc:
             self.metrics.throttled.labels(exc.reason).inc()
             left_out = self.refusals.should_log(exc.reason, client)
@@ -174,7 +175,7 @@ class TokenValidator:
         now = datetime.now(UTC)
         digest = self.secret_digest(salted)
         cached = await self.store.load_token(token.uuid)
-        # A known UUID with another secret is never served from cache (SPEC 4).
+        # A known UUID with another secret is never served from cache.
         same_secret = cached is not None and secrets_equal(cached.secret_digest, digest)
         if cached is not None and same_secret and cached.is_fresh(now):
             user = cached.user or await self.store.get_user(cached.user_uuid)
@@ -188,7 +189,7 @@ class TokenValidator:
         self.metrics.l2_miss.inc()
         if stale is None and cached is not None and same_secret:
             stale = await self._stale_from_l2(cached)
-        self.admit_cold(client, token.issuer, token.uuid)
+        await self.admit_cold(client, token.issuer, token.uuid)
 
         started = time.monotonic()
         outcome = "error"
@@ -263,7 +264,7 @@ class TokenValidator:
     async def _ask_issuer(self, token: Token, digest: str) -> tuple[Identity, datetime]:
         issuer = token.issuer
         assert issuer is not None and token.uuid is not None
-        # SPEC 3.2 step 3: the token goes to its issuer as presented. The issuer accepts
+        # The token goes to its issuer as presented. The issuer accepts
         # its own secret and the one salted for us alike, and it issued both.
         outgoing = token
         params = {"remote": self.local_id}
@@ -317,7 +318,7 @@ class TokenValidator:
         except RemoteError as exc:
             failure = exc
         if failure is not None:
-            # SPEC 3.2: a failed user call falls back on the mirror we already have.
+            # A failed user call falls back on the mirror we already have.
             mirror = await self.store.get_user(owner_uuid)
             if mirror is None:
                 raise failure
@@ -344,7 +345,7 @@ class TokenValidator:
         return token.secret if token.is_salted else salted_secret(token.secret, self.local_id)
 
     def secret_digest(self, salted: str) -> str:
-        """The L2 digest of a secret salted for this cluster (SPEC 3.7: a revocation
+        """The L2 digest of a secret salted for this cluster (revocation: a
         notice's proof is exactly that secret, so the receiver can match it)."""
         return hmac.new(self._digest_key, salted.encode(), hashlib.sha256).hexdigest()
 
@@ -372,11 +373,11 @@ def judge_token_answer(
     issuer: str | None = None,
     owner_cluster: str | None = None,
 ) -> dict[str, Any]:
-    """SPEC 3.2's table for the token call: the checked record, or the error to answer.
+    """The status mapping for the token call: the checked record, or the error to answer.
 
-    ``issuer`` is given for a credential that is not a v2 token (SPEC 3.8: the login
+    ``issuer`` is given for a credential that is not a v2 token (login cluster: the
     cluster's answer names the token UUID). ``owner_cluster`` is the one other cluster
-    whose users the issuer may vouch for (runtime tokens, SPEC 3.8), checked further by
+    whose users the issuer may vouch for (runtime tokens), checked further by
     :class:`RuntimeOwners`.
     """
     issuer = issuer or token.issuer
@@ -466,7 +467,7 @@ def _parse_time(value: object, issuer: str) -> datetime | None:
 
 def _storable(value: str, name: str, issuer: str) -> str:
     """A peer's text that every store can hold: NUL and lone surrogates make the answer
-    invalid (SPEC 3.2: 401), where they would fail at the database on every retry."""
+    invalid (401), where they would fail at the database on every retry."""
     try:
         return check_text(value)
     except ValueError:
