@@ -45,7 +45,6 @@ HEAD_TIMEOUT_SECONDS = 10.0
 # Tests shorten the head timeout through the environment (worker processes inherit it).
 HEAD_TIMEOUT_ENV = "CLUSTERFED_HEAD_TIMEOUT"
 DEFAULT_LIMIT_CONCURRENCY = 1000
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # Loggers that write secrets below these levels, whatever --log-level says.
 QUIET_LOGGERS = {"sqlalchemy": "WARNING", "aiosqlite": "INFO", "alembic": "WARNING"}
