@@ -94,7 +94,11 @@ class BlockStore:
                 if size is not None and length != size:
                     file.close()
                     continue  # the block with this md5 exists, but not with this size
-                file.seek(0)
+                if file.seekable():
+                    file.seek(0)
+                else:  # a stream that cannot rewind (an object store's) is opened again
+                    file.close()
+                    file = volume.open(md5)
             except BaseException:
                 file.close()
                 raise
