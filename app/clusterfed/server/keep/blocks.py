@@ -119,6 +119,8 @@ async def read_block(request: Request, locator: str) -> Response:
     if parsed.remote_signature is not None and parsed.signature is None:
         if keep.remote_reader is None:
             raise InvalidLocator("this cluster does not read blocks from other clusters")
+        # Nothing leaves this cluster for a credential it does not accept.
+        await valid_caller(request)
         return await keep.remote_reader(request, parsed, credential)
     if keep.signer.enforced:
         try:
