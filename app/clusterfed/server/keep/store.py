@@ -131,14 +131,17 @@ class BlockStore:
         )
         digest = hashlib.md5()
 
-        def absorb(chunks: list[bytes]) -> None:
+        def hash_batch(chunks: list[bytes]) -> None:
             for chunk in chunks:
                 digest.update(chunk)
-                for writer in writers:
+
+        def write_batch(chunks: list[bytes]) -> None:
+            for writer in writers:
+                for chunk in chunks:
                     writer.write(chunk)
 
         committed = False
-        pending: asyncio.Future[None] | None = None
+        pending: asyncio.Future[list[None]] | None = None
         try:
             size = 0
             batch: list[bytes] = []
@@ -152,14 +155,18 @@ class BlockStore:
                 if batched >= CHUNK:
                     if pending is not None:
                         await pending
-                    # A thread hashes and writes this batch while the next one arrives;
-                    # the chunks are handed over as received, never copied.
-                    pending = asyncio.ensure_future(asyncio.to_thread(absorb, batch))
+                    # Two threads hash and write this batch (both release the GIL) while
+                    # the next one arrives; the chunks are handed over as received.
+                    pending = asyncio.gather(
+                        asyncio.to_thread(hash_batch, batch), asyncio.to_thread(write_batch, batch)
+                    )
                     batch, batched = [], 0
             if pending is not None:
                 await pending
             if batch:
-                await asyncio.to_thread(absorb, batch)
+                await asyncio.gather(
+                    asyncio.to_thread(hash_batch, batch), asyncio.to_thread(write_batch, batch)
+                )
             if expected_size is not None and size != expected_size:
                 raise SizeMismatch()
             if digest.hexdigest() != md5:
