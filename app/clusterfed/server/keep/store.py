@@ -38,13 +38,17 @@ class StoredBlock:
     file: BinaryIO
 
     async def chunks(self, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+        """The block, a chunk at a time; the next chunk is read while this one is sent."""
+        ahead: asyncio.Future[bytes] | None = None
         try:
-            while True:
-                data = await asyncio.to_thread(self.file.read, chunk_size)
-                if not data:
-                    return
+            ahead = asyncio.ensure_future(asyncio.to_thread(self.file.read, chunk_size))
+            while data := await ahead:
+                ahead = asyncio.ensure_future(asyncio.to_thread(self.file.read, chunk_size))
                 yield data
+            ahead = None
         finally:
+            if ahead is not None:
+                await asyncio.gather(ahead, return_exceptions=True)
             self.file.close()
 
     def close(self) -> None:
