@@ -11,8 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-SYNC_EVERY = 8 << 20  # bytes written between two fdatasyncs of a block being written
-
 
 class DirectoryWriter:
     def __init__(self, final: Path) -> None:
@@ -21,18 +19,12 @@ class DirectoryWriter:
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._temp = Path(temp)
         self._final = final
-        self._unsynced = 0
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = self._file.write(view) or 0
             view = view[written:]
-            self._unsynced += written
-        if self._unsynced >= SYNC_EVERY:
-            # Flushed as it arrives, so the fsync of commit has little left to wait for.
-            os.fdatasync(self._file.fileno())
-            self._unsynced = 0
 
     def commit(self) -> None:
         try:
