@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.middleware", "bench.permissions", "bench.blackbox", "bench.keep"]
+BENCHMARKS = [
+    "bench.middleware",
+    "bench.permissions",
+    "bench.http_clients",
+    "bench.blackbox",
+    "bench.shared_limits",
+    "bench.keep",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -38,6 +38,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory, run_blocking
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 
 class HostBase(DeclarativeBase):
     pass
@@ -153,6 +156,7 @@ async def test_clusterfed_tables_sit_beside_the_hosts_own_migrations(
         "federation_purges",
         "federation_token_validators",
         "federation_revocation_outbox",
+        "federation_rate_buckets",
         FEDERATION_VERSION_TABLE,
     }
 

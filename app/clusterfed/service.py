@@ -4,8 +4,11 @@
     app.add_middleware(FederationMiddleware, federation=federation)
     # in the lifespan:  await federation.start()  ...  await federation.aclose()
 
-It owns the remote client, the validator (with its caches), the metrics, and the task
-that applies purges made by other worker processes to this process's L1 cache.
+It owns the remote client, the validator (with its caches), the metrics, the follower of
+the purge log (``trust/purges.py``) that applies purges made by other worker processes to
+this process's caches (told at once on PostgreSQL: ``storage/purge_notices.py``), and the
+cluster's shared rate-limit budget (``storage/rate_buckets.py``) with its bookkeeping.
+What it reports of the remotes' health is read in ``outbound/status.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -21,20 +26,28 @@ import httpx
 from starlette.requests import Request
 
 from .config import ClusterConfig
-from .identity import Identity, UserRecord
+from .identity import Identity, UserRecord, admin_here
 from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
+from .outbound.status import RemoteStatus, remote_statuses
 from .storage.database import Database
+from .storage.purge_notices import PurgeListener
+from .storage.rate_buckets import MAINTAIN_SECONDS, SharedBudget
 from .tokens import Token
 from .trust.local_tokens import LocalTokenCache
 from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
+from .trust.purges import PurgeFollower
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
+from .trust.throttle import Budget, RateLimit, TooManyRequests, parse_networks
 from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
+
+# How often a worker's own gauges are written where every worker's are added up.
+GAUGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +77,6 @@ class LocalCredentials(Protocol):
         """The same login now; None once the token is revoked, expired or gone."""
 
 
-# How far behind the purge cursor each poll looks again (see apply_pending_purges).
-PURGE_LOOKBACK_IDS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStatus:
-    cluster_id: str
-    host: str
-    reachable: bool | None  # None: never contacted by this process
-    last_success: datetime | None
-    last_error: str | None
-    last_error_at: datetime | None
-    circuit_state: str
-
-
 class Federation:
     def __init__(
         self,
@@ -97,11 +95,15 @@ class Federation:
         # validates tokens through a store of its own)
         self._database = database
         self.local_credentials = local_credentials
-        # The issuer's notice outbox (SPEC 3.7): only a host that issues tokens has one.
+        # The issuer's notice outbox: only a host that issues tokens has one.
         self.revocations = revocations
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
+        # The rate limits are the cluster's: with clusterfed's database every worker of
+        # every host spends from the same buckets (without it, from this process's).
+        self.shared_budget = SharedBudget(database) if database is not None else None
+        self.validator.throttle.budget = self.shared_budget
         # The host's own tokens, for a host that resolves them through it (the example
         # server does): purged by the same log as L1.
         self.local_tokens: LocalTokenCache[object] = LocalTokenCache(
@@ -109,6 +111,12 @@ class Federation:
             ttl=config.federation.local_token_cache_ttl,
         )
         self.permissions = RemotePermissions(config, self.remote)
+        # Revocation notices cost a database write each and anyone can send them: per
+        # client address, at the cold-validation rate, from the cluster's shared budget.
+        self.notice_throttle = RateLimit(
+            "notice", config.federation.cold_validation_rate, budget=self.shared_budget
+        )
+        self.trusted_proxies = parse_networks(config.federation.trusted_proxies)
         # A notice's lease outlasts one delivery attempt, retries included.
         self.outbox = (
             RevocationOutbox(
@@ -120,7 +128,7 @@ class Federation:
             if revocations is not None
             else None
         )
-        # SPEC 3.8: credentials a satellite defers to its login cluster, runtime tokens.
+        # Login cluster: credentials a satellite defers to its login cluster, runtime tokens.
         self.login = LoginCredentials(
             config,
             store,
@@ -132,18 +140,25 @@ class Federation:
         self.runtime_owners = RuntimeOwners(config, store, self.remote)
         if config.login_cluster:
             self.validator.runtime_owners = self.runtime_owners
-        self._purge_cursor = 0
-        self._applied: set[int] = set()
-        self._poller: asyncio.Task[None] | None = None
-        self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
-        for cluster_id, circuit in self.remote.circuits.items():
-            self.metrics.circuit_state.labels(cluster_id).set_function(
-                lambda circuit=circuit: STATE_VALUES[circuit.state]
-            )
+        self.purges = PurgeFollower(
+            store, self.invalidate, interval=config.federation.purge_poll_interval
+        )
+        self._housekeeper: asyncio.Task[None] | None = None
+        if self.metrics.multiprocess_dir is None:
+            self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
+            for cluster_id, circuit in self.remote.circuits.items():
+                self.metrics.circuit_state.labels(cluster_id).set_function(
+                    lambda circuit=circuit: STATE_VALUES[circuit.state]
+                )
 
     @property
     def cluster_id(self) -> str:
         return self.config.cluster_id
+
+    @property
+    def budget(self) -> Budget | None:
+        """The budget every throttle of this cluster spends from (None: each its own)."""
+        return self.shared_budget
 
     @property
     def database(self) -> Database:
@@ -152,20 +167,28 @@ class Federation:
         return self._database
 
     async def start(self) -> None:
-        # Purges logged before this process started concern an L1 it never had.
-        self._purge_cursor = await self.store.latest_purge_id()
-        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
-        self._applied = {event.id for event in await self.store.purges_after(low)}
-        self._poller = asyncio.create_task(self._poll_purges(), name="clusterfed-purge-poller")
+        pg = self._database.pg if self._database is not None else None
+        if pg is not None:  # PostgreSQL announces each purge: no waiting for the poll
+            self.purges.announcer = PurgeListener(pg, self.purges.wake)
+        await self.purges.start()
+        if self.shared_budget is not None or self.metrics.multiprocess_dir is not None:
+            self._housekeeper = asyncio.create_task(
+                self._housekeeping(), name="clusterfed-housekeeping"
+            )
         if self.outbox is not None:
             self.outbox.start()
 
     async def aclose(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        await self.purges.aclose()
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+                await self._housekeeper
+            self._housekeeper = None
+        if self.shared_budget is not None:
+            with contextlib.suppress(Exception):  # else the others stop counting it in 15 s
+                await self.shared_budget.leave()
+        self.metrics.worker_stopped()
         if self.outbox is not None:
             await self.outbox.aclose()
         await self.login.aclose()
@@ -173,12 +196,38 @@ class Federation:
         await self.validator.aclose()
         await self.remote.aclose()
 
+    def is_admin(self, identity: Identity) -> bool:
+        """Whether the holder of this accepted foreign token is an admin here: the one
+        rule (``identity.admin_here``) the admin API uses too. A host asks this, never
+        ``identity.user.is_admin``, which a login cluster user's runtime token from a
+        satellite carries although it must not make its holder an admin."""
+        return admin_here(
+            identity.user,
+            identity.issuer,
+            cluster_id=self.cluster_id,
+            login_cluster=self.config.login_cluster,
+        )
+
     async def identify(self, token: Token, *, client: str | None = None) -> Identity:
         """``client``: the caller's address, for the cold-validation rate limit."""
         return await self.validator.identify(token, client=client)
 
+    async def admit_notice(self, client: str | None) -> None:
+        """Spend one revocation notice of ``client`` (the sender's address), or raise
+        ``TooManyRequests`` (429): anyone can send notices, and each costs a write."""
+        wait = await self.notice_throttle.acquire(client or "")
+        if wait:
+            self.metrics.throttled.labels("notice").inc()
+            if self.validator.refusals.should_log("notice", client) is not None:
+                log.info("revocation notice throttled client=%s", client)
+            raise TooManyRequests(
+                f"too many revocation notices from this client; retry in {math.ceil(wait)}s",
+                retry_after=wait,
+                reason="client",
+            )
+
     async def receive_notice(self, body: bytes) -> dict[str, str]:
-        """A revocation notice from an issuer (SPEC 3.7); the answer is always the same."""
+        """A revocation notice from an issuer; the answer is always the same."""
         return await receive_notice(
             body,
             local_id=self.cluster_id,
@@ -201,50 +250,31 @@ class Federation:
         return self.validator.cache.invalidate(kind, value)
 
     async def apply_pending_purges(self) -> int:
-        """Apply purges other workers logged since the last look; returns how many.
+        """Apply purges other workers logged since the last look; returns how many."""
+        return await self.purges.apply_pending()
 
-        On PostgreSQL a purge's id is drawn at insert but seen at commit, so purge 5 can
-        appear after purge 6 has been read. Each look re-reads a window of ids behind
-        the cursor and skips the ones already applied, so a late commit is not lost.
-        """
-        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
-        events = [e for e in await self.store.purges_after(low) if e.id not in self._applied]
-        for event in events:
-            self.invalidate(event.kind, event.value)
-            self._applied.add(event.id)
-            self._purge_cursor = max(self._purge_cursor, event.id)
-        floor = self._purge_cursor - PURGE_LOOKBACK_IDS
-        self._applied = {purge_id for purge_id in self._applied if purge_id > floor}
-        return len(events)
+    def refresh_gauges(self) -> None:
+        """Write this worker's gauges where every worker's are added up (only then: in one
+        process they are read from the caches at scrape time)."""
+        if self.metrics.multiprocess_dir is None:
+            return
+        self.metrics.cached_entries.set(len(self.validator.cache))
+        for cluster_id, circuit in self.remote.circuits.items():
+            self.metrics.circuit_state.labels(cluster_id).set(STATE_VALUES[circuit.state])
 
-    async def _poll_purges(self) -> None:
-        interval = self.config.federation.purge_poll_interval
+    async def _housekeeping(self) -> None:
+        """This worker's part of the shared budget's bookkeeping (alive, the workers
+        counted, full buckets pruned) and of the shared metrics."""
+        next_maintain = 0.0
         while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.apply_pending_purges()
-            except Exception:  # a database blip must not end the poller
-                log.exception("could not read the purge log; will retry")
+            self.refresh_gauges()
+            if self.shared_budget is not None and time.monotonic() >= next_maintain:
+                next_maintain = time.monotonic() + MAINTAIN_SECONDS
+                try:
+                    await self.shared_budget.maintain()
+                except Exception as exc:  # the budget falls back on its own; try again later
+                    log.warning("could not keep the shared rate limits' books: %s", exc)
+            await asyncio.sleep(GAUGE_SECONDS)
 
     def remote_status(self) -> list[RemoteStatus]:
-        statuses = []
-        for cluster_id, remote in self.remote.clusters.items():
-            circuit = self.remote.circuits[cluster_id]
-            if circuit.last_success is None and circuit.last_error_at is None:
-                reachable = None
-            elif circuit.last_error_at is None or circuit.last_success is None:
-                reachable = circuit.last_error_at is None
-            else:
-                reachable = circuit.last_success >= circuit.last_error_at
-            statuses.append(
-                RemoteStatus(
-                    cluster_id=cluster_id,
-                    host=remote.host,
-                    reachable=reachable,
-                    last_success=circuit.last_success,
-                    last_error=circuit.last_error,
-                    last_error_at=circuit.last_error_at,
-                    circuit_state=circuit.state,
-                )
-            )
-        return statuses
+        return remote_statuses(self.remote)

@@ -115,11 +115,20 @@ def _login_page(
     *,
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
+    # A first visit (no credential, no session) is not an error: just the form. The link
+    # back to the page is for a signed-in admin whose action failed (a stale form, say).
+    first_visit = (
+        isinstance(error, Unauthorized)
+        and not request.headers.get("authorization")
+        and SESSION_COOKIE not in request.cookies
+        and request.method == "GET"
+    )
+    signed_in = SESSION_COOKIE in request.cookies and not isinstance(error, Unauthorized)
     response = _render(
         request,
         config,
         "admin_login.html",
-        {"error": error.message},
+        {"error": None if first_visit else error.message, "signed_in": signed_in},
         status_code=error.status_code,
         headers=headers,
     )
@@ -176,10 +185,10 @@ def _check_csrf(config: Any, binding: str, form: dict[str, str]) -> None:
         raise Forbidden("the form has expired; reload the page and try again")
 
 
-def _throttle(request: Request) -> LoginThrottle:
+def _throttle(request: Request, federation: Federation) -> LoginThrottle:
     state = request.app.state
     if getattr(state, "admin_login_throttle", None) is None:
-        state.admin_login_throttle = LoginThrottle()
+        state.admin_login_throttle = LoginThrottle(budget=federation.budget)
     return state.admin_login_throttle
 
 
@@ -233,7 +242,7 @@ async def login(request: Request, session: SessionDep, federation: FederationDep
     config = federation.config
     client = request.client.host if request.client else "unknown"
     try:
-        wait = _throttle(request).take(client)
+        wait = await _throttle(request, federation).acquire(client)
         if wait:
             error = FederationError("too many login attempts; try again shortly", status_code=429)
             return _login_page(request, config, error, headers={"Retry-After": str(wait)})

@@ -6,7 +6,7 @@ method. A method described here but not served would be a promise the server bre
 so the document is filtered against the app's own routes: a resource row below shows
 up only once a router serving it is registered.
 
-Parameters that ``FederatedRouter`` handles (SPEC 3.6) never reach a FastAPI route, so the
+Parameters that ``FederatedRouter`` handles never reach a FastAPI route, so the
 OpenAPI schema cannot vouch for them. They are described from ``ROUTER_PARAMETERS`` for
 the resources the router serves, and only when the app mounts it (``routed_resources``).
 
@@ -25,6 +25,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from clusterfed.config import ClusterConfig
 from clusterfed.exported import default_replication, remote_hosts
+from clusterfed.list_params import CLUSTER_ID, LIST_PARAMETERS, ROUTING_PARAMETERS, SELECT
 from clusterfed.routing.router import ROUTED_RESOURCES, FederatedRouter
 from clusterfed.server.deps import ConfigDep
 
@@ -140,14 +141,8 @@ RESOURCES = (
 _UUID = {"type": "string", "required": True, "location": "path", "description": "object UUID"}
 # googleapiclient JSON-encodes "array" and "object" parameters (the SDK patches _cast),
 # which is the form the list endpoints parse.
-_SELECT = {"type": "array", "location": "query", "description": "attributes to return"}
-_LIST_PARAMETERS = {
-    "filters": {"type": "array", "location": "query"},
-    "order": {"type": "array", "location": "query"},
-    "select": _SELECT,
-    "limit": {"type": "integer", "location": "query", "default": "100"},
-    "offset": {"type": "integer", "location": "query", "default": "0"},
-}
+_SELECT = SELECT.discovery()
+_LIST_PARAMETERS = {parameter.name: parameter.discovery() for parameter in LIST_PARAMETERS}
 _CREATE_PARAMETERS = {
     "ensure_unique_name": {
         "type": "boolean",
@@ -156,27 +151,10 @@ _CREATE_PARAMETERS = {
         "description": 'if the name is taken in the owner, append " (<UTC timestamp>)" to it',
     },
 }
-_CLUSTER_ID = {
-    "type": "string",
-    "location": "query",
-    "description": "the cluster to send the request to (SPEC 3.6)",
-}
+_CLUSTER_ID = CLUSTER_ID.discovery()
 # What FederatedRouter reads from the query of a list and of a create, per method name.
 ROUTER_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
-    "list": {
-        "cluster_id": _CLUSTER_ID,
-        "federated": {
-            "type": "boolean",
-            "location": "query",
-            "default": "false",
-            "description": "merge this cluster's list with every Proxy remote's (SPEC 3.6)",
-        },
-        "next_page": {
-            "type": "string",
-            "location": "query",
-            "description": "the cursor a merged list answered with: its next page",
-        },
-    },
+    "list": {parameter.name: parameter.discovery() for parameter in ROUTING_PARAMETERS},
     "create": {"cluster_id": _CLUSTER_ID},
 }
 
@@ -218,7 +196,7 @@ def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
             f"{resource.name}/{{uuid}}",
             {"parameters": {"uuid": _UUID}, "response": obj},
         ),
-        # The users admin actions (SPEC 3.8 forwards them to the login cluster).
+        # The users admin actions (a satellite forwards them to its login cluster).
         "activate": (
             "POST",
             f"{resource.name}/{{uuid}}/activate",
@@ -354,7 +332,7 @@ def discovery_document(
         # No batchPath: this server has no batch endpoint, and googleapiclient only
         # needs the key for new_batch_http_request().
         "uuidPrefix": cluster_id,
-        # Where each remote cluster is, as Arvados's document says (SPEC 3.6).
+        # Where each remote cluster is, as Arvados's document says.
         "remoteHosts": remote_hosts or {},
         # Copies arv-put and Collection.save_new ask for: one a volume, never more than
         # this cluster can make.
