@@ -35,7 +35,6 @@ from clusterfed.server.keep.collections import check_signatures, sign_answer, st
 from clusterfed.server.models import Collection, Group, Link
 from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
 
-from ..users.auth import is_admin_caller
 from .access import Access
 from .listing import parse_params, parse_select, run_list, wants_count
 from .names import has_unique_name, insert_uniquely_named, name_taken
@@ -199,8 +198,7 @@ def _collection_manifest(
     manifest = values.get("manifest_text") or ""
     plain = stored_manifest(manifest)
     if plain != stored:
-        admin = is_admin_caller(access.caller, access.request.app.state.config)
-        check_signatures(access.request, manifest, is_admin=admin)
+        check_signatures(access.request, manifest, is_admin=access.caller.is_admin)
     computed = portable_data_hash(plain)
     if given is not None and without_hints(given) != computed:
         raise Unprocessable(f"portable_data_hash {given} does not match manifest_text")
