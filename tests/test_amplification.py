@@ -135,6 +135,7 @@ class Pinger:
         self.base_url = base_url
         self.slowest = 0.0
         self.answered = 0
+        self._started_with = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -150,13 +151,21 @@ class Pinger:
 
     def __enter__(self) -> Pinger:
         self._thread.start()
-        time.sleep(0.05)  # its connection is open and warm
+        self._wait_for(1)  # its connection is open and warm
+        self.slowest = 0.0  # setting the connection up is not what is measured
+        self._started_with = self.answered
         return self
 
     def __exit__(self, *exc: object) -> None:
-        time.sleep(0.05)
+        # At least two answers since the block began: one of them was beside the request.
+        self._wait_for(self._started_with + 2)
         self._stop.set()
         self._thread.join()
+
+    def _wait_for(self, answered: int) -> None:
+        deadline = time.monotonic() + 10
+        while self.answered < answered and time.monotonic() < deadline:
+            time.sleep(0.002)
 
 
 def send_declared(port: int, path: str, content_type: str, body: bytes) -> tuple[bytes, float]:
