@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench.http_clients",
     "bench.blackbox",
     "bench.shared_limits",
+    "bench.keep",
 ]
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from clusterfed.config import parse_config
 from clusterfed.server.app import create_app
-from clusterfed.server.testing import Cluster, cluster_config
+from clusterfed.server.testing import Cluster, cluster_config, free_port, remote_entry
 from clusterfed.tokens import COLLECTION_TYPE, new_uuid, parse_token, salt
 
 from tests.conftest import asgi_client
@@ -53,10 +54,17 @@ class Home:
         )
 
 
-@pytest.fixture
-async def home(databases: DatabaseFactory) -> AsyncIterator[Home]:
-    url = databases.new_url("home")
-    app = create_app(parse_config(cluster_config("qr1hi", url)))
+# One home cluster per backend for the whole file: every test makes its own users and
+# objects. Its fixture and tests share the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def home(session_databases: DatabaseFactory) -> AsyncIterator[Home]:
+    url = session_databases.new_url("home")
+    # c97qk is a remote (never contacted here): copies salted for it count; zbbbb is not.
+    remotes = {"c97qk": remote_entry(free_port())}
+    app = create_app(parse_config(cluster_config("qr1hi", url, remotes=remotes)))
     async for client in asgi_client(app):
         yield Home(client, Cluster("qr1hi", 0, url))
 
@@ -121,6 +129,11 @@ async def test_salted_token_only_with_the_right_remote(home: Home) -> None:
     assert_error(wrong, 401)
     none = await home.call("POST", CHECKS, salted, json=body)
     assert_error(none, 401)
+    # A copy salted for a cluster qr1hi does not federate with counts for nothing.
+    outside = salt(parse_token(token), "zbbbb").encode()
+    refused = await home.call("POST", CHECKS, outside, params={"remote": "zbbbb"}, json=body)
+    assert_error(refused, 401)
+    assert "does not federate with zbbbb" in refused.json()["errors"][0]
     # The salted token reaches nothing else.
     elsewhere = await home.call(
         "GET", "/arvados/v1/collections", salted, params={"remote": "c97qk"}

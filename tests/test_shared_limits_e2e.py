@@ -42,6 +42,9 @@ from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid, parse_token
 from tests.conftest import _factory
 from tests.support.federation_pair import ISSUER_TOKEN_CALL, MANAGEMENT, USERS_CURRENT, revoke
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 COLD_RATE = 5
 ISSUER_RATE = 10
 LOAD_SECONDS = 2.5

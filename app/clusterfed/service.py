@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +26,7 @@ import httpx
 from starlette.requests import Request
 
 from .config import ClusterConfig
-from .identity import Identity, UserRecord
+from .identity import Identity, UserRecord, admin_here
 from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
@@ -40,7 +41,7 @@ from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwner
 from .trust.purges import PurgeFollower
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
-from .trust.throttle import Budget
+from .trust.throttle import Budget, RateLimit, TooManyRequests, parse_networks
 from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
@@ -110,6 +111,12 @@ class Federation:
             ttl=config.federation.local_token_cache_ttl,
         )
         self.permissions = RemotePermissions(config, self.remote)
+        # Revocation notices cost a database write each and anyone can send them: per
+        # client address, at the cold-validation rate, from the cluster's shared budget.
+        self.notice_throttle = RateLimit(
+            "notice", config.federation.cold_validation_rate, budget=self.shared_budget
+        )
+        self.trusted_proxies = parse_networks(config.federation.trusted_proxies)
         # A notice's lease outlasts one delivery attempt, retries included.
         self.outbox = (
             RevocationOutbox(
@@ -189,9 +196,35 @@ class Federation:
         await self.validator.aclose()
         await self.remote.aclose()
 
+    def is_admin(self, identity: Identity) -> bool:
+        """Whether the holder of this accepted foreign token is an admin here: the one
+        rule (``identity.admin_here``) the admin API uses too. A host asks this, never
+        ``identity.user.is_admin``, which a login cluster user's runtime token from a
+        satellite carries although it must not make its holder an admin."""
+        return admin_here(
+            identity.user,
+            identity.issuer,
+            cluster_id=self.cluster_id,
+            login_cluster=self.config.login_cluster,
+        )
+
     async def identify(self, token: Token, *, client: str | None = None) -> Identity:
         """``client``: the caller's address, for the cold-validation rate limit."""
         return await self.validator.identify(token, client=client)
+
+    async def admit_notice(self, client: str | None) -> None:
+        """Spend one revocation notice of ``client`` (the sender's address), or raise
+        ``TooManyRequests`` (429): anyone can send notices, and each costs a write."""
+        wait = await self.notice_throttle.acquire(client or "")
+        if wait:
+            self.metrics.throttled.labels("notice").inc()
+            if self.validator.refusals.should_log("notice", client) is not None:
+                log.info("revocation notice throttled client=%s", client)
+            raise TooManyRequests(
+                f"too many revocation notices from this client; retry in {math.ceil(wait)}s",
+                retry_after=wait,
+                reason="client",
+            )
 
     async def receive_notice(self, body: bytes) -> dict[str, str]:
         """A revocation notice from an issuer; the answer is always the same."""

@@ -16,7 +16,8 @@ process; a Federation with clusterfed's database gives every throttle its shared
 (``storage.rate_buckets``: one row per bucket, updated in one statement), so every worker
 of every host sharing the database spends from the same buckets. Any throttle built on
 :class:`RateLimit` (the admin-login throttle, the cold-validation limits) is shared that way
-through ``acquire``; ``take`` and ``admit`` decide in the process alone.
+through ``acquire`` (``FanoutRate``'s budget for requests that reach several clusters
+is one more); ``take`` and ``admit`` decide in the process alone.
 
 The client address is the peer of the connection, unless that peer is one of
 ``TrustedProxies``: then the rightmost address of ``X-Forwarded-For`` that is not itself

@@ -40,12 +40,12 @@ async def permission_check(
     else:
         level = (
             MANAGE
-            if user.is_admin
+            if caller.is_admin
             else await permission_level(session, user_uuid=user.uuid, target_uuid=body.target_uuid)
         )
         if level >= wanted:
             reason = f"the user has {LEVEL_NAMES[level]}"
-            if user.is_admin:
+            if caller.is_admin:
                 reason = "the user is an admin"
         elif level == 0:
             reason = UNREADABLE

@@ -23,16 +23,14 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from clusterfed.exported import remote_hosts
+from clusterfed.config import ClusterConfig
+from clusterfed.exported import default_replication, remote_hosts
+from clusterfed.list_params import CLUSTER_ID, LIST_PARAMETERS, ROUTING_PARAMETERS, SELECT
 from clusterfed.routing.router import ROUTED_RESOURCES, FederatedRouter
 from clusterfed.server.deps import ConfigDep
 
 DISCOVERY_PATH = "/discovery/v1/apis/arvados/v1/rest"
 SERVICE_PATH = "arvados/v1/"
-# Arvados's defaults. This server runs no Keep, but SDK code paths read these keys
-# (Collection.save_new reads defaultCollectionReplication) and other clients expect them.
-DEFAULT_COLLECTION_REPLICATION = 2
-BLOB_SIGNATURE_TTL = 1_209_600
 REVISION = "20250101"
 
 _PATH_PARAM = re.compile(r"\{[^}]*\}")
@@ -114,6 +112,19 @@ RESOURCES = (
         ),
     ),
     Resource(
+        "keep_services",
+        "KeepService",
+        "arvados#keepService",
+        (
+            ("service_host", "string"),
+            ("service_port", "integer"),
+            ("service_ssl_flag", "boolean"),
+            ("service_type", "string"),
+            ("read_only", "boolean"),
+        ),
+        ("accessible",),
+    ),
+    Resource(
         "links",
         "Link",
         "arvados#link",
@@ -130,14 +141,8 @@ RESOURCES = (
 _UUID = {"type": "string", "required": True, "location": "path", "description": "object UUID"}
 # googleapiclient JSON-encodes "array" and "object" parameters (the SDK patches _cast),
 # which is the form the list endpoints parse.
-_SELECT = {"type": "array", "location": "query", "description": "attributes to return"}
-_LIST_PARAMETERS = {
-    "filters": {"type": "array", "location": "query"},
-    "order": {"type": "array", "location": "query"},
-    "select": _SELECT,
-    "limit": {"type": "integer", "location": "query", "default": "100"},
-    "offset": {"type": "integer", "location": "query", "default": "0"},
-}
+_SELECT = SELECT.discovery()
+_LIST_PARAMETERS = {parameter.name: parameter.discovery() for parameter in LIST_PARAMETERS}
 _CREATE_PARAMETERS = {
     "ensure_unique_name": {
         "type": "boolean",
@@ -146,27 +151,10 @@ _CREATE_PARAMETERS = {
         "description": 'if the name is taken in the owner, append " (<UTC timestamp>)" to it',
     },
 }
-_CLUSTER_ID = {
-    "type": "string",
-    "location": "query",
-    "description": "the cluster to send the request to",
-}
+_CLUSTER_ID = CLUSTER_ID.discovery()
 # What FederatedRouter reads from the query of a list and of a create, per method name.
 ROUTER_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
-    "list": {
-        "cluster_id": _CLUSTER_ID,
-        "federated": {
-            "type": "boolean",
-            "location": "query",
-            "default": "false",
-            "description": "merge this cluster's list with every Proxy remote's",
-        },
-        "next_page": {
-            "type": "string",
-            "location": "query",
-            "description": "the cursor a merged list answered with: its next page",
-        },
-    },
+    "list": {parameter.name: parameter.discovery() for parameter in ROUTING_PARAMETERS},
     "create": {"cluster_id": _CLUSTER_ID},
 }
 
@@ -177,6 +165,12 @@ def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
     body = {"required": True, "properties": {resource.singular: obj}}
     table: dict[str, tuple[str, str, dict[str, Any]]] = {
         "current": ("GET", f"{resource.name}/current", {"response": obj}),
+        # The block servers a client may use (keep_services only).
+        "accessible": (
+            "GET",
+            f"{resource.name}/accessible",
+            {"response": {"$ref": f"{resource.schema}List"}},
+        ),
         "get": (
             "GET",
             f"{resource.name}/{{uuid}}",
@@ -287,6 +281,7 @@ def discovery_document(
     remote_hosts: dict[str, str] | None = None,
     openapi: dict[str, Any],
     routed: Collection[str] = frozenset(),
+    config: ClusterConfig | None = None,
 ) -> dict[str, Any]:
     """``routed``: the resources a mounted ``FederatedRouter`` serves (``routed_resources``)."""
     served = _served_routes(openapi)
@@ -339,8 +334,10 @@ def discovery_document(
         "uuidPrefix": cluster_id,
         # Where each remote cluster is, as Arvados's document says.
         "remoteHosts": remote_hosts or {},
-        "defaultCollectionReplication": DEFAULT_COLLECTION_REPLICATION,
-        "blobSignatureTtl": BLOB_SIGNATURE_TTL,
+        # Copies arv-put and Collection.save_new ask for: one a volume, never more than
+        # this cluster can make.
+        "defaultCollectionReplication": default_replication(config) if config else 1,
+        "blobSignatureTtl": int(config.collections.blob_signing_ttl) if config else 1_209_600,
         "parameters": {},
         "resources": resources,
         "schemas": schemas,
@@ -355,4 +352,5 @@ async def discovery(request: Request, config: ConfigDep) -> dict[str, Any]:
         remote_hosts=remote_hosts(config),
         openapi=request.app.openapi(),
         routed=routed_resources(request.app),
+        config=config,
     )

@@ -113,10 +113,17 @@ async def create_token(
     if not user.is_active:
         raise Forbidden("inactive users may not create tokens")
     owner_uuid = attributes.get("owner_uuid") or user.uuid
-    if owner_uuid != user.uuid and not user.is_admin:
+    if owner_uuid != user.uuid and not caller.is_admin:
         raise Forbidden("only an admin may create a token for another user")
+    # An admin's token that does not carry admin here (a runtime token another cluster
+    # issued for them) must not mint one that would: that would launder it into admin.
+    if user.is_admin and not caller.is_admin:  # at home: what a new token would carry
+        raise Forbidden(
+            "this token does not carry its user's admin rights, so it cannot create a "
+            "token for them; use a token their own cluster issued"
+        )
     home = user.uuid[:5]
-    if home != config.cluster_id and not user.is_admin:
+    if home != config.cluster_id and not caller.is_admin:
         raise Forbidden(f"tokens for a user of cluster {home} are issued by {home}")
     if not isinstance(owner_uuid, str) or await get_user(session, uuid=owner_uuid) is None:
         raise NotFound(f"user {owner_uuid} not found")
@@ -144,7 +151,7 @@ async def list_tokens(
 ) -> dict[str, Any]:
     params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
     query = select(ApiClientAuthorization)
-    if not caller.user.is_admin:
+    if not caller.is_admin:
         query = query.where(ApiClientAuthorization.user_uuid == caller.user.uuid)
     rows, available = await run_list(
         session, query, params, ATTRIBUTES, ApiClientAuthorization.uuid
