@@ -12,7 +12,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from clusterfed.server.testing import ClusterProcess, cluster_config, remote_entry, running
+from clusterfed.server.testing import (
+    ClusterProcess,
+    cluster_config,
+    free_port,
+    remote_entry,
+    running,
+)
 
 from tests.support.databases import DatabaseFactory
 from tests.test_remote_permissions_e2e import Trio, api, grant, made, scene
@@ -26,7 +32,12 @@ TTL = 1.0
 async def test_reads_updates_and_listings_fail_closed_when_home_cannot_answer(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
-    home = ClusterProcess(cluster_config("qr1hi", databases.new_url("qr1hi")), tmp_path)
+    # qr1hi lists c97qk: its users' tokens salted for c97qk count only then.
+    port = free_port()
+    home = ClusterProcess(
+        cluster_config("qr1hi", databases.new_url("qr1hi"), remotes={"c97qk": remote_entry(port)}),
+        tmp_path,
+    )
     with running(home) as qr1hi:
         config = cluster_config(
             "c97qk",
@@ -35,7 +46,7 @@ async def test_reads_updates_and_listings_fail_closed_when_home_cannot_answer(
             login={"RemoteTokenRefresh": "1h"},  # the user stays known while qr1hi is down
             federation={"RemoteTimeout": "2s", "PermissionCacheTTL": f"{TTL}s"},
         )
-        with running(ClusterProcess(config, tmp_path)) as c97qk:
+        with running(ClusterProcess(config, tmp_path, port=port)) as c97qk:
             s = await scene(Trio(qr1hi, c97qk, qr1hi))
             await grant(qr1hi, s.owner, s.user, s.project, "can_write")
             collection = await made(c97qk, s.token, "collections", {"name": "inside"})
