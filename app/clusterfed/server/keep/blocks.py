@@ -13,6 +13,7 @@ cluster: it is handed to ``KeepService.remote_reader`` when the host set one.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from .errors import (
 )
 from .store import BLOCK_SIZE, BlockStore
 from .volumes import open_volumes
+
+log = logging.getLogger("clusterfed.keep")
 
 # What keepstore routes as a locator: 32 hex digits, then anything up to the next "/".
 LOCATOR_PATH = r"[0-9a-f]{32}[^/]*"
@@ -73,7 +76,17 @@ class KeepService:
 
     @classmethod
     def from_config(cls, config: ClusterConfig) -> KeepService:
-        return cls(BlockStore(open_volumes(config)), BlobSigner.from_config(config))
+        signer = BlobSigner.from_config(config)
+        if config.collections.blob_signing and not signer.enforced:
+            # Said at every start: an operator who left BlobSigning on expects reads to
+            # need signatures, and without a key none can be made or checked.
+            log.warning(
+                "Collections.BlobSigning is on but %s has neither BlobSigningKey nor "
+                "SystemRootToken: blocks cannot be signed and are served to any valid "
+                "token; set one of them",
+                config.cluster_id,
+            )
+        return cls(BlockStore(open_volumes(config)), signer)
 
 
 def keep_service(request: Request) -> KeepService:
