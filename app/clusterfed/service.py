@@ -4,8 +4,9 @@
     app.add_middleware(FederationMiddleware, federation=federation)
     # in the lifespan:  await federation.start()  ...  await federation.aclose()
 
-It owns the remote client, the validator (with its caches), the metrics, and the task
-that applies purges made by other worker processes to this process's L1 cache.
+It owns the remote client, the validator (with its caches), the remote block reader, the
+metrics, and the task that applies purges made by other worker processes to this
+process's L1 cache.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.requests import Request
 
 from .config import ClusterConfig
 from .identity import Identity, UserRecord
+from .keep.remote_blocks import RemoteBlocks
 from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
@@ -109,6 +111,8 @@ class Federation:
             ttl=config.federation.local_token_cache_ttl,
         )
         self.permissions = RemotePermissions(config, self.remote)
+        # Blocks other clusters hold, read and written for our clients (+R<X>- locators).
+        self.remote_blocks = RemoteBlocks(config, self.remote, transport=transport)
         # A notice's lease outlasts one delivery attempt, retries included.
         self.outbox = (
             RevocationOutbox(
@@ -171,6 +175,7 @@ class Federation:
         await self.login.aclose()
         await self.runtime_owners.aclose()
         await self.validator.aclose()
+        await self.remote_blocks.aclose()
         await self.remote.aclose()
 
     async def identify(self, token: Token, *, client: str | None = None) -> Identity:

@@ -16,6 +16,9 @@ import hashlib
 import re
 from typing import Any
 
+from clusterfed.keep.locators import Locator, format_locator
+from clusterfed.keep.manifests import map_locators
+
 LOCATOR_RE = re.compile(r"[0-9a-f]{32}\+[0-9]+(\+[A-Za-z0-9@_-]+)*")
 CLUSTER_HINT = "K@"
 SIGNATURE_HINT = "A"  # +A<signature>@<expiry>: good at the cluster that signed it
@@ -29,31 +32,21 @@ def add_cluster_hints(manifest_text: str, cluster_id: str) -> str:
     (``+A`` or ``+R``) and no ``+K@`` gets ``+K@<cluster_id>``. Applying it twice changes
     nothing more.
     """
-    lines = manifest_text.split("\n")
-    for number, line in enumerate(lines):
-        tokens = line.split(" ")
-        for index in range(1, len(tokens)):
-            token = tokens[index]
-            if LOCATOR_RE.fullmatch(token) is None:
-                break  # the file tokens have started
-            tokens[index] = _remote_locator(token, cluster_id)
-        lines[number] = " ".join(tokens)
-    return "\n".join(lines)
+    return map_locators(manifest_text, lambda locator: _remote_locator(locator, cluster_id))
 
 
-def _remote_locator(locator: str, cluster_id: str) -> str:
-    parts = locator.split("+")
+def _remote_locator(locator: Locator, cluster_id: str) -> str:
+    hints = list(locator.hints)
     signed = False
-    for index in range(2, len(parts)):
-        hint = parts[index]
+    for index, hint in enumerate(hints):
         if hint.startswith(SIGNATURE_HINT):
-            parts[index] = f"{REMOTE_HINT}{cluster_id}-{hint[1:]}"
+            hints[index] = f"{REMOTE_HINT}{cluster_id}-{hint[1:]}"
             signed = True
         elif hint.startswith(REMOTE_HINT):
             signed = True
-    if not signed and not any(hint.startswith(CLUSTER_HINT) for hint in parts[2:]):
-        parts.append(f"{CLUSTER_HINT}{cluster_id}")
-    return "+".join(parts)
+    if not signed and not any(hint.startswith(CLUSTER_HINT) for hint in hints):
+        hints.append(f"{CLUSTER_HINT}{cluster_id}")
+    return format_locator(locator.md5, locator.size, hints)
 
 
 def hint_collection(collection: Any, cluster_id: str) -> None:

@@ -50,6 +50,7 @@ from clusterfed.errors import (
     Unprocessable,
 )
 from clusterfed.jsonbody import loads_client_json
+from clusterfed.keep.manifests import portable_data_hash
 from clusterfed.params import QueryItems, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid, uuid_cluster
@@ -58,7 +59,7 @@ from clusterfed.trust.revocation import revocation_target, route_revocation
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
 from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
 from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
-from .manifests import hint_collection, is_portable_data_hash, portable_data_hash, without_hints
+from .manifests import hint_collection, is_portable_data_hash, without_hints
 from .merge import Page
 
 log = logging.getLogger("clusterfed.routing")
@@ -322,6 +323,7 @@ class FederatedRouter:
         if response.status_code != 200:
             raise part_failed(cluster, response.status_code, body)
         manifest = body.get("manifest_text") if isinstance(body, dict) else None
+        # The hash of the portable form: the remote signs each locator for the caller.
         if not isinstance(manifest, str) or portable_data_hash(manifest) != without_hints(pdh):
             log.warning("cluster %s answered %s with a manifest of another hash", cluster, pdh)
             raise BadGateway(f"cluster {cluster} answered {pdh} with a manifest of another hash")

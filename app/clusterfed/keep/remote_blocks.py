@@ -1,0 +1,395 @@
+"""Blocks that other clusters hold, read and written for a client of ours.
+
+A manifest routed from cluster ``X`` carries ``<md5>+<size>+R<X>-<sig>@<exp>`` locators:
+``X``'s own signatures, good only at ``X``. Given one, :meth:`RemoteBlocks.open` asks
+``X`` for ``<md5>+<size>+A<sig>@<exp>`` with the caller's credential salted for ``X``, at
+one of the block servers ``X`` lists in ``keep_services/accessible`` (remembered for
+``SERVICES_TTL``), and hands back a :class:`RemoteBlock` whose bytes are streamed, never
+held whole: each chunk is passed on once the next has arrived, and the last one only once
+the md5 and the size are right, so a lying remote never yields a complete block.
+:meth:`RemoteBlocks.put` sends a block of ours to ``X`` and returns ``X``'s signed locator.
+
+Only clusters in ``RemoteClusters`` are ever contacted. Errors are ``FederationError``\\ s
+carrying the status for the client, as a block server answers them:
+
+    400  not a remote locator, no size, a credential that cannot be sent to ``X``
+    401  no credential
+    403  ``X`` refused the credential or the signature
+    404  ``X`` has no such block
+    502  ``X`` is down, answered garbage, or sent bytes that are not the block
+    504  ``X`` was silent for ``RemoteTimeout``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from clusterfed.config import ClusterConfig
+from clusterfed.errors import BadGateway, FederationError, GatewayTimeout, Unauthorized
+from clusterfed.flights import Flights
+from clusterfed.outbound.remote import RemoteClient
+from clusterfed.outbound.statuses import remote_block_error
+from clusterfed.tokens import CannotResalt, MalformedToken, Token, salt
+
+from .locators import Locator, MalformedLocator, parse_locator
+
+log = logging.getLogger("clusterfed.keep.remote")
+
+SERVICES_PATH = "/arvados/v1/keep_services/accessible"
+SERVICES_TTL = 300.0  # how long a cluster's list of block servers is used before asking again
+MAX_SERVICES = 32  # of one cluster's list; the rest are ignored
+MAX_TRIES = 3  # block servers tried for one block, in rendezvous order
+MAX_BLOCK_SIZE = 64 * 1024 * 1024
+MAX_LOCATOR_ANSWER = 4096  # a PUT's answer is one signed locator
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+_HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+
+
+class BadRequest(FederationError):
+    status_code = 400
+
+
+class BlockChecksumError(BadGateway):
+    """The bytes ``X`` sent are not the block the locator names."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeepService:
+    uuid: str
+    root: str  # ``https://host:port/``
+    read_only: bool
+
+
+class RemoteBlock:
+    """One block being read from another cluster: its size, then its bytes, checked.
+
+    ``chunks()`` may be iterated once; it raises ``BlockChecksumError`` (before the last
+    chunk) when the bytes are not the block, ``GatewayTimeout`` when ``X`` falls silent,
+    ``BadGateway`` when the connection breaks. Close it with ``aclose()`` in every case.
+    """
+
+    def __init__(self, cluster_id: str, locator: Locator, response: httpx.Response) -> None:
+        assert locator.size is not None
+        self.cluster_id = cluster_id
+        self.md5 = locator.md5
+        self.size: int = locator.size
+        self._response = response
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        digest = hashlib.md5()
+        received = 0
+        held = b""
+        try:
+            async for chunk in self._response.aiter_raw():
+                if not chunk:
+                    continue
+                received += len(chunk)
+                if received > self.size:
+                    raise BlockChecksumError(
+                        f"cluster {self.cluster_id} sent more than the {self.size} bytes "
+                        f"of block {self.md5}"
+                    )
+                digest.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+        except httpx.TimeoutException:
+            raise GatewayTimeout(
+                f"cluster {self.cluster_id} fell silent while sending block {self.md5}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise BadGateway(
+                f"cluster {self.cluster_id} broke off sending block {self.md5}: "
+                f"{type(exc).__name__}"
+            ) from None
+        if received != self.size or digest.hexdigest() != self.md5:
+            log.warning(
+                "cluster %s sent %d bytes that are not block %s+%d",
+                self.cluster_id,
+                received,
+                self.md5,
+                self.size,
+            )
+            raise BlockChecksumError(
+                f"cluster {self.cluster_id} sent bytes that are not block {self.md5}"
+            )
+        if held:
+            yield held
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class RemoteBlocks:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        remote: RemoteClient,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.local_id = config.cluster_id
+        self.clusters = dict(config.remote_clusters)
+        self.timeout = config.federation.remote_timeout
+        self._remote = remote
+        self._transport = transport
+        self._clients: dict[bool, httpx.AsyncClient] = {}
+        self._services: dict[str, tuple[float, tuple[KeepService, ...]]] = {}
+        self._flights: Flights[str, tuple[KeepService, ...]] = Flights()
+
+    def _client(self, insecure: bool) -> httpx.AsyncClient:
+        client = self._clients.get(insecure)
+        if client is None:
+            # Every timeout is one of silence: connecting, or waiting for the next bytes.
+            client = self._clients[insecure] = httpx.AsyncClient(
+                verify=not insecure,
+                follow_redirects=False,
+                limits=POOL_LIMITS,
+                timeout=httpx.Timeout(self.timeout),
+                transport=self._transport,
+                headers={"Accept-Encoding": "identity"},
+            )
+        return client
+
+    async def aclose(self) -> None:
+        self._flights.cancel_all()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def open(
+        self, locator: str | Locator, credential: Token | None, *, method: str = "GET"
+    ) -> RemoteBlock:
+        """The block a ``+R<X>-`` locator names, from ``X`` (``method``: GET or HEAD).
+
+        Everything up to ``X``'s answer (its block servers included) takes at most
+        ``RemoteTimeout``; the bytes then come as fast as ``X`` sends them.
+        """
+        parsed, cluster_id, wanted = self._remote_locator(locator)
+        token = self._salted(credential, cluster_id)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._open(cluster_id, parsed, wanted, token, method)
+        except TimeoutError:
+            raise GatewayTimeout(
+                f"cluster {cluster_id} did not answer for block {parsed.md5} "
+                f"within {self.timeout:g}s"
+            ) from None
+
+    def _remote_locator(self, locator: str | Locator) -> tuple[Locator, str, str]:
+        try:
+            parsed = locator if isinstance(locator, Locator) else parse_locator(locator)
+        except MalformedLocator as exc:
+            raise BadRequest(f"malformed locator: {exc}") from None
+        remote = parsed.remote_signature
+        if remote is None:
+            raise BadRequest("the locator names no cluster to read the block from (+R<X>-)")
+        if parsed.size is None or parsed.size > MAX_BLOCK_SIZE:
+            raise BadRequest("a remote block's locator must carry its size, at most 64 MiB")
+        if remote.cluster_id not in self.clusters:
+            raise BadRequest(f"cluster {remote.cluster_id} is not a remote of this cluster")
+        wanted = f"{parsed.base}+{remote.as_local().hint}"
+        return parsed, remote.cluster_id, wanted
+
+    def _salted(self, credential: Token | None, cluster_id: str) -> Token:
+        if credential is None:
+            raise Unauthorized("reading a block of another cluster needs a credential")
+        try:
+            return salt(credential, cluster_id)
+        except MalformedToken:
+            raise BadRequest(
+                f"the block is on cluster {cluster_id}, and a v1 token cannot be sent to "
+                "another cluster; use a v2 token"
+            ) from None
+        except CannotResalt:
+            raise BadRequest(
+                f"the block is on cluster {cluster_id}, and the token presented is already "
+                "salted; present the unsalted token"
+            ) from None
+
+    async def _open(
+        self, cluster_id: str, parsed: Locator, wanted: str, token: Token, method: str
+    ) -> RemoteBlock:
+        services = await self.services(cluster_id, token)
+        insecure = self.clusters[cluster_id].insecure
+        client = self._client(insecure)
+        headers = {"Authorization": f"Bearer {token.encode()}"}
+        failures: list[FederationError] = []
+        for service in _rendezvous(parsed.md5, services)[:MAX_TRIES]:
+            request = client.build_request(method, service.root + wanted, headers=headers)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.TimeoutException:
+                failures.append(GatewayTimeout(f"cluster {cluster_id}'s block server timed out"))
+                continue
+            except httpx.HTTPError as exc:
+                failures.append(
+                    BadGateway(
+                        f"cluster {cluster_id}'s block server could not be reached: "
+                        f"{type(exc).__name__}"
+                    )
+                )
+                continue
+            error = remote_block_error(cluster_id, response.status_code)
+            if error is None:
+                error = _length_error(cluster_id, parsed, response)
+            if error is None:
+                return RemoteBlock(cluster_id, parsed, response)
+            await response.aclose()
+            failures.append(error)
+        self.forget(cluster_id)  # perhaps its list has changed
+        raise _worst(failures, cluster_id, parsed.md5)
+
+    # -- block servers ---------------------------------------------------------------
+
+    async def services(self, cluster_id: str, token: Token) -> tuple[KeepService, ...]:
+        """``cluster_id``'s block servers, from its ``keep_services/accessible``."""
+        cached = self._services.get(cluster_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return await self._flights.join(cluster_id, lambda: self._discover(cluster_id, token))
+
+    def forget(self, cluster_id: str) -> None:
+        self._services.pop(cluster_id, None)
+
+    async def _discover(self, cluster_id: str, token: Token) -> tuple[KeepService, ...]:
+        response = await self._remote.request(cluster_id, "GET", SERVICES_PATH, token=token)
+        error = remote_block_error(cluster_id, response.status_code)
+        if error is not None:
+            raise error
+        body = response.json_object()
+        services = _parse_services(body, self.clusters[cluster_id].scheme)
+        if not services:
+            raise BadGateway(f"cluster {cluster_id} lists no block server it can be read from")
+        self._services[cluster_id] = (time.monotonic() + SERVICES_TTL, services)
+        return services
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def put(
+        self,
+        cluster_id: str,
+        md5: str,
+        size: int,
+        body: Callable[[], AsyncIterable[bytes]],
+        credential: Token | None,
+    ) -> str:
+        """Stores a block at ``cluster_id``; returns the locator it signed for the salted
+        credential. ``body()`` gives the block's bytes (called again for another try)."""
+        if cluster_id not in self.clusters:
+            raise BadRequest(f"cluster {cluster_id} is not a remote of this cluster")
+        token = self._salted(credential, cluster_id)
+        services = [s for s in await self.services(cluster_id, token) if not s.read_only]
+        client = self._client(self.clusters[cluster_id].insecure)
+        headers = {
+            "Authorization": f"Bearer {token.encode()}",
+            "Content-Length": str(size),
+            "X-Keep-Desired-Replicas": "1",
+        }
+        failures: list[FederationError] = []
+        for service in _rendezvous(md5, tuple(services))[:MAX_TRIES]:
+            try:
+                async with asyncio.timeout(self._put_budget(size)):
+                    response = await client.put(service.root + md5, content=body(), headers=headers)
+            except (TimeoutError, httpx.TimeoutException):
+                failures.append(GatewayTimeout(f"cluster {cluster_id}'s block server timed out"))
+                continue
+            except httpx.HTTPError as exc:
+                failures.append(
+                    BadGateway(f"cluster {cluster_id}'s block server: {type(exc).__name__}")
+                )
+                continue
+            error = remote_block_error(cluster_id, response.status_code)
+            if error is None:
+                signed = _signed_answer(response.content, md5, size)
+                if signed is not None:
+                    return signed
+                error = BadGateway(f"cluster {cluster_id} answered a PUT without a locator")
+            failures.append(error)
+        self.forget(cluster_id)
+        raise _worst(failures, cluster_id, md5)
+
+    def _put_budget(self, size: int) -> float:
+        # Silence is bounded by the client's timeouts; this bounds a remote that reads
+        # the body at a trickle: RemoteTimeout plus a second per MiB.
+        return self.timeout + size / (1024 * 1024)
+
+
+def _length_error(
+    cluster_id: str, locator: Locator, response: httpx.Response
+) -> FederationError | None:
+    """A remote that announces another size is refused before any byte is passed on."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared != str(locator.size):
+        return BadGateway(
+            f"cluster {cluster_id} offered {declared} bytes for block {locator.md5}+{locator.size}"
+        )
+    return None
+
+
+def _worst(failures: list[FederationError], cluster_id: str, md5: str) -> FederationError:
+    """One error for every block server tried: found nowhere is 404 only when each said so."""
+    if not failures:
+        return BadGateway(f"cluster {cluster_id} lists no block server to try")
+    if all(failure.status_code == 404 for failure in failures):
+        return failures[0]
+    for status in (403, 504):
+        for failure in failures:
+            if failure.status_code == status:
+                return failure
+    return next(f for f in failures if f.status_code != 404)
+
+
+def _rendezvous(md5: str, services: tuple[KeepService, ...]) -> list[KeepService]:
+    """Services in the order keep clients probe them for a block (Arvados's rendezvous
+    hashing: md5 of the block hash and the last 15 characters of the service UUID)."""
+    return sorted(
+        services,
+        key=lambda s: hashlib.md5((md5 + s.uuid[-15:]).encode()).hexdigest(),
+        reverse=True,
+    )
+
+
+def _parse_services(body: Any, scheme: str) -> tuple[KeepService, ...]:
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return ()
+    services = []
+    for item in items[:MAX_SERVICES]:
+        if not isinstance(item, dict):
+            continue
+        host, port, uuid = item.get("service_host"), item.get("service_port"), item.get("uuid")
+        ssl = item.get("service_ssl_flag")
+        if not isinstance(host, str) or _HOST_RE.fullmatch(host) is None:
+            continue
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            continue
+        if not isinstance(uuid, str) or not uuid:
+            uuid = f"{host}:{port}"
+        use_tls = ssl if isinstance(ssl, bool) else scheme == "https"
+        root = f"{'https' if use_tls else 'http'}://{host}:{port}/"
+        services.append(KeepService(uuid, root, item.get("read_only") is True))
+    return tuple(services)
+
+
+def _signed_answer(content: bytes, md5: str, size: int) -> str | None:
+    if len(content) > MAX_LOCATOR_ANSWER:
+        return None
+    try:
+        parsed = parse_locator(content.decode("ascii").strip())
+    except (UnicodeDecodeError, MalformedLocator):
+        return None
+    if parsed.md5 != md5 or parsed.size != size or parsed.signature is None:
+        return None
+    return str(parsed)
