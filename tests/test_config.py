@@ -250,7 +250,7 @@ def test_unknown_keys_warn_once_each_and_are_otherwise_ignored(
         Clusters:
           qr1hi:
             ManagementToken: x
-            Services: {Controller: {}}
+            Services: {Controller: {}, Workbench1: {}}
             RemoteClusters:
               c97qk: {Host: "c97qk.example", Colour: blue}
             Login: {RemoteTokenRefresh: 1m, Shibboleth: true}
@@ -263,7 +263,7 @@ def test_unknown_keys_warn_once_each_and_are_otherwise_ignored(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     unknown = [
         "SystemLogs",
-        "Clusters.qr1hi.Services",
+        "Clusters.qr1hi.Services.Workbench1",
         "Clusters.qr1hi.RemoteClusters.c97qk.Colour",
         "Clusters.qr1hi.Login.Shibboleth",
         "Clusters.qr1hi.Federation.Bogus",
@@ -281,3 +281,90 @@ def test_known_keys_produce_no_warnings(tmp_path: Path, caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING, logger="clusterfed.config"):
         load_config(write(tmp_path, FULL_CONFIG))
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+KEEP_CONFIG = """\
+Clusters:
+  qr1hi:
+    SystemRootToken: "root-token"
+    Services:
+      Controller: {ExternalURL: "https://qr1hi.example:8000/"}
+      Keepstore: {ExternalURL: "https://keep.qr1hi.example", InternalURLs: {}}
+    Collections:
+      BlobSigning: false
+      BlobSigningKey: "the-signing-key"
+      BlobSigningTTL: 2h
+      DefaultReplication: 1
+    Volumes:
+      qr1hi-nyw5e-000000000000000: {Driver: Directory, DriverParameters: {Root: /srv/keep0}}
+      qr1hi-nyw5e-000000000000001:
+        Driver: Directory
+        DriverParameters: {Root: keep1}
+        Replication: 2
+        ReadOnly: true
+"""
+
+
+def test_keep_settings_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from clusterfed.config import CollectionsSettings, Volume
+
+    with caplog.at_level(logging.WARNING, logger="clusterfed.config"):
+        config = load_config(write(tmp_path, KEEP_CONFIG))
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert config.collections == CollectionsSettings(
+        blob_signing=False, blob_signing_key="the-signing-key", blob_signing_ttl=7200.0
+    )
+    assert config.keep_volumes == {
+        "qr1hi-nyw5e-000000000000000": Volume("Directory", "/srv/keep0"),
+        "qr1hi-nyw5e-000000000000001": Volume("Directory", "keep1", 2, True),
+    }
+    assert config.controller_url == "https://qr1hi.example:8000"
+    assert config.keepstore_url == "https://keep.qr1hi.example"
+
+
+def test_keep_defaults(tmp_path: Path) -> None:
+    from clusterfed.config import Volume
+
+    config = load_config(write(tmp_path, minimal()))
+    assert config.collections.blob_signing is True
+    assert config.collections.blob_signing_key == ""
+    assert config.collections.blob_signing_ttl == 336 * 3600
+    assert config.keep_volumes == {
+        "qr1hi-nyw5e-000000000000000": Volume("Directory", "var/qr1hi-keep")
+    }
+    assert config.controller_url == config.keepstore_url == ""
+
+
+KEEP_BAD_VALUES = [
+    (minimal("Collections: {BlobSigning: 1}\n"), "Clusters.qr1hi.Collections.BlobSigning"),
+    (minimal("Collections: {BlobSigningTTL: soon}\n"), "Clusters.qr1hi.Collections.BlobSigningTTL"),
+    (minimal("Collections: {BlobSigningTTL: 0s}\n"), "Clusters.qr1hi.Collections.BlobSigningTTL"),
+    (minimal("Volumes: {x: {}}\n"), "Clusters.qr1hi.Volumes.x"),
+    (
+        minimal("Volumes: {qr1hi-nyw5e-000000000000000: {Driver: S3}}\n"),
+        "Clusters.qr1hi.Volumes.qr1hi-nyw5e-000000000000000.Driver",
+    ),
+    (
+        minimal("Volumes: {qr1hi-nyw5e-000000000000000: {Driver: Directory}}\n"),
+        "Clusters.qr1hi.Volumes.qr1hi-nyw5e-000000000000000.DriverParameters.Root",
+    ),
+    (
+        minimal("Services: {Keepstore: {ExternalURL: 'ftp://x'}}\n"),
+        "Clusters.qr1hi.Services.Keepstore.ExternalURL",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), KEEP_BAD_VALUES, ids=[k for _, k in KEEP_BAD_VALUES])
+def test_bad_keep_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert f"{key}:" in str(excinfo.value)
+
+
+def test_the_signing_key_is_never_in_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal("Collections: {BlobSigningKey: [secret-key-value]}\n"))
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert "secret-key-value" not in str(excinfo.value)

@@ -9,7 +9,7 @@ import httpx
 from clusterfed.config import load_config
 from clusterfed.server.app import create_app
 
-SECRETS = ("mgmt-secret-token", "root-secret-token")
+SECRETS = ("mgmt-secret-token", "root-secret-token", "blob-signing-secret")
 CONFIG = f"""\
 Clusters:
   qr1hi:
@@ -22,6 +22,7 @@ Clusters:
       c97qk: {{Host: "c97qk.example:8443", Proxy: true, ActivateUsers: true}}
     Login:
       LoginCluster: c97qk
+    Collections: {{BlobSigningKey: {SECRETS[2]}}}
 """
 
 
@@ -62,6 +63,7 @@ async def test_config_export_and_remote_hosts(tmp_path: Path) -> None:
             }
         },
         "Login": {"LoginCluster": "c97qk"},
+        "Collections": {"DefaultReplication": 1},
     }
     assert not any(secret in exported.text for secret in SECRETS)
     assert document.json()["remoteHosts"] == {"c97qk": "c97qk.example:8443"}

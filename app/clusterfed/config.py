@@ -81,6 +81,33 @@ class FederationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionsSettings:
+    """Keep's permission signatures. ``blob_signing_key`` is a secret: never exported."""
+
+    blob_signing: bool = True
+    blob_signing_key: str = ""  # empty: derived from SystemRootToken
+    blob_signing_ttl: float = 336 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """One block store (Arvados's ``Volumes`` entry). Only the Directory driver exists."""
+
+    driver: str
+    root: str
+    replication: int = 1
+    read_only: bool = False
+
+
+VOLUME_DRIVERS = frozenset({"Directory"})
+VOLUME_UUID_RE = re.compile(r"[a-z0-9]{5}-nyw5e-[a-z0-9]{15}")
+
+
+def default_volumes(cluster_id: str) -> dict[str, Volume]:
+    return {f"{cluster_id}-nyw5e-000000000000000": Volume("Directory", f"var/{cluster_id}-keep")}
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     cluster_id: str
     database_url: str
@@ -96,7 +123,18 @@ class ClusterConfig:
     # ARVADOS_API_HOST, so a cluster they use directly needs TLS (or a proxy doing it).
     tls_certificate: str = ""
     tls_key: str = ""
+    collections: CollectionsSettings = field(default_factory=CollectionsSettings)
+    # Empty: one Directory volume under ./var/ (``keep_volumes``).
+    volumes: Mapping[str, Volume] = field(default_factory=dict)
+    # Services.Controller.ExternalURL and Services.Keepstore.ExternalURL: how clients
+    # reach this server and its block server (empty: the address they used).
+    controller_url: str = ""
+    keepstore_url: str = ""
     source: str = "<built-in default>"
+
+    @property
+    def keep_volumes(self) -> Mapping[str, Volume]:
+        return self.volumes or default_volumes(self.cluster_id)
 
     def with_changes(self, **changes: Any) -> ClusterConfig:
         return replace(self, **changes)
@@ -184,6 +222,9 @@ def parse_config(document: object, *, source: str = "<config>") -> ClusterConfig
             "Users",
             "Federation",
             "TLS",
+            "Collections",
+            "Volumes",
+            "Services",
         },
     )
     database = reader.mapping(body.get("Database", {}), f"{at}.Database")
@@ -228,8 +269,83 @@ def parse_config(document: object, *, source: str = "<config>") -> ClusterConfig
         ),
         federation=_federation(reader, body.get("Federation", {}), f"{at}.Federation"),
         **_tls(reader, body.get("TLS", {}), f"{at}.TLS"),
+        collections=_collections(reader, body.get("Collections", {}), f"{at}.Collections"),
+        volumes=_volumes(reader, body.get("Volumes", {}), f"{at}.Volumes", cluster_id),
+        **_services(reader, body.get("Services", {}), f"{at}.Services"),
         source=source,
     )
+
+
+def _collections(reader: _Reader, value: object, at: str) -> CollectionsSettings:
+    spec = reader.mapping(value, at)
+    # DefaultReplication is exported (arv-copy reads it) but follows from the volumes.
+    known = {"BlobSigning", "BlobSigningKey", "BlobSigningTTL", "DefaultReplication"}
+    reader.warn_unknown(spec, at, known)
+    default = CollectionsSettings()
+    ttl = reader.duration(
+        spec.get("BlobSigningTTL", default.blob_signing_ttl), f"{at}.BlobSigningTTL"
+    )
+    if ttl < 1:
+        raise ConfigError(f"{reader.source}: {at}.BlobSigningTTL: must be at least 1s")
+    return CollectionsSettings(
+        blob_signing=reader.boolean(spec.get("BlobSigning", True), f"{at}.BlobSigning"),
+        blob_signing_key=reader.string(spec.get("BlobSigningKey", ""), f"{at}.BlobSigningKey"),
+        blob_signing_ttl=float(int(ttl)),
+    )
+
+
+def _volumes(reader: _Reader, value: object, at: str, cluster_id: str) -> dict[str, Volume]:
+    volumes: dict[str, Volume] = {}
+    for uuid, spec in reader.mapping(value, at).items():
+        key = f"{at}.{uuid}"
+        uuid = str(uuid)
+        if VOLUME_UUID_RE.fullmatch(uuid) is None:
+            raise ConfigError(
+                f"{reader.source}: {key}: a volume ID is <cluster>-nyw5e-<15 of [a-z0-9]>"
+            )
+        spec = reader.mapping(spec, key)
+        reader.warn_unknown(spec, key, {"Driver", "DriverParameters", "Replication", "ReadOnly"})
+        driver = reader.string(spec.get("Driver", ""), f"{key}.Driver")
+        if driver not in VOLUME_DRIVERS:
+            raise ConfigError(
+                f"{reader.source}: {key}.Driver: {driver!r} is not one of {sorted(VOLUME_DRIVERS)}"
+            )
+        parameters = reader.mapping(spec.get("DriverParameters", {}), f"{key}.DriverParameters")
+        reader.warn_unknown(parameters, f"{key}.DriverParameters", {"Root"})
+        root = reader.string(parameters.get("Root", ""), f"{key}.DriverParameters.Root")
+        if not root:
+            raise ConfigError(f"{reader.source}: {key}.DriverParameters.Root: required")
+        volumes[uuid] = Volume(
+            driver=driver,
+            root=root,
+            replication=reader.positive_int(spec.get("Replication", 1), f"{key}.Replication"),
+            read_only=reader.boolean(spec.get("ReadOnly", False), f"{key}.ReadOnly"),
+        )
+    if volumes and all(volume.read_only for volume in volumes.values()):
+        log.warning("%s: %s: every volume is read-only; no block can be written", reader.source, at)
+    return volumes
+
+
+def _services(reader: _Reader, value: object, at: str) -> dict[str, str]:
+    spec = reader.mapping(value, at)
+    services = {"Controller": "controller_url", "Keepstore": "keepstore_url"}
+    reader.warn_unknown(spec, at, set(services))
+    urls: dict[str, str] = {}
+    for name, attr in services.items():
+        service = reader.mapping(spec.get(name, {}), f"{at}.{name}")
+        reader.warn_unknown(service, f"{at}.{name}", {"ExternalURL", "InternalURLs"})
+        url = reader.string(service.get("ExternalURL", ""), f"{at}.{name}.ExternalURL")
+        if url and _EXTERNAL_URL_RE.fullmatch(url) is None:
+            raise ConfigError(
+                f"{reader.source}: {at}.{name}.ExternalURL: expected http(s)://host[:port][/]"
+            )
+        urls[attr] = url.rstrip("/")
+    return urls
+
+
+_EXTERNAL_URL_RE = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?|https?://\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?/?"
+)
 
 
 def _tls(reader: _Reader, value: object, at: str) -> dict[str, str]:

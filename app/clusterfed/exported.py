@@ -1,8 +1,9 @@
 """What a cluster tells anyone about its configuration: ``GET /arvados/v1/config`` (SPEC 3.6).
 
 Arvados clients and peers read it without credentials: the cluster's ID, its remotes
-(how to reach them) and its login cluster. Nothing else leaves, and never a secret:
-the export is built from an allow-list, not by removing what looks secret.
+(how to reach them), its login cluster and how many copies of a block it keeps. Nothing
+else leaves, and never a secret (the blob signing key included): the export is built
+from an allow-list, not by removing what looks secret.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ def exported_config(config: ClusterConfig) -> dict[str, Any]:
             for cluster_id, remote in sorted(config.remote_clusters.items())
         },
         "Login": {"LoginCluster": config.login_cluster},
+        # arv-copy asks for this many copies of each block: one a volume, so never
+        # more than the cluster can make.
+        "Collections": {"DefaultReplication": default_replication(config)},
     }
+
+
+def default_replication(config: ClusterConfig) -> int:
+    """How many copies of a block this cluster makes: one for each volume."""
+    return len(config.keep_volumes)
 
 
 def remote_hosts(config: ClusterConfig) -> dict[str, str]:

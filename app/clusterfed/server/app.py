@@ -19,6 +19,8 @@ from clusterfed.storage.database import Database
 from .body_limit import BodyLimit
 from .errors import install_error_handlers
 from .head_as_get import HeadAsGet
+from .keep import blocks as keep_blocks
+from .keep import services as keep_services
 from .objects import permission_checks
 from .objects import router as objects
 from .ops import discovery, exported_config
@@ -52,6 +54,7 @@ def create_app(
     )
     app.state.config = config
     app.state.database = database
+    app.state.keep = keep_blocks.KeepService.from_config(config)
     install_error_handlers(app)
     app.include_router(current.router)
     # After current.router: /users/current is not a user UUID.
@@ -61,8 +64,11 @@ def create_app(
     app.include_router(exported_config.router)
     app.include_router(permission_checks.router)
     app.include_router(revocations.router)
+    app.include_router(keep_services.router)
     for router in objects.routers:
         app.include_router(router)
+    # Last: the block server answers at the root, for paths no other route has.
+    app.include_router(keep_blocks.router)
 
     async def knows_credential(credential: str) -> bool:
         async with database.sessionmaker() as session:
@@ -80,7 +86,7 @@ def create_app(
     )
     app.state.metrics_registry = federation.metrics.registry
     # Outermost of ours: no body is read past the cap, before or after authentication.
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, limit_for=keep_blocks.block_body_limit)
     # Outermost: every layer sees a path without a trailing slash, and a HEAD as a GET.
     app.add_middleware(StripTrailingSlash)
     app.add_middleware(HeadAsGet)

@@ -14,6 +14,8 @@ other exception there becomes a 400) and the one error handler renders it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,17 +34,30 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+    """``limit_for(scope)``: another cap for some requests (a block upload may be 64 MiB),
+    or None for ``max_bytes``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int = MAX_REQUEST_BYTES,
+        limit_for: Callable[[Scope], int | None] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = BodyTooLarge(self.max_bytes)
+        max_bytes = self.max_bytes
+        if self.limit_for is not None:
+            max_bytes = self.limit_for(scope) or max_bytes
+        too_large = BodyTooLarge(max_bytes)
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             await _respond(too_large, scope, receive, send)
             return
         received = 0
@@ -53,7 +68,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise too_large
             return message
 

@@ -23,16 +23,13 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from clusterfed.exported import remote_hosts
+from clusterfed.config import ClusterConfig
+from clusterfed.exported import default_replication, remote_hosts
 from clusterfed.routing.router import ROUTED_RESOURCES, FederatedRouter
 from clusterfed.server.deps import ConfigDep
 
 DISCOVERY_PATH = "/discovery/v1/apis/arvados/v1/rest"
 SERVICE_PATH = "arvados/v1/"
-# Arvados's defaults. This server runs no Keep, but SDK code paths read these keys
-# (Collection.save_new reads defaultCollectionReplication) and other clients expect them.
-DEFAULT_COLLECTION_REPLICATION = 2
-BLOB_SIGNATURE_TTL = 1_209_600
 REVISION = "20250101"
 
 _PATH_PARAM = re.compile(r"\{[^}]*\}")
@@ -114,6 +111,19 @@ RESOURCES = (
         ),
     ),
     Resource(
+        "keep_services",
+        "KeepService",
+        "arvados#keepService",
+        (
+            ("service_host", "string"),
+            ("service_port", "integer"),
+            ("service_ssl_flag", "boolean"),
+            ("service_type", "string"),
+            ("read_only", "boolean"),
+        ),
+        ("accessible",),
+    ),
+    Resource(
         "links",
         "Link",
         "arvados#link",
@@ -177,6 +187,12 @@ def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
     body = {"required": True, "properties": {resource.singular: obj}}
     table: dict[str, tuple[str, str, dict[str, Any]]] = {
         "current": ("GET", f"{resource.name}/current", {"response": obj}),
+        # The block servers a client may use (keep_services only).
+        "accessible": (
+            "GET",
+            f"{resource.name}/accessible",
+            {"response": {"$ref": f"{resource.schema}List"}},
+        ),
         "get": (
             "GET",
             f"{resource.name}/{{uuid}}",
@@ -287,6 +303,7 @@ def discovery_document(
     remote_hosts: dict[str, str] | None = None,
     openapi: dict[str, Any],
     routed: Collection[str] = frozenset(),
+    config: ClusterConfig | None = None,
 ) -> dict[str, Any]:
     """``routed``: the resources a mounted ``FederatedRouter`` serves (``routed_resources``)."""
     served = _served_routes(openapi)
@@ -339,8 +356,10 @@ def discovery_document(
         "uuidPrefix": cluster_id,
         # Where each remote cluster is, as Arvados's document says (SPEC 3.6).
         "remoteHosts": remote_hosts or {},
-        "defaultCollectionReplication": DEFAULT_COLLECTION_REPLICATION,
-        "blobSignatureTtl": BLOB_SIGNATURE_TTL,
+        # Copies arv-put and Collection.save_new ask for: one a volume, never more than
+        # this cluster can make.
+        "defaultCollectionReplication": default_replication(config) if config else 1,
+        "blobSignatureTtl": int(config.collections.blob_signing_ttl) if config else 1_209_600,
         "parameters": {},
         "resources": resources,
         "schemas": schemas,
@@ -355,4 +374,5 @@ async def discovery(request: Request, config: ConfigDep) -> dict[str, Any]:
         remote_hosts=remote_hosts(config),
         openapi=request.app.openapi(),
         routed=routed_resources(request.app),
+        config=config,
     )
