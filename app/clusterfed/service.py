@@ -23,7 +23,9 @@ from starlette.requests import Request
 
 from .config import ClusterConfig
 from .identity import Identity, UserRecord
+from .keep.copying import LocalBlocks
 from .keep.remote_blocks import RemoteBlocks
+from .keep.signer import BlobSigner
 from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
@@ -113,6 +115,10 @@ class Federation:
         self.permissions = RemotePermissions(config, self.remote)
         # Blocks other clusters hold, read and written for our clients (+R<X>- locators).
         self.remote_blocks = RemoteBlocks(config, self.remote, transport=transport)
+        self.signer = BlobSigner.from_config(config)
+        # The host's block store, when it has one: blocks signed here that a collection
+        # saved on another cluster names are copied there from it.
+        self.local_blocks: LocalBlocks | None = None
         # A notice's lease outlasts one delivery attempt, retries included.
         self.outbox = (
             RevocationOutbox(

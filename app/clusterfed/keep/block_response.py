@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from clusterfed.errors import FederationError
@@ -23,10 +24,14 @@ from .remote_blocks import RemoteBlock
 log = logging.getLogger("clusterfed.keep.remote")
 
 
-class RemoteBlockResponse:
+class RemoteBlockResponse(Response):
+    """A Starlette ``Response`` (so a route may return it) that streams ``block``."""
+
     def __init__(self, block: RemoteBlock, *, headers: dict[str, str] | None = None) -> None:
         self.block = block
-        self.headers = [
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
             (b"content-length", str(block.size).encode()),
             (b"content-type", b"application/octet-stream"),
             *((name.lower().encode(), value.encode()) for name, value in (headers or {}).items()),
@@ -34,7 +39,7 @@ class RemoteBlockResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if scope["method"] == "HEAD":
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return

@@ -40,7 +40,7 @@ from urllib.parse import urlencode
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clusterfed.credentials import authorization_header, parse_authorization
+from clusterfed.credentials import authorization_header, bearer_credential, parse_authorization
 from clusterfed.errors import (
     BadGateway,
     FederationError,
@@ -50,6 +50,7 @@ from clusterfed.errors import (
     Unprocessable,
 )
 from clusterfed.jsonbody import loads_client_json
+from clusterfed.keep.copying import copy_to_remote
 from clusterfed.keep.manifests import portable_data_hash
 from clusterfed.params import QueryItems, query_items, serve_locally
 from clusterfed.service import Federation
@@ -341,6 +342,8 @@ class FederatedRouter:
         extra: QueryItems = (),
     ) -> Response:
         token = token_for(scope, cluster)
+        if resource == HINTED_RESOURCE and method in BODY_METHODS and content:
+            content = await self._copy_blocks(scope, cluster, content)
         query = [(k, v) for k, v in query_items(scope) if k not in ROUTING_PARAMS] + [*extra]
         path = scope["path"] + (f"?{urlencode(query)}" if query else "")
         headers = {"content-type": "application/json"} if content else None
@@ -349,6 +352,37 @@ class FederatedRouter:
             cluster, method, path, token=token, content=content or None, headers=headers
         )
         return relay(response, cluster, hints=resource == HINTED_RESOURCE)
+
+    async def _copy_blocks(self, scope: Scope, cluster: str, content: bytes) -> bytes:
+        """The body of a collection create or update for ``cluster``, once the blocks
+        signed here that its manifest names are there too (``keep.copying``)."""
+        local = self.federation.local_blocks
+        header = authorization_header(scope)
+        credential = bearer_credential(header) if header is not None else None
+        if local is None or credential is None:
+            return content
+        try:
+            document = loads_client_json(content)
+        except ValueError:
+            return content
+        inner = document.get("collection") if isinstance(document, dict) else None
+        collection = inner if isinstance(inner, dict) else document
+        manifest = collection.get("manifest_text") if isinstance(collection, dict) else None
+        if not isinstance(manifest, str) or not manifest:
+            return content
+        rewritten = await copy_to_remote(
+            manifest,
+            cluster_id=cluster,
+            credential=credential,
+            token=parse_authorization(header),
+            signer=self.federation.signer,
+            local=local,
+            remote=self.federation.remote_blocks,
+        )
+        if rewritten == manifest:
+            return content
+        collection["manifest_text"] = rewritten
+        return json.dumps(document).encode()
 
 
 def _owner_uuid(document: Any, resource: str) -> Any:

@@ -1,0 +1,84 @@
+"""A stub peer cluster whose block server misbehaves on purpose (tests only).
+
+It answers ``keep_services/accessible`` (listing itself, or what a test puts in
+``services``) and ``GET``/``HEAD /<locator>`` from ``blocks``, in the ``mode`` a test
+chooses: honest, wrong bytes, breaking off, silent before or midway, a status, HTML.
+``seen`` records every request: (method, path or locator, Authorization).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Peer:
+    """What the stub c97qk does, and what it was sent."""
+
+    mode: str = "honest"
+    services: Any = None  # None: list itself
+    blocks: dict[str, bytes] = field(default_factory=dict)
+    seen: list[tuple[str, str, str | None]] = field(default_factory=list)
+    port: int = 0
+
+    def app(self) -> Starlette:
+        async def accessible(request: Request) -> Response:
+            self.seen.append(("GET", request.url.path, request.headers.get("authorization")))
+            if self.mode == "garbage-services":
+                return Response("<html>maintenance</html>", 200, media_type="text/html")
+            items = self.services or [
+                {
+                    "uuid": "c97qk-bi6l4-000000000000000",
+                    "service_host": "127.0.0.1",
+                    "service_port": self.port,
+                    "service_ssl_flag": False,
+                    "service_type": "disk",
+                    "read_only": False,
+                }
+            ]
+            return JSONResponse({"items": items, "items_available": len(items)})
+
+        async def block(request: Request) -> Response:
+            locator = request.path_params["locator"]
+            self.seen.append((request.method, locator, request.headers.get("authorization")))
+            data = self.blocks.get(locator.split("+")[0])
+            if data is None:
+                return Response("not found", 404)
+            return await self._misbehave(data)
+
+        return Starlette(
+            routes=[
+                Route("/arvados/v1/keep_services/accessible", accessible),
+                Route("/{locator}", block, methods=["GET", "HEAD"]),
+            ]
+        )
+
+    async def _misbehave(self, data: bytes) -> Response:
+        mode = self.mode
+        if mode == "hang-before-answer":
+            await asyncio.sleep(30)
+        if mode in ("status-500", "status-403", "status-401"):
+            return Response("no", int(mode[-3:]))
+        if mode == "html":
+            return Response("<html>a proxy's page</html>", 200, media_type="text/html")
+        if mode == "wrong-bytes":
+            data = data[:-1] + bytes([data[-1] ^ 1])
+        headers = {"content-length": str(len(data))}
+
+        async def body() -> Any:
+            view = memoryview(data)
+            for start in range(0, len(data), 65536):
+                if mode == "hang-midway" and start >= len(data) // 2:
+                    await asyncio.sleep(30)
+                if mode == "short" and start >= len(data) // 2:
+                    raise RuntimeError("the stub breaks off on purpose")
+                yield bytes(view[start : start + 65536])
+
+        return StreamingResponse(body(), 200, headers=headers)
