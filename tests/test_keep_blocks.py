@@ -13,46 +13,17 @@ import os
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 from clusterfed.keep.signing import sign_locator, signing_key
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, running
+from clusterfed.server.testing import ClusterProcess, running
 
 from tests.support.databases import DatabaseFactory
-from tests.support.tls import self_signed
+from tests.support.keep import ROOT_TOKEN, TTL, KeepCluster, keep_config
 
-ROOT_TOKEN = "keep-blocks-system-root-token"
-TTL = 3600
 BLOCK = b"the quick brown fox jumps over the lazy dog\n" * 1000
 MD5 = hashlib.md5(BLOCK).hexdigest()
-
-
-@dataclass
-class KeepCluster:
-    cluster: Cluster
-    volume: Path
-    client: httpx.AsyncClient | None = None
-
-    def url(self, locator: str) -> str:
-        return f"{self.cluster.base_url}/{locator}"
-
-
-def keep_config(cluster_id: str, database_url: str, workdir: Path, **collections: object) -> dict:
-    cert, key = self_signed(workdir)
-    config = cluster_config(cluster_id, database_url, system_root_token=ROOT_TOKEN)
-    body = config["Clusters"][cluster_id]
-    body["TLS"] = {"Certificate": str(cert), "Key": str(key)}
-    body["Collections"] = {"BlobSigningTTL": f"{TTL}s", **collections}
-    body["Volumes"] = {
-        f"{cluster_id}-nyw5e-000000000000000": {
-            "Driver": "Directory",
-            "DriverParameters": {"Root": str(workdir / "keep")},
-        }
-    }
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,16 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
 from clusterfed.errors import NotFound, Unprocessable
+from clusterfed.keep.manifests import portable_data_hash
 from clusterfed.outbound.permissions import RemotePermissionsDep
 from clusterfed.routing.lists import pinned_uuids
-from clusterfed.routing.manifests import is_portable_data_hash, portable_data_hash, without_hints
+from clusterfed.routing.manifests import is_portable_data_hash, without_hints
 from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
+from clusterfed.server.keep.collections import check_signatures, sign_answer, stored_manifest
 from clusterfed.server.models import Collection, Group, Link
 from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
 
+from ..users.auth import is_admin_caller
 from .access import Access
 from .listing import parse_params, parse_select, run_list, wants_count
 from .names import has_unique_name, insert_uniquely_named, name_taken
@@ -75,7 +78,9 @@ MAX_PINNED = 20
 
 def _selectable(resource: Resource, *, listing: bool) -> tuple[str, ...]:
     # The permission flags are computed for lists (what other clusters ask), not for a GET.
-    extra = PERMISSION_FIELDS if listing and resource is GROUPS else ()
+    extra: tuple[str, ...] = PERMISSION_FIELDS if listing and resource is GROUPS else ()
+    if resource is COLLECTIONS:
+        extra = ("unsigned_manifest_text",)  # the stored manifest, only when selected
     return ("kind", "etag", *COMMON, *resource.fields, *extra)
 
 
@@ -83,6 +88,18 @@ def _selected(item: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
     if names is None:
         return item
     return {"kind": item["kind"], **{name: item.get(name) for name in names}}
+
+
+def _answer(
+    access: Access, resource: Resource, item: dict[str, Any], names: list[str] | None = None
+) -> dict[str, Any]:
+    """``item`` as the caller sees it: a collection's manifest signed for their credential
+    (for every answer that carries one), then cut to ``names``."""
+    if resource is COLLECTIONS and (names is None or "manifest_text" in names):
+        sign_answer(access.request, item, unsigned=names is not None)
+    elif resource is COLLECTIONS and names is not None and "unsigned_manifest_text" in names:
+        item["unsigned_manifest_text"] = item.get("manifest_text")
+    return _selected(item, names)
 
 
 async def _readable(
@@ -137,7 +154,7 @@ async def _by_hash(access: Access, pdh: str, names: list[str] | None) -> dict[st
         "portable_data_hash": plain,
         "manifest_text": row.manifest_text,
     }
-    return _selected(item, names)
+    return _answer(access, COLLECTIONS, item, names)
 
 
 def _parse(resource: Resource, schema: type[BaseModel], body: dict[str, Any]) -> BaseModel:
@@ -174,10 +191,20 @@ async def _check_link(access: Access, values: dict[str, Any]) -> None:
     await access.require(values["head_uuid"], "can_manage")
 
 
-def _collection_hash(values: dict[str, Any], given: str | None) -> None:
-    computed = portable_data_hash(values.get("manifest_text") or "")
-    if given is not None and given != computed:
+def _collection_manifest(
+    access: Access, values: dict[str, Any], given: str | None, *, stored: str | None = None
+) -> None:
+    """Checks the manifest's block signatures (unless it is the one ``stored`` already),
+    stores it without them, and sets its portable data hash."""
+    manifest = values.get("manifest_text") or ""
+    plain = stored_manifest(manifest)
+    if plain != stored:
+        admin = is_admin_caller(access.caller, access.request.app.state.config)
+        check_signatures(access.request, manifest, is_admin=admin)
+    computed = portable_data_hash(plain)
+    if given is not None and without_hints(given) != computed:
         raise Unprocessable(f"portable_data_hash {given} does not match manifest_text")
+    values["manifest_text"] = plain
     values["portable_data_hash"] = computed
 
 
@@ -225,7 +252,7 @@ def build_router(resource: Resource) -> APIRouter:
             "kind": f"{resource.kind}List",
             "etag": "",
             "self_link": "",
-            "items": [_selected(item, names) for item in items],
+            "items": [_answer(access, resource, item, names) for item in items],
             "offset": params.offset,
             "limit": params.limit,
         }
@@ -242,7 +269,7 @@ def build_router(resource: Resource) -> APIRouter:
             return await _by_hash(access, uuid, names)
         row = await _row(access, resource, uuid)
         await access.require(uuid, "can_read")
-        return _selected(to_json(resource, row), names)
+        return _answer(access, resource, to_json(resource, row), names)
 
     @router.post("")
     async def create_object(
@@ -256,7 +283,7 @@ def build_router(resource: Resource) -> APIRouter:
         values["owner_uuid"] = values.get("owner_uuid") or access.user_uuid
         await access.require_owner(values["owner_uuid"])
         if resource is COLLECTIONS:
-            _collection_hash(values, getattr(data, "portable_data_hash", None))
+            _collection_manifest(access, values, getattr(data, "portable_data_hash", None))
         if resource is LINKS:
             await _check_link(access, values)
         values["uuid"] = new_uuid(access.local_id, resource.uuid_type)
@@ -272,7 +299,7 @@ def build_router(resource: Resource) -> APIRouter:
             row = model(**values)
             access.session.add(row)
             await access.session.flush()
-        return to_json(resource, row)
+        return _answer(access, resource, to_json(resource, row))
 
     async def update_object(uuid: str, body: AnyBody, access: AccessDep) -> dict[str, Any]:
         data = _parse(resource, resource.update, body)
@@ -290,7 +317,8 @@ def build_router(resource: Resource) -> APIRouter:
             "manifest_text" in values or "portable_data_hash" in data.model_fields_set
         ):
             values.setdefault("manifest_text", row.manifest_text)
-            _collection_hash(values, getattr(data, "portable_data_hash", None))
+            given = getattr(data, "portable_data_hash", None)
+            _collection_manifest(access, values, given, stored=row.manifest_text)
         for name, value in values.items():
             setattr(row, name, value)
         named, owner = row.name, row.owner_uuid
@@ -301,7 +329,7 @@ def build_router(resource: Resource) -> APIRouter:
             # an update can break. The request's session is rolled back with the error.
             raise name_taken(resource.singular, named, owner) from None
         await access.session.refresh(row)
-        return to_json(resource, row)
+        return _answer(access, resource, to_json(resource, row))
 
     # One handler, two routes: Arvados clients update with PUT, others with PATCH, and
     # each route needs its own OpenAPI operation (the discovery document is built from
@@ -325,7 +353,7 @@ def build_router(resource: Resource) -> APIRouter:
             raise Unprocessable(f"{uuid} is not empty; move or delete what it holds first")
         await access.session.delete(row)
         await access.session.flush()
-        return to_json(resource, row)
+        return _answer(access, resource, to_json(resource, row))
 
     return router
 
