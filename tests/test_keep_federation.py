@@ -1,0 +1,203 @@
+"""File content across two federated clusters, with the unmodified Arvados tools over HTTPS.
+
+A qr1hi user and the SDK's own code paths: a collection written on c97qk read through
+qr1hi (the seed's ``CollectionReader("c97qk-...").open(...).read()``), that collection
+saved at home (its blocks copied to qr1hi), ``arv-put --project-uuid <c97qk project>``
+through qr1hi (the blocks land on c97qk), ``arv-get``/``arv-ls`` through either cluster,
+and ``arv-copy`` from c97qk to qr1hi. Assertions are on bytes, on hashes, and on which
+cluster's volume holds each block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import arvados
+import arvados.collection
+import pytest
+
+from tests.support.databases import DatabaseFactory
+from tests.support.keep_federation import KeepNode, keep_pair, tool, write_cluster_settings
+from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def pair(
+    session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, KeepNode]]:
+    with keep_pair(session_databases, tmp_path_factory.mktemp("keep-federation")) as clusters:
+        yield clusters
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate_sdk_settings(tmp_path, monkeypatch)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def write_on(api: Any, files: dict[str, bytes], **save: Any) -> arvados.collection.Collection:
+    collection = arvados.collection.Collection(api_client=api)
+    for name, data in files.items():
+        with collection.open(name, "wb") as file:
+            file.write(data)
+    collection.save_new(**save)
+    return collection
+
+
+async def test_a_collection_written_on_c97qk_is_read_through_qr1hi(
+    pair: dict[str, KeepNode],
+) -> None:
+    qr1hi, c97qk = pair["qr1hi"], pair["c97qk"]
+    _, token = await qr1hi.cluster.new_user()
+    data = os.urandom(3 * MiB + 1)
+
+    def scenario() -> tuple[str, dict[str, Any], bytes, bytes]:
+        made = write_on(sdk(c97qk.cluster, token), {"data.bin": data}, name="on c97qk")
+        home = sdk(qr1hi.cluster, token)
+        fetched = home.collections().get(uuid=made.manifest_locator()).execute()
+        # The seed's scenario, with the home cluster's client only.
+        reader = arvados.collection.CollectionReader(made.manifest_locator(), api_client=home)
+        with reader.open("data.bin", "rb") as file:
+            content = file.read()
+        return made.manifest_locator(), fetched, content, reader.portable_data_hash().encode()
+
+    uuid, fetched, content, pdh = await in_thread(scenario)
+    assert uuid.startswith("c97qk-4zz18-")
+    assert content == data
+    assert "+Rc97qk-" in fetched["manifest_text"] and "+A" not in fetched["manifest_text"]
+    assert pdh.decode() == fetched["portable_data_hash"]
+    # Read through qr1hi, stored only on c97qk: the home proxied it.
+    assert c97qk.stored(md5(data)) and not qr1hi.stored(md5(data))
+
+
+async def test_a_remote_collection_saved_at_home_has_its_blocks_copied_home(
+    pair: dict[str, KeepNode],
+) -> None:
+    qr1hi, c97qk = pair["qr1hi"], pair["c97qk"]
+    _, token = await qr1hi.cluster.new_user()
+    data = os.urandom(MiB + 7)
+
+    def scenario() -> tuple[str, str, bytes]:
+        made = write_on(sdk(c97qk.cluster, token), {"f.bin": data}, name="remote original")
+        home = sdk(qr1hi.cluster, token)
+        remote = arvados.collection.CollectionReader(made.manifest_locator(), api_client=home)
+        # The SDK asks home for a local copy of each +R block (X-Keep-Signature: local).
+        copy = arvados.collection.Collection(remote.manifest_text(), api_client=home)
+        copy.save_new(name="saved at home")
+        stored = home.collections().get(uuid=copy.manifest_locator()).execute()
+        again = arvados.collection.CollectionReader(copy.manifest_locator(), api_client=home)
+        with again.open("f.bin", "rb") as file:
+            return copy.manifest_locator(), stored["manifest_text"], file.read()
+
+    uuid, manifest, content = await in_thread(scenario)
+    assert uuid.startswith("qr1hi-4zz18-")
+    assert content == data
+    assert "+R" not in manifest and "+A" in manifest  # signed by qr1hi, for qr1hi
+    assert qr1hi.stored(md5(data))
+
+
+async def test_arv_put_through_home_into_a_c97qk_project_lands_on_c97qk(
+    pair: dict[str, KeepNode], tmp_path: Path
+) -> None:
+    qr1hi, c97qk = pair["qr1hi"], pair["c97qk"]
+    _, token = await qr1hi.cluster.new_user()
+    data = os.urandom(2 * MiB + 3)
+    source = tmp_path / "upload" / "sample.bin"
+    source.parent.mkdir()
+    source.write_bytes(data)
+    project = await in_thread(
+        lambda: (
+            sdk(qr1hi.cluster, token)
+            .groups()
+            .create(
+                body={"group": {"name": f"p-{secrets.token_hex(3)}", "group_class": "project"}},
+                cluster_id="c97qk",
+            )
+            .execute()
+        )
+    )
+    assert project["uuid"].startswith("c97qk-j7d0g-")
+
+    put = await in_thread(
+        lambda: tool(
+            "arv-put",
+            "--no-resume",
+            "--no-cache",
+            "--project-uuid",
+            project["uuid"],
+            "--name",
+            "uploaded through qr1hi",
+            str(source),
+            cluster=qr1hi.cluster,
+            token=token,
+            home=tmp_path,
+        )
+    )
+    assert put.returncode == 0, put.stderr.decode()[-3000:]
+    uuid = put.stdout.decode().strip()
+    assert uuid.startswith("c97qk-4zz18-"), put.stdout
+    # The block went home first (arv-put writes to qr1hi's Keep), then to c97qk.
+    assert c97qk.stored(md5(data))
+
+    for cluster in (c97qk.cluster, qr1hi.cluster):
+        got = await in_thread(
+            lambda cluster=cluster: tool(
+                "arv-get", f"{uuid}/sample.bin", "-", cluster=cluster, token=token, home=tmp_path
+            )
+        )
+        assert got.returncode == 0, got.stderr.decode()[-3000:]
+        assert got.stdout == data
+    listed = await in_thread(
+        lambda: tool("arv-ls", uuid, cluster=qr1hi.cluster, token=token, home=tmp_path)
+    )
+    assert listed.returncode == 0, listed.stderr.decode()[-3000:]
+    assert listed.stdout.decode().split() == ["sample.bin"]
+
+
+async def test_arv_copy_from_c97qk_to_qr1hi(pair: dict[str, KeepNode], tmp_path: Path) -> None:
+    qr1hi, c97qk = pair["qr1hi"], pair["c97qk"]
+    user, token = await qr1hi.cluster.new_user()
+    data = os.urandom(MiB + 11)
+    made = await in_thread(
+        lambda: write_on(sdk(c97qk.cluster, token), {"a.bin": data}, name="to copy")
+    )
+    write_cluster_settings(tmp_path, c97qk.cluster, token)
+    write_cluster_settings(tmp_path, qr1hi.cluster, token)
+    copied = await in_thread(
+        lambda: tool(
+            "arv-copy",
+            "--src",
+            "c97qk",
+            "--dst",
+            "qr1hi",
+            "--project-uuid",
+            user,
+            made.manifest_locator(),
+            cluster=qr1hi.cluster,
+            token=token,
+            home=tmp_path,
+        )
+    )
+    assert copied.returncode == 0, copied.stderr.decode()[-3000:]
+    assert qr1hi.stored(md5(data))
+    home = sdk(qr1hi.cluster, token)
+    found = await in_thread(
+        lambda: (
+            home.collections()
+            .list(filters=[["portable_data_hash", "=", made.portable_data_hash()]])
+            .execute()
+        )
+    )
+    (item,) = [i for i in found["items"] if i["uuid"].startswith("qr1hi-")]
+    reader = arvados.collection.CollectionReader(item["uuid"], api_client=home)
+    assert await in_thread(lambda: reader.open("a.bin", "rb").read()) == data
