@@ -86,4 +86,18 @@ def to_json(resource: Resource, row: Model) -> dict[str, Any]:
     }
     for name in resource.fields:
         body[name] = getattr(row, name)
+    if resource is COLLECTIONS:
+        body.update(COLLECTION_CONSTANTS)
     return body
+
+
+# What Arvados clients read from every collection record and this server does not vary:
+# nothing is ever trashed here (arv-put reads trash_at), and every block has the
+# cluster's default replication in its one storage class.
+COLLECTION_CONSTANTS: dict[str, Any] = {
+    "trash_at": None,
+    "delete_at": None,
+    "is_trashed": False,
+    "replication_desired": None,
+    "storage_classes_desired": ["default"],
+}
