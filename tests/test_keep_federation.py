@@ -147,7 +147,7 @@ async def test_arv_put_through_home_into_a_c97qk_project_lands_on_c97qk(
     uuid = put.stdout.decode().strip()
     assert uuid.startswith("c97qk-4zz18-"), put.stdout
     # The block went home first (arv-put writes to qr1hi's Keep), then to c97qk.
-    assert c97qk.stored(md5(data))
+    assert qr1hi.stored(md5(data)) and c97qk.stored(md5(data))
 
     for cluster in (c97qk.cluster, qr1hi.cluster):
         got = await in_thread(
@@ -161,7 +161,7 @@ async def test_arv_put_through_home_into_a_c97qk_project_lands_on_c97qk(
         lambda: tool("arv-ls", uuid, cluster=qr1hi.cluster, token=token, home=tmp_path)
     )
     assert listed.returncode == 0, listed.stderr.decode()[-3000:]
-    assert listed.stdout.decode().split() == ["sample.bin"]
+    assert listed.stdout.decode().split() == ["./sample.bin"]
 
 
 async def test_arv_copy_from_c97qk_to_qr1hi(pair: dict[str, KeepNode], tmp_path: Path) -> None:
