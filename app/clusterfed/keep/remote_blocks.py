@@ -27,9 +27,9 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -40,6 +40,7 @@ from clusterfed.outbound.remote import RemoteClient
 from clusterfed.outbound.statuses import remote_block_error
 from clusterfed.tokens import CannotResalt, MalformedToken, Token, salt
 
+from .block_fetch import BlockConnections
 from .locators import Locator, MalformedLocator, parse_locator
 
 log = logging.getLogger("clusterfed.keep.remote")
@@ -69,6 +70,17 @@ class KeepService:
     read_only: bool
 
 
+class Answer(Protocol):
+    """A streamed answer: httpx's, or block_fetch's for block reads."""
+
+    status_code: int
+    headers: Mapping[str, str]
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class RemoteBlock:
     """One block being read from another cluster: its size, then its bytes, checked.
 
@@ -77,7 +89,7 @@ class RemoteBlock:
     ``BadGateway`` when the connection breaks. Close it with ``aclose()`` in every case.
     """
 
-    def __init__(self, cluster_id: str, locator: Locator, response: httpx.Response) -> None:
+    def __init__(self, cluster_id: str, locator: Locator, response: Answer) -> None:
         assert locator.size is not None
         self.cluster_id = cluster_id
         self.md5 = locator.md5
@@ -88,6 +100,9 @@ class RemoteBlock:
         digest = hashlib.md5()
         received = 0
         held = b""
+        # Each chunk is hashed in a worker thread (hashlib releases the GIL) while the
+        # loop passes the previous one on and reads the next.
+        hashing: asyncio.Future[None] | None = None
         try:
             async for chunk in self._response.aiter_raw():
                 if not chunk:
@@ -98,10 +113,14 @@ class RemoteBlock:
                         f"cluster {self.cluster_id} sent more than the {self.size} bytes "
                         f"of block {self.md5}"
                     )
-                digest.update(chunk)
+                if hashing is not None:
+                    await hashing
+                hashing = asyncio.ensure_future(asyncio.to_thread(digest.update, chunk))
                 if held:
                     yield held
                 held = chunk
+            if hashing is not None:
+                await hashing
         except httpx.TimeoutException:
             raise GatewayTimeout(
                 f"cluster {self.cluster_id} fell silent while sending block {self.md5}"
@@ -111,6 +130,9 @@ class RemoteBlock:
                 f"cluster {self.cluster_id} broke off sending block {self.md5}: "
                 f"{type(exc).__name__}"
             ) from None
+        finally:
+            if hashing is not None and not hashing.done():
+                await asyncio.gather(hashing, return_exceptions=True)
         if received != self.size or digest.hexdigest() != self.md5:
             log.warning(
                 "cluster %s sent %d bytes that are not block %s+%d",
@@ -145,6 +167,8 @@ class RemoteBlocks:
         self._clients: dict[bool, httpx.AsyncClient] = {}
         self._services: dict[str, tuple[float, tuple[KeepService, ...]]] = {}
         self._flights: Flights[str, tuple[KeepService, ...]] = Flights()
+        # Reads skip httpx's layers (block_fetch.py), except through an injected transport.
+        self._fetch = BlockConnections(timeout=self.timeout) if transport is None else None
 
     def _client(self, insecure: bool) -> httpx.AsyncClient:
         client = self._clients.get(insecure)
@@ -162,6 +186,8 @@ class RemoteBlocks:
 
     async def aclose(self) -> None:
         self._flights.cancel_all()
+        if self._fetch is not None:
+            await self._fetch.aclose()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -223,13 +249,11 @@ class RemoteBlocks:
     ) -> RemoteBlock:
         services = await self.services(cluster_id, token)
         insecure = self.clusters[cluster_id].insecure
-        client = self._client(insecure)
         headers = {"Authorization": f"Bearer {token.encode()}"}
         failures: list[FederationError] = []
         for service in _rendezvous(parsed.md5, services)[:MAX_TRIES]:
-            request = client.build_request(method, service.root + wanted, headers=headers)
             try:
-                response = await client.send(request, stream=True)
+                response = await self._send(method, service.root + wanted, headers, insecure)
             except httpx.TimeoutException:
                 failures.append(GatewayTimeout(f"cluster {cluster_id}'s block server timed out"))
                 continue
@@ -250,6 +274,13 @@ class RemoteBlocks:
             failures.append(error)
         self.forget(cluster_id)  # perhaps its list has changed
         raise _worst(failures, cluster_id, parsed.md5)
+
+    async def _send(self, method: str, url: str, headers: dict[str, str], insecure: bool) -> Answer:
+        if self._fetch is not None:
+            return await self._fetch.request(method, url, headers=headers, insecure=insecure)
+        client = self._client(insecure)
+        request = client.build_request(method, url, headers=headers)
+        return await client.send(request, stream=True)
 
     # -- block servers ---------------------------------------------------------------
 
