@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.middleware", "bench.permissions", "bench.blackbox"]
+BENCHMARKS = ["bench.middleware", "bench.permissions", "bench.blackbox", "bench.keep"]
 
 
 def main(argv: list[str]) -> int:

@@ -183,3 +183,19 @@ async def test_a_corrupt_stored_block_is_never_served(keep: KeepCluster) -> None
         answer = await get(keep, token, locator, method)
         assert answer.status_code == 502, answer.text
     assert data not in (await get(keep, token, locator)).content
+
+
+async def test_a_whole_64_mib_block_passes_the_body_cap(keep: KeepCluster) -> None:
+    _, token = await keep.cluster.new_user()
+    data = os.urandom(1 << 26)
+    locator = await stored_locator(keep, token, data)
+    assert locator.startswith(f"{hashlib.md5(data).hexdigest()}+{1 << 26}+A")
+    digest = hashlib.md5()
+    async with (
+        httpx.AsyncClient(verify=False) as client,
+        client.stream("GET", keep.url(locator), headers=auth(token)) as answer,
+    ):
+        assert answer.status_code == 200
+        async for chunk in answer.aiter_bytes():
+            digest.update(chunk)
+    assert digest.hexdigest() == hashlib.md5(data).hexdigest()

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+HEAD_KEY = "clusterfed.head"
+
+
+def is_head(scope: Scope) -> bool:
+    """Whether this GET is a HEAD in disguise: the body will be dropped."""
+    return bool(scope.get(HEAD_KEY))
+
 
 class HeadAsGet:
     def __init__(self, app: ASGIApp) -> None:
@@ -24,4 +31,5 @@ class HeadAsGet:
                 message = {**message, "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        # HEAD_KEY lets a route skip producing a body nobody will see (a 64 MiB block).
+        await self.app({**scope, "method": "GET", HEAD_KEY: True}, receive, without_body)

@@ -28,6 +28,7 @@ from clusterfed.keep.locators import Locator, MalformedLocator, parse_locator
 from clusterfed.keep.signer import BlobSigner
 from clusterfed.keep.signing import SignatureExpired, SignatureInvalid
 
+from ..head_as_get import is_head
 from ..users.auth import Caller, resolve_caller
 from .errors import (
     ExpiredSignature,
@@ -118,6 +119,8 @@ async def read_block(request: Request, locator: str) -> Response:
     if parsed.remote_signature is not None and parsed.signature is None:
         if keep.remote_reader is None:
             raise InvalidLocator("this cluster does not read blocks from other clusters")
+        # Nothing leaves this cluster for a credential it does not accept.
+        await valid_caller(request)
         return await keep.remote_reader(request, parsed, credential)
     if keep.signer.enforced:
         try:
@@ -128,10 +131,14 @@ async def read_block(request: Request, locator: str) -> Response:
             raise InvalidSignature() from None
     await valid_caller(request)
     block = await keep.store.open(parsed.md5, parsed.size)
+    headers = {"Content-Length": str(block.size), "Vary": "X-Keep-Signature"}
+    if is_head(request.scope):
+        block.close()  # checked, as for a GET; nothing to send
+        return Response(b"", media_type="application/octet-stream", headers=headers)
     return StreamingResponse(
         block.chunks(),
         media_type="application/octet-stream",
-        headers={"Content-Length": str(block.size), "Vary": "X-Keep-Signature"},
+        headers=headers,
     )
 
 

@@ -27,6 +27,7 @@ from .volumes import BlockVolume, BlockWriter
 
 BLOCK_SIZE = 1 << 26  # 64 MiB, Arvados's largest block
 CHUNK = 1 << 20
+VERIFY_CHUNK = 4 << 20  # one reused buffer while the stored block's md5 is checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,11 @@ class WriteResult:
 def _md5_of(file: BinaryIO) -> tuple[str, int]:
     digest = hashlib.md5()
     size = 0
-    while chunk := file.read(CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
+    buffer = bytearray(VERIFY_CHUNK)
+    view = memoryview(buffer)
+    while count := file.readinto(buffer):  # type: ignore[attr-defined]
+        digest.update(view[:count])
+        size += count
     return digest.hexdigest(), size
 
 
@@ -91,7 +94,11 @@ class BlockStore:
                 if size is not None and length != size:
                     file.close()
                     continue  # the block with this md5 exists, but not with this size
-                file.seek(0)
+                if file.seekable():
+                    file.seek(0)
+                else:  # a stream that cannot rewind (an object store's) is opened again
+                    file.close()
+                    file = volume.open(md5)
             except BaseException:
                 file.close()
                 raise
@@ -124,31 +131,35 @@ class BlockStore:
         )
         digest = hashlib.md5()
 
-        def absorb(data: bytes) -> None:
-            digest.update(data)
-            for writer in writers:
-                writer.write(data)
+        def absorb(chunks: list[bytes]) -> None:
+            for chunk in chunks:
+                digest.update(chunk)
+                for writer in writers:
+                    writer.write(chunk)
 
         committed = False
         pending: asyncio.Future[None] | None = None
         try:
             size = 0
-            buffer = bytearray()
+            batch: list[bytes] = []
+            batched = 0
             async for chunk in body:
                 size += len(chunk)
                 if size > BLOCK_SIZE:
                     raise TooLarge()
-                buffer += chunk
-                if len(buffer) >= CHUNK:
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= CHUNK:
                     if pending is not None:
                         await pending
-                    # The thread hashes and writes this chunk while the next one arrives.
-                    pending = asyncio.ensure_future(asyncio.to_thread(absorb, bytes(buffer)))
-                    buffer.clear()
+                    # A thread hashes and writes this batch while the next one arrives;
+                    # the chunks are handed over as received, never copied.
+                    pending = asyncio.ensure_future(asyncio.to_thread(absorb, batch))
+                    batch, batched = [], 0
             if pending is not None:
                 await pending
-            if buffer:
-                await asyncio.to_thread(absorb, bytes(buffer))
+            if batch:
+                await asyncio.to_thread(absorb, batch)
             if expected_size is not None and size != expected_size:
                 raise SizeMismatch()
             if digest.hexdigest() != md5:

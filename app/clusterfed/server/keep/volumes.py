@@ -31,7 +31,9 @@ class BlockVolume(Protocol):
     writable: bool
 
     def open(self, md5: str) -> BinaryIO:
-        """The stored block, for reading; FileNotFoundError when it is not here."""
+        """The stored block as a binary stream; FileNotFoundError when it is not here.
+        The store reads it twice (md5, then the client): a seekable stream is rewound,
+        any other is opened again."""
 
     def create(self, md5: str) -> BlockWriter: ...
 
