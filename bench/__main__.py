@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.middleware", "bench.permissions", "bench.blackbox", "bench.keep"]
+BENCHMARKS = [
+    "bench.middleware",
+    "bench.permissions",
+    "bench.blackbox",
+    "bench.keep",
+    "bench.keep_remote",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -50,6 +50,7 @@ def locator(cluster: str = "c97qk") -> str:
 class Setup:
     home: Cluster
     peer: Peer
+    volume: Path
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def setup(
         federation={"RemoteTimeout": f"{TIMEOUT}s"},
     )
     with ServerThread(peer.app(), port=peer.port), running(ClusterProcess(config, workdir)) as home:
-        yield Setup(home, peer)
+        yield Setup(home, peer, workdir / "qr1hi-keep")
 
 
 @pytest.fixture(autouse=True)
@@ -161,3 +162,55 @@ async def test_nothing_is_asked_of_a_remote_for_a_credential_home_does_not_accep
     status, _, _ = await in_thread(lambda: plain_read(setup.home, stranger, locator()))
     assert status == 401
     assert setup.peer.seen == []
+
+
+async def test_head_asks_the_remote_for_a_head_only(setup: Setup) -> None:
+    _, token = await setup.home.new_user()
+    answer = await in_thread(
+        lambda: httpx.head(
+            f"{setup.home.base_url}/{locator()}",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=False,
+        )
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-length"] == str(len(DATA))
+    blocks = [(method, asked) for method, asked, _ in setup.peer.seen if "/" not in asked]
+    assert blocks == [("HEAD", f"{MD5}+{len(DATA)}+A{SIG}")]
+
+
+def local_copy(home: Cluster, token: str, wanted: str, method: str) -> httpx.Response:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "X-Keep-Signature": "local, 2026-01-01T00:00:00Z",
+    }
+    return httpx.request(method, f"{home.base_url}/{wanted}", headers=headers, verify=False)
+
+
+async def test_a_local_copy_is_stored_here_and_signed_here(setup: Setup) -> None:
+    _, token = await setup.home.new_user()
+    data = os.urandom(1024 * 1024 + 3)
+    setup.peer.blocks = {hashlib.md5(data).hexdigest(): data}
+    wanted = f"{hashlib.md5(data).hexdigest()}+{len(data)}+Rc97qk-{SIG}"
+    answer = await in_thread(lambda: local_copy(setup.home, token, wanted, "HEAD"))
+    assert answer.status_code == 200
+    copied = answer.headers["x-keep-locator"]
+    assert copied.startswith(f"{hashlib.md5(data).hexdigest()}+{len(data)}+A")
+    # The local locator now reads the block from qr1hi alone.
+    setup.peer.blocks = {}
+    status, body, complete = await in_thread(lambda: plain_read(setup.home, token, copied))
+    assert (status, complete, body == data) == (200, True, True)
+    answer = await in_thread(lambda: local_copy(setup.home, token, wanted, "GET"))
+    assert answer.status_code == 404  # c97qk no longer has it: no signature without it
+
+
+async def test_a_lying_remote_leaves_no_local_copy(setup: Setup) -> None:
+    _, token = await setup.home.new_user()
+    setup.peer.mode = "wrong-bytes"
+    answer = await in_thread(lambda: local_copy(setup.home, token, locator(), "HEAD"))
+    assert answer.status_code == 502
+    assert "x-keep-locator" not in answer.headers
+    assert not list(setup.volume.rglob(MD5))  # nothing stored under the block's name
+    setup.peer.mode = "honest"
+    answer = await in_thread(lambda: local_copy(setup.home, token, locator(), "HEAD"))
+    assert answer.status_code == 200 and list(setup.volume.rglob(MD5))

@@ -27,8 +27,12 @@ log = logging.getLogger("clusterfed.keep.remote")
 class RemoteBlockResponse(Response):
     """A Starlette ``Response`` (so a route may return it) that streams ``block``."""
 
-    def __init__(self, block: RemoteBlock, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, block: RemoteBlock, *, head: bool = False, headers: dict[str, str] | None = None
+    ) -> None:
+        """``head``: answer the status and headers only (also when the scope says HEAD)."""
         self.block = block
+        self.head = head
         self.status_code = 200
         self.background = None
         self.raw_headers = [
@@ -40,7 +44,7 @@ class RemoteBlockResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            if scope["method"] == "HEAD":
+            if self.head or scope["method"] == "HEAD":
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             stream = asyncio.ensure_future(self._stream(send))

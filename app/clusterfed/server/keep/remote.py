@@ -21,35 +21,40 @@ from clusterfed.keep.locators import Locator
 from clusterfed.service import Federation
 from clusterfed.tokens import MalformedToken, parse_token
 
-from .blocks import keep_service, valid_caller
+from ..head_as_get import is_head
+from .blocks import keep_service
 
 LOCAL_COPY = "local"  # X-Keep-Signature: local, <time>
 
 
 async def read_remote_block(request: Request, locator: Locator, credential: str) -> Response:
-    await valid_caller(request)
+    """Called by ``read_block`` once the caller's credential was found valid here."""
     try:
         token = parse_token(credential)
     except MalformedToken as exc:
         raise Unauthorized(f"malformed credential: {exc}") from None
     federation: Federation = request.app.state.federation
-    block = await federation.remote_blocks.open(locator, token)
+    head = is_head(request.scope)
     wanted = request.headers.get("x-keep-signature", "")
     if wanted.split(",")[0].strip().lower() != LOCAL_COPY:
-        return RemoteBlockResponse(block)
+        block = await federation.remote_blocks.open(
+            locator, token, method="HEAD" if head else "GET"
+        )
+        return RemoteBlockResponse(block, head=head)
+    block = await federation.remote_blocks.open(locator, token)
     keep = keep_service(request)
     try:
         # The store checks the md5 again before the block gets its name here.
         result = await keep.store.write(block.md5, block.chunks(), expected_size=block.size)
     finally:
         await block.aclose()
-    base = f"{result.md5}+{result.size}"
+    headers = {
+        "Content-Length": str(result.size),
+        "X-Keep-Locator": keep.signer.sign(f"{result.md5}+{result.size}", credential),
+    }
+    if head:  # what the SDK sends: the new locator is all it wants
+        return Response(b"", media_type="application/octet-stream", headers=headers)
     stored = await keep.store.open(result.md5, result.size)
     return StreamingResponse(
-        stored.chunks(),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(stored.size),
-            "X-Keep-Locator": keep.signer.sign(base, credential),
-        },
+        stored.chunks(), media_type="application/octet-stream", headers=headers
     )
