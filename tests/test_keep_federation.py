@@ -201,3 +201,35 @@ async def test_arv_copy_from_c97qk_to_qr1hi(pair: dict[str, KeepNode], tmp_path:
     (item,) = [i for i in found["items"] if i["uuid"].startswith("qr1hi-")]
     reader = arvados.collection.CollectionReader(item["uuid"], api_client=home)
     assert await in_thread(lambda: reader.open("a.bin", "rb").read()) == data
+
+
+async def test_a_file_added_through_home_to_a_c97qk_collection_lands_on_c97qk(
+    pair: dict[str, KeepNode],
+) -> None:
+    qr1hi, c97qk = pair["qr1hi"], pair["c97qk"]
+    _, token = await qr1hi.cluster.new_user()
+    first, second = os.urandom(MiB + 1), os.urandom(MiB + 2)
+
+    def scenario() -> tuple[str, bytes, bytes]:
+        made = write_on(sdk(c97qk.cluster, token), {"one.bin": first}, name="grows")
+        home = sdk(qr1hi.cluster, token)
+        # The SDK saves a remote collection only as a new one at home; a client that
+        # updates it through qr1hi sends its blocks as it holds them: one.bin as
+        # qr1hi showed it (+Rc97qk-), two.bin just written to qr1hi (+A of qr1hi's).
+        edited = arvados.collection.Collection(made.manifest_locator(), api_client=home)
+        with edited.open("two.bin", "wb") as file:
+            file.write(second)
+        manifest = edited.manifest_text()
+        home.collections().update(
+            uuid=made.manifest_locator(), body={"collection": {"manifest_text": manifest}}
+        ).execute()
+        direct = arvados.collection.CollectionReader(
+            made.manifest_locator(), api_client=sdk(c97qk.cluster, token)
+        )
+        return manifest, direct.open("one.bin", "rb").read(), direct.open("two.bin", "rb").read()
+
+    manifest, one, two = await in_thread(scenario)
+    assert "+Rc97qk-" in manifest and "+A" in manifest
+    assert (one, two) == (first, second)
+    assert qr1hi.stored(md5(second)) and c97qk.stored(md5(second))
+    assert not qr1hi.stored(md5(first))  # c97qk's own block went back as its +A
