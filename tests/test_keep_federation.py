@@ -61,21 +61,31 @@ async def test_a_collection_written_on_c97qk_is_read_through_qr1hi(
     _, token = await qr1hi.cluster.new_user()
     data = os.urandom(3 * MiB + 1)
 
-    def scenario() -> tuple[str, dict[str, Any], bytes, bytes]:
+    def scenario() -> tuple[str, list[dict[str, Any]], bytes, str]:
         made = write_on(sdk(c97qk.cluster, token), {"data.bin": data}, name="on c97qk")
         home = sdk(qr1hi.cluster, token)
-        fetched = home.collections().get(uuid=made.manifest_locator()).execute()
+        uuid = made.manifest_locator()
+        answers = [
+            home.collections().get(uuid=uuid).execute(),
+            # By hash: qr1hi has none, asks c97qk, and checks the hash of the portable form.
+            home.collections().get(uuid=made.portable_data_hash()).execute(),
+            *home.collections()
+            .list(filters=[["uuid", "=", uuid]], federated=True)
+            .execute()["items"],
+        ]
         # The seed's scenario, with the home cluster's client only.
-        reader = arvados.collection.CollectionReader(made.manifest_locator(), api_client=home)
+        reader = arvados.collection.CollectionReader(uuid, api_client=home)
         with reader.open("data.bin", "rb") as file:
             content = file.read()
-        return made.manifest_locator(), fetched, content, reader.portable_data_hash().encode()
+        return uuid, answers, content, reader.portable_data_hash()
 
-    uuid, fetched, content, pdh = await in_thread(scenario)
+    uuid, answers, content, pdh = await in_thread(scenario)
     assert uuid.startswith("c97qk-4zz18-")
     assert content == data
-    assert "+Rc97qk-" in fetched["manifest_text"] and "+A" not in fetched["manifest_text"]
-    assert pdh.decode() == fetched["portable_data_hash"]
+    assert len(answers) == 3
+    for answer in answers:  # by UUID, by hash, in a merged list
+        assert "+Rc97qk-" in answer["manifest_text"] and "+A" not in answer["manifest_text"]
+        assert answer["portable_data_hash"] == pdh
     # Read through qr1hi, stored only on c97qk: the home proxied it.
     assert c97qk.stored(md5(data)) and not qr1hi.stored(md5(data))
 
