@@ -20,6 +20,7 @@ from typing import Any
 import arvados
 import arvados.collection
 import pytest
+from clusterfed.keep.signing import DEFAULT_TTL_SECONDS, sign_locator, signing_key
 
 from tests.support.databases import DatabaseFactory
 from tests.support.keep_federation import KeepNode, keep_pair, tool, write_cluster_settings
@@ -243,3 +244,31 @@ async def test_a_file_added_through_home_to_a_c97qk_collection_lands_on_c97qk(
     assert (one, two) == (first, second)
     assert qr1hi.stored(md5(second)) and c97qk.stored(md5(second))
     assert not qr1hi.stored(md5(first))  # c97qk's own block went back as its +A
+
+
+async def test_a_block_signed_here_but_not_stored_here_is_a_422_naming_it(
+    pair: dict[str, KeepNode],
+) -> None:
+    qr1hi = pair["qr1hi"]
+    _, token = await qr1hi.cluster.new_user()
+    key = signing_key("", "qr1hi-root-token-for-keep-federation-tests")
+    missing = sign_locator(f"{md5(b'never stored')}+12", token, key, DEFAULT_TTL_SECONDS, 2**31 - 1)
+    body = {"collection": {"name": "dangling", "manifest_text": f". {missing} 0:12:x\n"}}
+    error = await in_thread(
+        lambda: api_error(
+            lambda: (
+                sdk(qr1hi.cluster, token)
+                .collections()
+                .create(cluster_id="c97qk", body=body)
+                .execute()
+            )
+        )
+    )
+    assert error.resp.status == 422
+    assert md5(b"never stored") in str(error)
+
+
+def api_error(call: Any) -> arvados.errors.ApiError:
+    with pytest.raises(arvados.errors.ApiError) as caught:
+        call()
+    return caught.value
