@@ -32,7 +32,7 @@ from clusterfed.tokens import parse_token, salt
 
 from tests.support.databases import DatabaseFactory
 from tests.support.keep_federation import keep_cluster_config
-from tests.support.keep_stub import Peer
+from tests.support.keep_stub import STUB_SIGNATURE, Peer
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
 from tests.support.tls import self_signed
 
@@ -214,3 +214,60 @@ async def test_a_lying_remote_leaves_no_local_copy(setup: Setup) -> None:
     setup.peer.mode = "honest"
     answer = await in_thread(lambda: local_copy(setup.home, token, locator(), "HEAD"))
     assert answer.status_code == 200 and list(setup.volume.rglob(MD5))
+
+
+def create_on_peer(home: Cluster, token: str, manifest: str) -> httpx.Response:
+    return httpx.post(
+        f"{home.base_url}/arvados/v1/collections",
+        params={"cluster_id": "c97qk"},
+        json={"collection": {"name": "sent along", "manifest_text": manifest}},
+        headers={"Authorization": f"Bearer {token}"},
+        verify=False,
+        timeout=30,
+    )
+
+
+def put_home(home: Cluster, token: str, data: bytes) -> str:
+    answer = httpx.put(
+        f"{home.base_url}/{hashlib.md5(data).hexdigest()}",
+        content=data,
+        headers={"Authorization": f"Bearer {token}"},
+        verify=False,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.text.strip()
+
+
+async def test_a_collection_created_on_the_peer_sends_its_home_blocks_first(setup: Setup) -> None:
+    _, token = await setup.home.new_user()
+    data = os.urandom(1024 * 1024 + 9)
+    md5 = hashlib.md5(data).hexdigest()
+    signed_home = await in_thread(lambda: put_home(setup.home, token, data))
+    manifest = f". {signed_home} {signed_home} 0:{2 * len(data)}:twice.bin\n"
+    setup.peer.blocks = {}
+    answer = await in_thread(lambda: create_on_peer(setup.home, token, manifest))
+    assert answer.status_code == 200, answer.text
+    salted = f"Bearer {salt(parse_token(token), 'c97qk').encode()}"
+    # One PUT of the block (named twice) with the salted token, then the create.
+    puts = [entry for entry in setup.peer.seen if entry[0] == "PUT"]
+    assert puts == [("PUT", md5, salted)]
+    assert setup.peer.blocks == {md5: data}
+    assert setup.peer.seen[-1] == ("POST", "/arvados/v1/collections", salted)
+    theirs = f"{md5}+{len(data)}+A{STUB_SIGNATURE}"
+    assert setup.peer.created[-1]["collection"]["manifest_text"] == (
+        f". {theirs} {theirs} 0:{2 * len(data)}:twice.bin\n"
+    )
+    # What the client gets back says where the block is: c97qk's signature, as +R.
+    assert answer.json()["manifest_text"].split(" ")[1] == theirs.replace("+A", "+Rc97qk-")
+
+
+async def test_a_peer_that_answers_a_put_with_garbage_gets_no_create(setup: Setup) -> None:
+    _, token = await setup.home.new_user()
+    signed_home = await in_thread(lambda: put_home(setup.home, token, os.urandom(4096)))
+    setup.peer.mode = "put-garbage"
+    created = len(setup.peer.created)
+    answer = await in_thread(
+        lambda: create_on_peer(setup.home, token, f". {signed_home} 0:4096:x\n")
+    )
+    assert answer.status_code == 502
+    assert len(setup.peer.created) == created

@@ -3,12 +3,15 @@
 It answers ``keep_services/accessible`` (listing itself, or what a test puts in
 ``services``) and ``GET``/``HEAD /<locator>`` from ``blocks``, in the ``mode`` a test
 chooses: honest, wrong bytes, breaking off, silent before or midway, a status, HTML.
+It also stores blocks (``PUT /<md5>``, answering a locator signed with ``STUB_SIGNATURE``)
+and records collection creates (``created``), echoing their manifest.
 ``seen`` records every request: (method, path or locator, Authorization).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+STUB_SIGNATURE = "f" * 40 + "@7fffffff"  # what the stub signs every stored block with
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Peer:
     services: Any = None  # None: list itself
     blocks: dict[str, bytes] = field(default_factory=dict)
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)
+    created: list[Any] = field(default_factory=list)  # bodies of collection creates
     port: int = 0
 
     def app(self) -> Starlette:
@@ -53,10 +59,30 @@ class Peer:
                 return Response("not found", 404)
             return await self._misbehave(data)
 
+        async def store(request: Request) -> Response:
+            md5 = request.path_params["locator"]
+            self.seen.append(("PUT", md5, request.headers.get("authorization")))
+            data = await request.body()
+            if self.mode == "put-garbage":
+                return Response("<html>a proxy's page</html>", 200, media_type="text/html")
+            if hashlib.md5(data).hexdigest() != md5:
+                return Response("md5 mismatch", 422)
+            self.blocks[md5] = data
+            return Response(f"{md5}+{len(data)}+A{STUB_SIGNATURE}\n", media_type="text/plain")
+
+        async def create(request: Request) -> Response:
+            self.seen.append(("POST", request.url.path, request.headers.get("authorization")))
+            body = await request.json()
+            self.created.append(body)
+            manifest = body["collection"]["manifest_text"]
+            return JSONResponse({"uuid": "c97qk-4zz18-000000000000001", "manifest_text": manifest})
+
         return Starlette(
             routes=[
                 Route("/arvados/v1/keep_services/accessible", accessible),
+                Route("/arvados/v1/collections", create, methods=["POST"]),
                 Route("/{locator}", block, methods=["GET", "HEAD"]),
+                Route("/{locator}", store, methods=["PUT"]),
             ]
         )
 
