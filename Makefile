@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo run test example lint bench mutation clean
+.PHONY: venv demo run test example lint docs bench mutation clean
 
 venv: $(STAMP)
 
@@ -13,11 +13,14 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "clusterfed needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@# On every editable install of a package whose source folder is not named after it,
+	@# setuptools prints that same-named folders may shadow it: a notice, not a fault
+	@# (this repository has no folder named clusterfed).
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m clusterfed.demo
+	$(PY) examples/demo.py
 
 run: $(STAMP)
 	$(VENV)/bin/clusterfed serve
@@ -39,6 +42,12 @@ example:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The documentation site (mkdocs.yml, docs/), built into var/site; --strict fails on a
+# broken link or a page missing from the nav.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -r docs/requirements.txt
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir var/site
 
 # bench.blackbox drives real servers with wrk (Debian's package), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = [
     "bench.middleware",
     "bench.permissions",
+    "bench.http_clients",
     "bench.blackbox",
     "bench.keep",
     "bench.keep_remote",

@@ -160,3 +160,20 @@ async def test_logins_are_throttled_without_locking_out_the_right_credential(sit
     assert (await login(site.client, admin)).status_code == 429
     await asyncio.sleep(1.05)
     assert (await login(site.client, admin)).status_code == 303
+
+
+async def test_the_page_opens_on_its_login_form_without_an_error(site: Site) -> None:
+    first = await site.client.get(PAGE)
+    assert first.status_code == 401  # not signed in, but nothing went wrong
+    assert 'name="credential"' in first.text
+    assert 'role="alert"' not in first.text
+    assert f'href="{PAGE}"' not in first.text  # the login page does not link to itself
+    # A failed login is an error, and says so.
+    refused = await login(site.client, "v2/qr1hi-gj3su-000000000000000/" + "x" * 40)
+    assert refused.status_code == 401 and 'role="alert"' in refused.text
+    assert f'href="{PAGE}"' not in refused.text
+    # A signed-in admin whose form went stale gets the error and the way back.
+    assert (await login(site.client, MANAGEMENT_TOKEN)).status_code == 303
+    stale = await site.client.post(f"{PAGE}/purge", data={"kind": "all", "csrf": "stale"})
+    assert stale.status_code == 403 and 'role="alert"' in stale.text
+    assert f'href="{PAGE}"' in stale.text

@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOT = REPO_ROOT / "test-artifacts" / "admin-page.png"
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 
 def _require_chromium() -> None:
@@ -82,6 +82,10 @@ async def test_log_in_see_the_entry_purge_it_and_it_is_validated_again(
 
     response = await page.goto(f"{c97qk.base_url}/federation/admin")
     assert response.status == 401
+    # It opens on its login form, with no error and no link to itself.
+    await page.locator("input[name=credential]").wait_for()
+    assert await page.locator("[role=alert]").count() == 0
+    assert await page.locator("a[href='/federation/admin']").count() == 0
     await page.fill("input[name=credential]", plain_token)
     await page.click("button[type=submit]")
     assert "needs an admin" in await page.inner_text("[role=alert]")

@@ -28,6 +28,9 @@ from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
 from tests.support.tls import self_signed
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 MANIFEST = ". 37b51d194a7513e45b56f6524f2d51f2+3 0:3:bar.txt\n"
 
 

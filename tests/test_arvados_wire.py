@@ -48,6 +48,9 @@ from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import wait_for_log
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 COLLECTIONS = "/arvados/v1/collections"
 FORM = "application/x-www-form-urlencoded"
 CONTROLLER_VIA = "HTTP/1.1 arvados-controller"

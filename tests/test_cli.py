@@ -26,6 +26,9 @@ from sqlalchemy import inspect
 
 from tests.support.databases import PG_ADMIN_DSN, DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 CLUSTER_ID = "qr1hi"
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"
@@ -413,6 +416,18 @@ def test_serve_without_config_serves_a_sqlite_cluster_under_var(tmp_path: Path) 
         assert response.status_code == 401
         assert set(response.json()) == {"errors", "error_token"}
         assert (tmp_path / "var" / "zzzzz.db").is_file()
+        # A ManagementToken was made on this first run, for the owner's eyes only, and it
+        # opens the health check; the output says where it is, never what it is.
+        token_file = tmp_path / "var" / "management-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        headers = {"Authorization": f"Bearer {token}"}
+        ping = httpx.get(f"http://127.0.0.1:{port}/_health/ping", headers=headers, timeout=5)
+        assert ping.status_code == 200, ping.text
+        assert httpx.get(f"http://127.0.0.1:{port}/_health/ping", timeout=5).status_code == 401
+        output = log_path.read_text()
+        assert "var/management-token" in output and token not in output
     finally:
         proc.terminate()
         try:
@@ -420,3 +435,18 @@ def test_serve_without_config_serves_a_sqlite_cluster_under_var(tmp_path: Path) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    # Later runs (and every worker) read the same token back.
+    assert token_file.read_text().strip() == token
+    config = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from clusterfed.config import load_config;print(load_config(None).management_token)",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert config.stdout.strip() == token

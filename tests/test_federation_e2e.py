@@ -18,6 +18,9 @@ from sqlalchemy import delete, func, select, update
 
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"
 

@@ -7,14 +7,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clusterfed.config import ClusterConfig
+from clusterfed.config import ClusterConfig, RemoteCluster
 from clusterfed.errors import Unauthorized
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, running
+from clusterfed.server.testing import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    free_port,
+    remote_entry,
+    running,
+)
 from clusterfed.server.users.auth import resolve_caller
 from clusterfed.tokens import parse_token, salt
 from starlette.requests import Request
 
 from tests.support.databases import DatabaseFactory
+
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
 
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKEN_CURRENT = "/arvados/v1/api_client_authorizations/current"
@@ -25,7 +35,9 @@ def home(
     session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     workdir: Path = tmp_path_factory.mktemp("home")
-    config = cluster_config("qr1hi", session_databases.new_url("qr1hi"))
+    # c97qk is a remote (never contacted here): copies salted for it count; zbbbb is not.
+    remotes = {"c97qk": remote_entry(free_port())}
+    config = cluster_config("qr1hi", session_databases.new_url("qr1hi"), remotes=remotes)
     with running(ClusterProcess(config, workdir)) as cluster:
         yield cluster
 
@@ -117,7 +129,11 @@ async def test_salted_token_reaches_only_the_spec_routes(databases: DatabaseFact
     cluster = Cluster("qr1hi", 0, databases.new_url())
     user_uuid, token = await cluster.new_user()
     salted = salted_for(token, "c97qk")
-    config = ClusterConfig(cluster_id="qr1hi", database_url=cluster.database_url)
+    config = ClusterConfig(
+        cluster_id="qr1hi",
+        database_url=cluster.database_url,
+        remote_clusters={"c97qk": RemoteCluster(host="127.0.0.1:9")},
+    )
     routes = {
         ("GET", TOKEN_CURRENT): True,
         ("HEAD", TOKEN_CURRENT): True,
@@ -162,3 +178,42 @@ async def test_expired_token_is_refused(home: Cluster) -> None:
     response = get(home, USERS_CURRENT, expired)
     assert response.status_code == 401
     assert response.json()["errors"] == ["token has expired"]
+
+
+async def test_a_copy_salted_for_a_cluster_outside_remote_clusters_is_refused(
+    home: Cluster,
+) -> None:
+    """zbbbb is not in qr1hi's RemoteClusters: a copy salted for it (handed to zbbbb by a
+    fan-out elsewhere, say) reads nothing at home and revokes nothing; c97qk's copy works."""
+    _, token = await home.new_user()
+    inside, outside = salted_for(token, "c97qk"), salted_for(token, "zbbbb")
+    check = {"target_uuid": "qr1hi-4zz18-aaaaaaaaaaaaaaa", "permission": "can_read"}
+    async with httpx.AsyncClient(base_url=home.base_url) as client:
+
+        async def statuses(credential: str, remote: str) -> list[int]:
+            auth = {"Authorization": f"Bearer {credential}"}
+            params = {"remote": remote}
+            answers = [
+                await client.get(USERS_CURRENT, params=params, headers=auth),
+                await client.get(TOKEN_CURRENT, params=params, headers=auth),
+                await client.get("/arvados/v1/groups", params=params, headers=auth),
+                await client.post(
+                    "/federation/v1/permission_checks", params=params, json=check, headers=auth
+                ),
+            ]
+            return [answer.status_code for answer in answers]
+
+        assert await statuses(outside, "zbbbb") == [401] * 4
+        assert await statuses(inside, "c97qk") == [200] * 4
+        uuid = parse_token(token).uuid
+        path = f"/arvados/v1/api_client_authorizations/{uuid}"
+        for params in ({"remote": "zbbbb"}, {}):
+            refused = await client.delete(
+                path, params=params, headers={"Authorization": f"Bearer {outside}"}
+            )
+            assert refused.status_code == 401, refused.text
+        assert (
+            await client.get(USERS_CURRENT, headers={"Authorization": f"Bearer {token}"})
+        ).status_code == 200
+        ended = await client.delete(path, headers={"Authorization": f"Bearer {inside}"})
+        assert ended.status_code == 200, ended.text

@@ -38,6 +38,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory, run_blocking
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 
 class HostBase(DeclarativeBase):
     pass

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from clusterfed.server.models import User
 from clusterfed.server.testing import ClusterProcess, cluster_config, running
 from clusterfed.tokens import parse_token
@@ -22,6 +23,9 @@ from sqlalchemy import update
 
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import USERS_CURRENT, run_cli
+
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
 
 WORKERS = 2
 BATCH = 8  # concurrent requests on fresh connections: both workers get some

@@ -34,6 +34,9 @@ from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import MANAGEMENT, cached_digest, metric, run_cli
 from tests.test_malformed_credentials import MALFORMED_HEADERS, near_misses
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 USERS_CURRENT = "/arvados/v1/users/current"
 TOKENS = "/arvados/v1/api_client_authorizations"
 ROOT_TOKEN = "rootsecretforthelogintests0123456789abcdef"

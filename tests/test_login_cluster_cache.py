@@ -27,6 +27,9 @@ from clusterfed.tokens import parse_token
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import call
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 LOGIN = "qr1hi"
 VALIDATION = " /arvados/v1/api_client_authorizations/current?remote=c97qk HTTP/1.1"
 

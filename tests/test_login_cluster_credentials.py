@@ -39,6 +39,9 @@ from tests.test_malformed_credentials import (
     near_misses,
 )
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 USERS_CURRENT = "/arvados/v1/users/current"
 LOGIN = {"LoginCluster": "qr1hi"}
 

@@ -18,6 +18,9 @@ from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
 from tests.support.tls import self_signed
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 LOGIN = {"LoginCluster": "qr1hi"}
 
 

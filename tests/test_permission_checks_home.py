@@ -13,7 +13,7 @@ import httpx
 import pytest
 from clusterfed.config import parse_config
 from clusterfed.server.app import create_app
-from clusterfed.server.testing import Cluster, cluster_config
+from clusterfed.server.testing import Cluster, cluster_config, free_port, remote_entry
 from clusterfed.tokens import COLLECTION_TYPE, new_uuid, parse_token, salt
 
 from tests.conftest import asgi_client
@@ -56,7 +56,9 @@ class Home:
 @pytest.fixture
 async def home(databases: DatabaseFactory) -> AsyncIterator[Home]:
     url = databases.new_url("home")
-    app = create_app(parse_config(cluster_config("qr1hi", url)))
+    # c97qk is a remote (never contacted here): copies salted for it count; zbbbb is not.
+    remotes = {"c97qk": remote_entry(free_port())}
+    app = create_app(parse_config(cluster_config("qr1hi", url, remotes=remotes)))
     async for client in asgi_client(app):
         yield Home(client, Cluster("qr1hi", 0, url))
 
@@ -121,6 +123,11 @@ async def test_salted_token_only_with_the_right_remote(home: Home) -> None:
     assert_error(wrong, 401)
     none = await home.call("POST", CHECKS, salted, json=body)
     assert_error(none, 401)
+    # A copy salted for a cluster qr1hi does not federate with counts for nothing.
+    outside = salt(parse_token(token), "zbbbb").encode()
+    refused = await home.call("POST", CHECKS, outside, params={"remote": "zbbbb"}, json=body)
+    assert_error(refused, 401)
+    assert "does not federate with zbbbb" in refused.json()["errors"][0]
     # The salted token reaches nothing else.
     elsewhere = await home.call(
         "GET", "/arvados/v1/collections", salted, params={"remote": "c97qk"}

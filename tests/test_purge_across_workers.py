@@ -29,6 +29,9 @@ from tests.support.federation_pair import (
     run_cli,
 )
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 WORKERS = 4
 BATCH = 8  # concurrent requests, so that every worker is kept busy accepting
 BOUND = 2.0  # seconds, SPEC 3.4

@@ -16,10 +16,20 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
+from clusterfed.server.testing import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    free_port,
+    remote_entry,
+    running,
+)
 from clusterfed.tokens import GROUP_TYPE, new_uuid
 
 from tests.support.databases import DatabaseFactory
+
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
 
 TTL = 1.0
 
@@ -36,9 +46,20 @@ def trio(
     session_databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Trio]:
     workdir: Path = tmp_path_factory.mktemp("trio")
-    home = ClusterProcess(cluster_config("qr1hi", session_databases.new_url("qr1hi")), workdir)
-    third = ClusterProcess(cluster_config("zbbbb", session_databases.new_url("zbbbb")), workdir)
-    with running(home) as qr1hi, running(third) as zbbbb:
+    # The homes list c97qk: their users' tokens salted for it count only there.
+    port = free_port()
+    homes = {
+        cluster_id: ClusterProcess(
+            cluster_config(
+                cluster_id,
+                session_databases.new_url(cluster_id),
+                remotes={"c97qk": remote_entry(port)},
+            ),
+            workdir,
+        )
+        for cluster_id in ("qr1hi", "zbbbb")
+    }
+    with running(homes["qr1hi"]) as qr1hi, running(homes["zbbbb"]) as zbbbb:
         config = cluster_config(
             "c97qk",
             session_databases.new_url("c97qk"),
@@ -48,7 +69,7 @@ def trio(
             },
             federation={"PermissionCacheTTL": f"{TTL}s"},
         )
-        with running(ClusterProcess(config, workdir)) as c97qk:
+        with running(ClusterProcess(config, workdir, port=port)) as c97qk:
             yield Trio(qr1hi, c97qk, zbbbb)
 
 

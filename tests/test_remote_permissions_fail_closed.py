@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from clusterfed.server.testing import ClusterProcess, cluster_config, remote_entry, running
 
 from tests.support.databases import DatabaseFactory
 from tests.test_remote_permissions_e2e import Trio, api, grant, made, scene
+
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
 
 TTL = 1.0
 

@@ -22,6 +22,9 @@ from sqlalchemy import func, select
 from tests.support.databases import DatabaseFactory
 from tests.support.revocation_trio import Trio, revocation_trio, revoke, status, wait_until
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 WITHIN = 2.0
 FIGURES: list[str] = []
 

@@ -32,6 +32,9 @@ from clusterfed.tokens import parse_token, salt
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 IDS = ("qr1hi", "c97qk", "zbbbb")
 A = "acbd18db4cc2f85cedef654fccc4a4d8+3"
 B = "37b51d194a7513e45b56f6524f2d51f2+3"
@@ -239,7 +242,9 @@ async def test_federated_list_pages_through_three_clusters_in_order(trio: Trio) 
             params["order"] = order
         seen: list[dict[str, Any]] = []
         for _ in range(10):
-            page = ok(api(trio.qr1hi, "GET", COLLECTIONS, token, params=params))
+            answer = api(trio.qr1hi, "GET", COLLECTIONS, token, params=params)
+            assert "x-clusterfed-warning" not in answer.headers  # the remotes are Proxy
+            page = ok(answer)
             assert page["items_available"] == 14 and len(page["items"]) <= 4
             seen += page["items"]
             if page["next_page"] is None:

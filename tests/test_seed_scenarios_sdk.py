@@ -31,6 +31,9 @@ from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
 from tests.support.tls import self_signed
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 A = "acbd18db4cc2f85cedef654fccc4a4d8+3"
 B = "37b51d194a7513e45b56f6524f2d51f2+3"
 MANIFEST = f". {A} {B} 0:3:foo.txt 3:3:bar.txt\n./sub {A} 0:3:baz.txt\n"

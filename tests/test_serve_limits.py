@@ -23,6 +23,9 @@ import pytest
 from clusterfed.server.serving import redact_query
 from clusterfed.server.testing import ClusterProcess, cluster_config, running
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 HUGE_HEADER_BYTES = 64 * 1024 * 1024
 MAX_RSS_GROWTH_KB = 32 * 1024
 CHUNK = 256 * 1024

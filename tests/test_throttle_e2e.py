@@ -23,6 +23,9 @@ from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
 from tests.support.databases import DatabaseFactory
 from tests.support.federation_pair import USERS_CURRENT, Pair, call, federation_pair
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 RATE = 5
 FLOOD = 200
 CONCURRENCY = 20

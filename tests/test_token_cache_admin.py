@@ -36,6 +36,9 @@ from sqlalchemy import select
 from tests.conftest import asgi_client
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 API = "/federation/v1"
 ITEM_FIELDS = {
     "token_uuid",

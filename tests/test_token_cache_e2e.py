@@ -27,6 +27,9 @@ from tests.support.federation_pair import (
     wait_for_log,
 )
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 API = "/federation/v1/token_cache"
 
 

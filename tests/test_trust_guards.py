@@ -25,7 +25,7 @@ from clusterfed.outbound.statuses import IssuerRejected
 from clusterfed.server.testing import ServerThread
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
 from clusterfed.trust.cache import L1Entry, TokenCache
-from clusterfed.trust.validator import _judge_token_answer, _parse_remote_user
+from clusterfed.trust.validator import _parse_remote_user, judge_token_answer
 
 from tests.support.acceptor import c97qk, users_current
 from tests.support.databases import DatabaseFactory
@@ -112,11 +112,11 @@ STRANGER = new_uuid("zbbbb", USER_TYPE)
 
 def test_the_token_call_refuses_an_owner_of_another_cluster() -> None:
     record = {"uuid": TOKEN.uuid, "owner_uuid": OWN_USER, "scopes": ["all"]}
-    assert _judge_token_answer(answer(record), TOKEN)["owner_uuid"] == OWN_USER
+    assert judge_token_answer(answer(record), TOKEN)["owner_uuid"] == OWN_USER
     with pytest.raises(Unauthorized, match="not its own"):
-        _judge_token_answer(answer({**record, "owner_uuid": STRANGER}), TOKEN)
+        judge_token_answer(answer({**record, "owner_uuid": STRANGER}), TOKEN)
     with pytest.raises(Unauthorized, match="not its own"):  # well-formed, but not a user
-        _judge_token_answer(answer({**record, "owner_uuid": new_uuid("qr1hi", "j7d0g")}), TOKEN)
+        judge_token_answer(answer({**record, "owner_uuid": new_uuid("qr1hi", "j7d0g")}), TOKEN)
 
 
 def test_the_user_call_refuses_a_user_of_another_cluster() -> None:
@@ -134,15 +134,15 @@ def test_the_user_call_refuses_a_user_of_another_cluster() -> None:
 )
 def test_the_token_calls_status_table(status: int, expected: type[Exception]) -> None:
     with pytest.raises(expected) as raised:
-        _judge_token_answer(answer({"uuid": TOKEN.uuid}, status), TOKEN)
+        judge_token_answer(answer({"uuid": TOKEN.uuid}, status), TOKEN)
     assert raised.value.status_code == 401  # type: ignore[attr-defined]
     for failed in (500, 599):
         with pytest.raises(Exception) as raised:
-            _judge_token_answer(answer({}, failed), TOKEN)
+            judge_token_answer(answer({}, failed), TOKEN)
         assert not isinstance(raised.value, IssuerRejected)
         assert raised.value.status_code == failed  # type: ignore[attr-defined]
     with pytest.raises(Exception) as raised:
-        _judge_token_answer(answer({}, 429), TOKEN)
+        judge_token_answer(answer({}, 429), TOKEN)
     assert raised.value.status_code == 503  # type: ignore[attr-defined]
 
 

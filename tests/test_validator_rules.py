@@ -20,9 +20,9 @@ from clusterfed.server.users.service import users_table
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token, salt
 from clusterfed.trust.validator import (
     TOUCH_BATCH_SECONDS,
-    _judge_token_answer,
     _parse_remote_user,
     _parse_time,
+    judge_token_answer,
 )
 from fastapi import FastAPI
 
@@ -55,20 +55,20 @@ def record(**fields: Any) -> dict[str, Any]:
     ],
 )
 def test_scopes_default_to_all(scopes: dict[str, Any], expected: tuple[str, ...]) -> None:
-    assert _judge_token_answer(answer(record(**scopes)), TOKEN)["scopes"] == expected
+    assert judge_token_answer(answer(record(**scopes)), TOKEN)["scopes"] == expected
 
 
 @pytest.mark.parametrize("scopes", ["all", [1], ["all", None], {"all": True}])
 def test_malformed_scopes_are_refused(scopes: Any) -> None:
     with pytest.raises(Unauthorized) as refused:
-        _judge_token_answer(answer(record(scopes=scopes)), TOKEN)
+        judge_token_answer(answer(record(scopes=scopes)), TOKEN)
     assert refused.value.message == "issuer qr1hi answered with malformed scopes"
 
 
 def test_an_answer_about_another_token_of_the_same_issuer_is_refused() -> None:
     other = new_uuid("qr1hi", TOKEN_TYPE)
     with pytest.raises(Unauthorized) as refused:
-        _judge_token_answer(answer(record(uuid=other)), TOKEN)
+        judge_token_answer(answer(record(uuid=other)), TOKEN)
     assert refused.value.message == (
         "issuer qr1hi answered for a different or malformed token UUID"
     )
@@ -76,7 +76,7 @@ def test_an_answer_about_another_token_of_the_same_issuer_is_refused() -> None:
 
 def test_only_a_200_is_read_as_an_answer() -> None:
     with pytest.raises(Unauthorized) as refused:
-        _judge_token_answer(answer(record(), status=201), TOKEN)
+        judge_token_answer(answer(record(), status=201), TOKEN)
     assert refused.value.message == "issuer qr1hi did not answer with a token record"
 
 
@@ -93,7 +93,7 @@ def test_refusals_of_the_token_call_name_the_issuer() -> None:
     ]
     for given, message in cases:
         with pytest.raises(FederationError) as refused:
-            _judge_token_answer(given, TOKEN)
+            judge_token_answer(given, TOKEN)
         assert refused.value.message == message
 
 

@@ -1,4 +1,4 @@
-"""Configuration (SPEC section 2): one Arvados-shaped YAML file, one cluster.
+"""Configuration (docs/configuration.md): one Arvados-shaped YAML file, one cluster.
 
 ``load_config(path)`` returns a frozen :class:`ClusterConfig`. A bad value raises
 :class:`ConfigError` naming the file and the key; an unknown key is ignored with one
@@ -20,12 +20,13 @@ from typing import Any
 import yaml
 
 from .tokens import is_cluster_id
-from .trust.throttle import parse_networks
 
 log = logging.getLogger("clusterfed.config")
 
 CONFIG_ENV = "CLUSTERFED_CONFIG"
 DEFAULT_CLUSTER_ID = "zzzzz"
+DEFAULT_SOURCE = "<built-in default>"
+DEFAULT_MANAGEMENT_TOKEN_FILE = Path("var/management-token")
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {
@@ -70,9 +71,9 @@ class FederationSettings:
     # revocations and purges reach it through the purge log whatever this is.
     local_token_cache_ttl: float = 60.0
     max_response_bytes: int = 1_048_576
-    # How often each worker looks for purges made by other workers (SPEC 3.4: 2 s bound).
+    # How often each worker looks for purges made by other workers (2 s bound).
     purge_poll_interval: float = 0.5
-    # Cold validations a second (SPEC 4): per client address (burst twice that) and per
+    # Cold validations a second: per client address (burst twice that) and per
     # issuer, all clients together. 0 turns a limit off.
     cold_validation_rate: float = 20.0
     issuer_validation_rate: float = 200.0
@@ -130,7 +131,7 @@ class ClusterConfig:
     # reach this server and its block server (empty: the address they used).
     controller_url: str = ""
     keepstore_url: str = ""
-    source: str = "<built-in default>"
+    source: str = DEFAULT_SOURCE
 
     @property
     def keep_volumes(self) -> Mapping[str, Volume]:
@@ -138,6 +139,17 @@ class ClusterConfig:
 
     def with_changes(self, **changes: Any) -> ClusterConfig:
         return replace(self, **changes)
+
+    def accepts_salted_for(self, cluster: str) -> bool:
+        """Whether one of this cluster's tokens, salted for ``cluster``, counts here.
+
+        Only for a cluster listed by ID in ``RemoteClusters``: a salted copy exists to be
+        used at that cluster, and a cluster this one does not federate with (handed a copy
+        by a fan-out elsewhere, say) must gain nothing from it: not the user's record, not
+        their groups, not the power to revoke their token. The one rule for the validation
+        endpoints, the permission checks, the groups listing and revocation alike.
+        """
+        return cluster != self.cluster_id and cluster in self.remote_clusters
 
 
 def parse_duration(value: object) -> float:
@@ -166,9 +178,17 @@ def parse_duration(value: object) -> float:
 
 
 def default_config() -> ClusterConfig:
+    """One SQLite cluster under ``./var/``; its ManagementToken is the one in
+    ``var/management-token`` when that file exists (``clusterfed serve`` writes it on
+    its first run without a config file)."""
+    try:
+        management_token = DEFAULT_MANAGEMENT_TOKEN_FILE.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        management_token = ""
     return ClusterConfig(
         cluster_id=DEFAULT_CLUSTER_ID,
         database_url=f"sqlite+aiosqlite:///var/{DEFAULT_CLUSTER_ID}.db",
+        management_token=management_token,
     )
 
 
@@ -485,6 +505,8 @@ class _Reader:
             return ()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self._fail(key, "expected a list of CIDRs, e.g. [10.0.0.0/8]")
+        from .trust.throttle import parse_networks  # here: it imports Starlette
+
         try:
             return tuple(str(net) for net in parse_networks(value))
         except ValueError as exc:

@@ -1,4 +1,4 @@
-"""The Authorization header: the one place that reads it (SPEC 3, Credentials).
+"""The Authorization header: the one place that reads it (docs/protocol.md#credentials-and-errors).
 
 ``Authorization: Bearer <token>`` or ``OAuth2 <token>``. Everything that needs the
 caller's credential (the middleware, the router, the permission checks, the example
@@ -6,6 +6,8 @@ server, the admin API) asks here, so the rule for what a header means is written
 """
 
 from __future__ import annotations
+
+from urllib.parse import unquote_plus
 
 from starlette.types import Scope
 
@@ -63,3 +65,27 @@ def is_management_token(header: str | None, management_token: str) -> bool:
         return False
     credential = bearer_credential(header)
     return credential is not None and secrets_equal(credential, management_token)
+
+
+# Query parameters that carry credentials in Arvados URLs. They are not credentials here
+# (only the Authorization header is), and they never travel further in a URL: a URL is
+# what proxies, access logs and HTTP clients' log lines write down.
+URL_CREDENTIAL_PARAMS = frozenset({"api_token", "reader_tokens"})
+
+
+def is_url_credential(name: str) -> bool:
+    """``api_token``, ``reader_tokens`` or ``reader_tokens[]``, in any letter case."""
+    return name.strip().lower().removesuffix("[]") in URL_CREDENTIAL_PARAMS
+
+
+def without_url_credentials(target: str) -> str:
+    """``target`` (a path and its query) without any credential parameter."""
+    path, mark, query = target.partition("?")
+    if not mark:
+        return target
+    kept = [part for part in query.split("&") if not is_url_credential(_param_name(part))]
+    return f"{path}?{'&'.join(kept)}" if kept else path
+
+
+def _param_name(part: str) -> str:
+    return unquote_plus(part.partition("=")[0])

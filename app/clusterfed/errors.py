@@ -1,4 +1,4 @@
-"""Errors and the one error body every clusterfed response uses (SPEC section 3).
+"""Errors and the one error body every clusterfed response uses.
 
     FederationError            carries the HTTP status; ``response()`` renders it
     ├── Unauthorized (401)     malformed, unknown or rejected credentials

@@ -1,4 +1,4 @@
-"""What a cluster tells anyone about its configuration: ``GET /arvados/v1/config`` (SPEC 3.6).
+"""What a cluster tells anyone about its configuration: ``GET /arvados/v1/config``.
 
 Arvados clients and peers read it without credentials: the cluster's ID, its remotes
 (how to reach them), its login cluster and how many copies of a block it keeps. Nothing

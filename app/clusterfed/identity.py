@@ -54,6 +54,23 @@ class Identity:
     expires_at: datetime | None
 
 
+def admin_here(user: UserRecord, issuer: str, *, cluster_id: str, login_cluster: str) -> bool:
+    """Whether the holder of a token that ``issuer`` issued for ``user`` is an admin here.
+
+    The one rule, for every place that asks (the host's object API as the admin API):
+    the user is an active admin of this cluster or of its login cluster, and the token
+    was issued by the user's own cluster. A token another cluster issued for the user (a
+    login cluster user's "runtime token" from a satellite, or a local token this cluster
+    made for a mirrored user) never carries admin: whoever can mint such tokens would
+    otherwise hold every admin's power. A peer's user is never admin here, whatever its
+    mirror row says.
+    """
+    if not (user.is_admin and user.is_active):
+        return False
+    home = user.uuid[:5]
+    return issuer == home and home in (cluster_id, login_cluster)
+
+
 def get_identity(scope_or_request: Request | dict[str, Any]) -> Identity | None:
     scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
     return scope.get("state", {}).get(STATE_KEY)

@@ -1,4 +1,4 @@
-"""``mount``: the one call that federates a host's FastAPI or Starlette app (SPEC 7).
+"""``mount``: the one call that federates a host's FastAPI or Starlette app (docs/mounting.md).
 
     from clusterfed import ModelUserTable, load_config, mount
 
@@ -56,12 +56,13 @@ def mount(
     ``users`` maps clusterfed onto the host's users table. ``local_credentials`` tells
     the admin API and page whose a local credential is (without it only the
     ManagementToken and login-cluster admins are admins). ``revocations`` is the notice
-    outbox of a host that issues tokens (SPEC 3.7); every host receives notices.
+    outbox of a host that issues tokens (docs/protocol.md#revocation); every host receives notices.
     ``database`` shares the host's started :class:`Database`; by default clusterfed
     opens its own on ``Database.URL``.
     ``knows_credential`` says whether a credential that is not a v2 token is the host's
     own; with ``Login.LoginCluster`` set to another cluster, the ones it does not know
-    are validated there (SPEC 3.8), and without it they stay the host's business.
+    are validated there (docs/protocol.md#login-cluster), and without it they stay the host's
+    business.
     """
     database = database or Database(config.database_url)
     federation = Federation(
@@ -74,9 +75,9 @@ def mount(
         transport=transport,
     )
     app.state.federation = federation
-    app.include_router(notices.router)  # revocation notices from issuers (SPEC 3.7)
-    # clusterfed's routes and dependencies raise FederationError; it answers in the SPEC's
-    # error body in any host (a host's own handler for it, added later, wins).
+    app.include_router(notices.router)  # revocation notices from issuers
+    # clusterfed's routes and dependencies raise FederationError; it answers in
+    # clusterfed's error body in any host (a host's own handler for it, added later, wins).
     if FederationError not in app.exception_handlers:
         app.add_exception_handler(FederationError, _federation_error)
     if admin:
@@ -85,10 +86,10 @@ def mount(
         for admin_router in (api.router, page.router, ops.router):
             app.include_router(admin_router)
     # Added first, so it runs inside FederationMiddleware: foreign tokens are validated
-    # and scope-checked before anything is forwarded on their behalf (SPEC 3.6).
+    # and scope-checked before anything is forwarded on their behalf.
     if router:
         if federation.login.is_satellite:
-            # Innermost: what a satellite defers to its login cluster (SPEC 3.8).
+            # Innermost: what a satellite defers to its login cluster.
             app.add_middleware(LoginClusterRouter, federation=federation)
         app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)

@@ -1,4 +1,4 @@
-"""Request parameters as Arvados software sends them: the one place that reads them (SPEC 3.6).
+"""Request parameters as Arvados software sends them: the one place that reads them.
 
 Arvados clients put parameters in three places, and every endpoint and the router must
 read them the same way:

@@ -5,14 +5,14 @@
     # in the lifespan:  await federation.start()  ...  await federation.aclose()
 
 It owns the remote client, the validator (with its caches), the remote block reader, the
-metrics, and the task that applies purges made by other worker processes to this
-process's L1 cache.
+metrics, and the
+follower of the purge log (``trust/purges.py``) that applies purges made by other worker
+processes to this process's caches. What it reports of the remotes' health is read in
+``outbound/status.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +22,7 @@ import httpx
 from starlette.requests import Request
 
 from .config import ClusterConfig
-from .identity import Identity, UserRecord
+from .identity import Identity, UserRecord, admin_here
 from .keep.copying import LocalBlocks
 from .keep.remote_blocks import RemoteBlocks
 from .keep.signer import BlobSigner
@@ -30,12 +30,15 @@ from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
+from .outbound.status import RemoteStatus, remote_statuses
 from .storage.database import Database
 from .tokens import Token
 from .trust.local_tokens import LocalTokenCache
 from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
+from .trust.purges import PurgeFollower
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
+from .trust.throttle import TooManyRequests, ValidationThrottle, parse_networks
 from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
@@ -68,21 +71,6 @@ class LocalCredentials(Protocol):
         """The same login now; None once the token is revoked, expired or gone."""
 
 
-# How far behind the purge cursor each poll looks again (see apply_pending_purges).
-PURGE_LOOKBACK_IDS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStatus:
-    cluster_id: str
-    host: str
-    reachable: bool | None  # None: never contacted by this process
-    last_success: datetime | None
-    last_error: str | None
-    last_error_at: datetime | None
-    circuit_state: str
-
-
 class Federation:
     def __init__(
         self,
@@ -101,7 +89,7 @@ class Federation:
         # validates tokens through a store of its own)
         self._database = database
         self.local_credentials = local_credentials
-        # The issuer's notice outbox (SPEC 3.7): only a host that issues tokens has one.
+        # The issuer's notice outbox: only a host that issues tokens has one.
         self.revocations = revocations
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
@@ -119,6 +107,13 @@ class Federation:
         # The host's block store, when it has one: blocks signed here that a collection
         # saved on another cluster names are copied there from it.
         self.local_blocks: LocalBlocks | None = None
+        # Revocation notices cost a database write each and anyone can send them: per
+        # client address, at the cold-validation rate (the same buckets, so a limit
+        # shared across workers applies to both alike).
+        self.notice_throttle = ValidationThrottle(
+            client_rate=config.federation.cold_validation_rate, issuer_rate=0
+        )
+        self.trusted_proxies = parse_networks(config.federation.trusted_proxies)
         # A notice's lease outlasts one delivery attempt, retries included.
         self.outbox = (
             RevocationOutbox(
@@ -130,7 +125,7 @@ class Federation:
             if revocations is not None
             else None
         )
-        # SPEC 3.8: credentials a satellite defers to its login cluster, runtime tokens.
+        # Login cluster: credentials a satellite defers to its login cluster, runtime tokens.
         self.login = LoginCredentials(
             config,
             store,
@@ -142,9 +137,9 @@ class Federation:
         self.runtime_owners = RuntimeOwners(config, store, self.remote)
         if config.login_cluster:
             self.validator.runtime_owners = self.runtime_owners
-        self._purge_cursor = 0
-        self._applied: set[int] = set()
-        self._poller: asyncio.Task[None] | None = None
+        self.purges = PurgeFollower(
+            store, self.invalidate, interval=config.federation.purge_poll_interval
+        )
         self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
         for cluster_id, circuit in self.remote.circuits.items():
             self.metrics.circuit_state.labels(cluster_id).set_function(
@@ -162,20 +157,12 @@ class Federation:
         return self._database
 
     async def start(self) -> None:
-        # Purges logged before this process started concern an L1 it never had.
-        self._purge_cursor = await self.store.latest_purge_id()
-        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
-        self._applied = {event.id for event in await self.store.purges_after(low)}
-        self._poller = asyncio.create_task(self._poll_purges(), name="clusterfed-purge-poller")
+        await self.purges.start()
         if self.outbox is not None:
             self.outbox.start()
 
     async def aclose(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await self.purges.aclose()
         if self.outbox is not None:
             await self.outbox.aclose()
         await self.login.aclose()
@@ -184,12 +171,35 @@ class Federation:
         await self.remote_blocks.aclose()
         await self.remote.aclose()
 
+    def is_admin(self, identity: Identity) -> bool:
+        """Whether the holder of this accepted foreign token is an admin here: the one
+        rule (``identity.admin_here``) the admin API uses too. A host asks this, never
+        ``identity.user.is_admin``, which a login cluster user's runtime token from a
+        satellite carries although it must not make its holder an admin."""
+        return admin_here(
+            identity.user,
+            identity.issuer,
+            cluster_id=self.cluster_id,
+            login_cluster=self.config.login_cluster,
+        )
+
     async def identify(self, token: Token, *, client: str | None = None) -> Identity:
         """``client``: the caller's address, for the cold-validation rate limit."""
         return await self.validator.identify(token, client=client)
 
+    def admit_notice(self, client: str | None) -> None:
+        """Spend one revocation notice of ``client`` (the sender's address), or raise
+        ``TooManyRequests`` (429): anyone can send notices, and each costs a write."""
+        try:
+            self.notice_throttle.admit(client, "notices")
+        except TooManyRequests:
+            self.metrics.throttled.labels("notice").inc()
+            if self.validator.refusals.should_log("notice", client) is not None:
+                log.info("revocation notice throttled client=%s", client)
+            raise
+
     async def receive_notice(self, body: bytes) -> dict[str, str]:
-        """A revocation notice from an issuer (SPEC 3.7); the answer is always the same."""
+        """A revocation notice from an issuer; the answer is always the same."""
         return await receive_notice(
             body,
             local_id=self.cluster_id,
@@ -212,50 +222,8 @@ class Federation:
         return self.validator.cache.invalidate(kind, value)
 
     async def apply_pending_purges(self) -> int:
-        """Apply purges other workers logged since the last look; returns how many.
-
-        On PostgreSQL a purge's id is drawn at insert but seen at commit, so purge 5 can
-        appear after purge 6 has been read. Each look re-reads a window of ids behind
-        the cursor and skips the ones already applied, so a late commit is not lost.
-        """
-        low = max(0, self._purge_cursor - PURGE_LOOKBACK_IDS)
-        events = [e for e in await self.store.purges_after(low) if e.id not in self._applied]
-        for event in events:
-            self.invalidate(event.kind, event.value)
-            self._applied.add(event.id)
-            self._purge_cursor = max(self._purge_cursor, event.id)
-        floor = self._purge_cursor - PURGE_LOOKBACK_IDS
-        self._applied = {purge_id for purge_id in self._applied if purge_id > floor}
-        return len(events)
-
-    async def _poll_purges(self) -> None:
-        interval = self.config.federation.purge_poll_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.apply_pending_purges()
-            except Exception:  # a database blip must not end the poller
-                log.exception("could not read the purge log; will retry")
+        """Apply purges other workers logged since the last look; returns how many."""
+        return await self.purges.apply_pending()
 
     def remote_status(self) -> list[RemoteStatus]:
-        statuses = []
-        for cluster_id, remote in self.remote.clusters.items():
-            circuit = self.remote.circuits[cluster_id]
-            if circuit.last_success is None and circuit.last_error_at is None:
-                reachable = None
-            elif circuit.last_error_at is None or circuit.last_success is None:
-                reachable = circuit.last_error_at is None
-            else:
-                reachable = circuit.last_success >= circuit.last_error_at
-            statuses.append(
-                RemoteStatus(
-                    cluster_id=cluster_id,
-                    host=remote.host,
-                    reachable=reachable,
-                    last_success=circuit.last_success,
-                    last_error=circuit.last_error,
-                    last_error_at=circuit.last_error_at,
-                    circuit_state=circuit.state,
-                )
-            )
-        return statuses
+        return remote_statuses(self.remote)

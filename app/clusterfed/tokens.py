@@ -1,4 +1,4 @@
-"""Token and identifier rules (SPEC section 1): the one place they live.
+"""Token and identifier rules (docs/protocol.md#names-and-formats): the one place they live.
 
 Everything that parses a token, checks a UUID or cluster ID, salts a secret or
 matches a scope calls into this module, so the rules cannot drift apart.
@@ -20,7 +20,7 @@ UUID_RE = re.compile(r"([a-z0-9]{5})-([a-z0-9]{5})-([a-z0-9]{15})")
 # fragments, whitespace and non-ASCII out of every later step.
 SECRET_RE = re.compile(r"[A-Za-z0-9]{1,512}")
 SALTED_SECRET_LENGTH = 40  # hex(HMAC-SHA1)
-MAX_TOKEN_LENGTH = 4096  # SPEC 4: longer tokens are refused, never cached
+MAX_TOKEN_LENGTH = 4096  # longer tokens are refused, never cached
 
 USER_TYPE = "tpzed"
 TOKEN_TYPE = "gj3su"
@@ -130,7 +130,7 @@ def salted_secret(secret: str, remote: str) -> str:
 
 
 def salt(token: Token, remote: str) -> Token:
-    """The form of ``token`` that may be sent to cluster ``remote`` (SPEC 1, Salting)."""
+    """The form of ``token`` that may be sent to cluster ``remote`` (docs/protocol.md#salting)."""
     if token.uuid is None:
         raise MalformedToken("only v2 tokens can be salted")
     if token.issuer == remote:
@@ -154,7 +154,7 @@ def secrets_equal(a: str, b: str) -> bool:
 
 
 def scope_allows(scopes: list[str] | tuple[str, ...], method: str, path: str) -> bool:
-    """SPEC 3.2 step 6: ``all``, an exact ``"METHOD path"``, or a prefix ending in ``/``.
+    """A scope allows a request: ``all``, an exact ``"METHOD path"``, or a prefix ending in ``/``.
 
     HEAD is allowed by a GET scope; reading the current token is always allowed.
     """
@@ -173,7 +173,7 @@ def scope_allows(scopes: list[str] | tuple[str, ...], method: str, path: str) ->
     return False
 
 
-# SPEC 3.8: what a credential that is not a v2 token may look like (a v1 secret, an OIDC
+# What a credential that is not a v2 token may look like (a v1 secret, an OIDC
 # access token) when it is sent to the login cluster. RFC 6750's b64token without "/"
 # (which only v2 tokens carry), at most 4 kB. Anything else (quotes, spaces, control or
 # non-ASCII characters) cannot be a credential at all and never leaves this cluster.
@@ -182,7 +182,7 @@ NO_TOKEN = "-"  # "Bearer -": Arvados controllers' way of saying "no token"
 
 
 def is_opaque_credential(value: str) -> bool:
-    """Whether ``value`` could be a non-v2 credential another cluster issued (SPEC 3.8).
+    """Whether ``value`` could be a non-v2 credential another cluster issued.
 
     Not a v2 token, not ``-``, not a UUID (those are public), and of the b64token grammar.
     """

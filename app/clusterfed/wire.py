@@ -8,7 +8,7 @@ For ``/arvados/v1/`` requests it applies ``params.canonical_request``: a method 
 becomes the method it names, a form body becomes query parameters plus a JSON body, an
 empty ``cluster_id=`` disappears. For every request, ``Authorization: Bearer -`` (what an
 Arvados controller sends for an anonymous call) is removed: no token. A body it cannot
-read as what it claims to be is answered 400 with the SPEC error body.
+read as what it claims to be is answered 400 with the JSON error body.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from clusterfed.server.testing import (
     Cluster,
     ClusterProcess,
     cluster_config,
+    free_port,
     remote_entry,
     running,
 )
@@ -74,7 +75,13 @@ def federation_pair(
     refresh: str = "1h",
     federation: dict[str, Any] | None = None,
 ) -> Iterator[Pair]:
-    issuer = ClusterProcess(cluster_config("qr1hi", databases.new_url("qr1hi")), workdir)
+    # Each lists the other: qr1hi's tokens salted for c97qk count only at a qr1hi that
+    # federates with c97qk.
+    port = free_port()
+    issuer_config = cluster_config(
+        "qr1hi", databases.new_url("qr1hi"), remotes={"c97qk": remote_entry(port)}
+    )
+    issuer = ClusterProcess(issuer_config, workdir)
     with running(issuer) as qr1hi:
         config = cluster_config(
             "c97qk",
@@ -83,7 +90,7 @@ def federation_pair(
             login={"RemoteTokenRefresh": refresh},
             federation=federation,
         )
-        process = ClusterProcess(config, workdir, workers=workers)
+        process = ClusterProcess(config, workdir, workers=workers, port=port)
         with running(process) as c97qk:
             _assert_ours(process, issuer)
             yield Pair(qr1hi, c97qk, issuer, process)

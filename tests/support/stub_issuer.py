@@ -28,6 +28,7 @@ from starlette.routing import Route
 TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
 USER_PATH = "/arvados/v1/users/current"
 GROUPS_PATH = "/arvados/v1/groups"
+CONFIG_PATH = "/arvados/v1/config"
 
 
 @dataclass
@@ -60,11 +61,14 @@ class StubIssuer:
         self.grants: dict[str, dict[str, tuple[bool, bool]]] = {}
         self.group_requests: list[tuple[str, dict[str, str]]] = []  # (credential, query)
         self.seen: list[tuple[str, dict[str, str], str]] = []  # (path, query, authorization)
+        # What GET /arvados/v1/config exports (None: 404), e.g. a LoginCluster it claims.
+        self.exported: dict[str, Any] | None = None
         self.app = Starlette(
             routes=[
                 Route(TOKEN_PATH, self._token),
                 Route(USER_PATH, self._user),
                 Route(GROUPS_PATH, self._groups),
+                Route(CONFIG_PATH, self._config),
             ]
         )
 
@@ -139,6 +143,12 @@ class StubIssuer:
         if presented is None:
             return JSONResponse({"errors": ["unknown token"]}, status_code=401)
         return JSONResponse(presented[1].record())
+
+    async def _config(self, request: Request) -> Response:
+        self.calls[CONFIG_PATH] += 1
+        if self.exported is None:
+            return JSONResponse({"errors": ["no config here"]}, status_code=404)
+        return JSONResponse(self.exported)
 
     async def _groups(self, request: Request) -> Response:
         self.calls[GROUPS_PATH] += 1

@@ -1,1 +1,1 @@
-"""Operating a federation (SPEC 3.4, 3.5): the admin API and page, health and metrics."""
+"""Operating a federation (docs/operating.md): the admin API and page, health and metrics."""

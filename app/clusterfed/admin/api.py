@@ -1,4 +1,4 @@
-"""SPEC 3.4: the token-cache admin API and the remote clusters' status."""
+"""The token-cache admin API and the remote clusters' status (docs/operating.md#admin-api)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Who may use the token-cache admin API and page (SPEC 3.4).
+"""Who may use the token-cache admin API and page (docs/operating.md#admin-api).
 
-Admin = the ManagementToken, or an active local user with ``is_admin``. A remote user
-is admin only when its issuer is the login cluster; the mirror rules already keep
-``is_admin`` false for everyone else, and this module checks the issuer again so that
-a hand-edited mirror row cannot open the door either.
+Admin = the ManagementToken, or a credential that ``clusterfed.identity.admin_here``
+says carries admin: an active admin of this cluster or of its login cluster, through a
+token their own cluster issued. The same rule decides for the host's own endpoints, so
+a login cluster user's runtime token from a satellite is admin nowhere, and a
+hand-edited mirror row of a peer's user cannot open the door either.
 
 Local tokens are the host's business: the host says whose a local credential is through
 the ``LocalCredentials`` it gives ``mount`` (the example server passes its own token
@@ -29,7 +30,7 @@ from starlette.requests import Request
 
 from clusterfed.credentials import bearer_credential, is_management_token
 from clusterfed.errors import Forbidden, Unauthorized
-from clusterfed.identity import Identity, UserRecord, get_identity
+from clusterfed.identity import Identity, UserRecord, admin_here, get_identity
 from clusterfed.service import Federation, LocalLogin
 from clusterfed.storage.db import utcnow
 from clusterfed.storage.models import FederationTokenCache
@@ -64,23 +65,35 @@ class Admin:
         return "system" if self.token_uuid is None else "token"
 
 
-def _admin_user(user: UserRecord, token_uuid: str | None, expires_at: datetime | None) -> Admin:
-    if not (user.is_admin and user.is_active):
+def _admin_user(
+    user: UserRecord,
+    issuer: str,
+    token_uuid: str | None,
+    expires_at: datetime | None,
+    federation: Federation,
+) -> Admin:
+    config = federation.config
+    if not admin_here(
+        user, issuer, cluster_id=config.cluster_id, login_cluster=config.login_cluster
+    ):
+        if user.uuid[:5] not in (config.cluster_id, config.login_cluster):
+            raise Forbidden("users of other clusters are not admins here")
         raise Forbidden("this needs an admin of this cluster or the ManagementToken")
     return Admin(user.uuid, token_uuid, expires_at)
 
 
 def _admin_from_identity(identity: Identity, federation: Federation) -> Admin:
-    if identity.issuer != federation.config.login_cluster:
-        raise Forbidden("users of other clusters are not admins here")
-    return _admin_user(identity.user, identity.token_uuid, identity.expires_at)
+    return _admin_user(
+        identity.user, identity.issuer, identity.token_uuid, identity.expires_at, federation
+    )
 
 
-def _admin_from_login(login: LocalLogin, request: Request) -> Admin:
+def _admin_from_login(login: LocalLogin, request: Request, federation: Federation) -> Admin:
     method, path = request.method.upper(), request.url.path
     if not scope_allows(login.scopes, method, path):
         raise Forbidden(f"token scopes do not allow {method} {path}")
-    return _admin_user(login.user, login.token_uuid, login.expires_at)
+    issuer = federation.config.cluster_id  # a local credential: this cluster issued it
+    return _admin_user(login.user, issuer, login.token_uuid, login.expires_at, federation)
 
 
 async def require_admin(request: Request, federation: FederationDep) -> Admin:
@@ -119,7 +132,7 @@ async def admin_for_credential(
     login = await federation.local_credentials.login(request, credential)
     if login is None:
         raise Unauthorized(NEEDS_ADMIN)
-    return _admin_from_login(login, request)
+    return _admin_from_login(login, request, federation)
 
 
 async def admin_for_session(
@@ -139,7 +152,7 @@ async def admin_for_session(
         login = await federation.local_credentials.recheck(request, token_uuid, user_uuid)
         if login is None or login.user.uuid != user_uuid:
             raise ended  # revoked or expired since the login
-        return _admin_from_login(login, request)
+        return _admin_from_login(login, request, federation)
     # A login cluster's token: what this cluster knows of it is its cache entry, fresh for
     # RemoteTokenRefresh after its last validation, dropped when purged or revoked.
     cached = await session.get(FederationTokenCache, token_uuid)

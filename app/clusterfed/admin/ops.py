@@ -1,4 +1,4 @@
-"""SPEC 3.5: health and metrics, both behind the ManagementToken."""
+"""Health and metrics, both behind the ManagementToken (docs/operating.md#health-and-metrics)."""
 
 from __future__ import annotations
 

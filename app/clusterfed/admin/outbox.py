@@ -1,4 +1,4 @@
-"""The revocation notice outbox as operators see it, per remote (SPEC 3.7)."""
+"""The revocation notice outbox as operators see it, per remote (docs/protocol.md#revocation)."""
 
 from __future__ import annotations
 

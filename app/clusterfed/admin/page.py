@@ -115,11 +115,20 @@ def _login_page(
     *,
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
+    # A first visit (no credential, no session) is not an error: just the form. The link
+    # back to the page is for a signed-in admin whose action failed (a stale form, say).
+    first_visit = (
+        isinstance(error, Unauthorized)
+        and not request.headers.get("authorization")
+        and SESSION_COOKIE not in request.cookies
+        and request.method == "GET"
+    )
+    signed_in = SESSION_COOKIE in request.cookies and not isinstance(error, Unauthorized)
     response = _render(
         request,
         config,
         "admin_login.html",
-        {"error": error.message},
+        {"error": None if first_visit else error.message, "signed_in": signed_in},
         status_code=error.status_code,
         headers=headers,
     )

@@ -1,4 +1,4 @@
-"""Pydantic shapes of the token-cache admin API (SPEC 3.4): what goes over the wire.
+"""Pydantic shapes of the token-cache admin API: what goes over the wire.
 
 ``TokenCacheItem`` lists its fields explicitly (``extra="forbid"``): a column added to
 the table later does not reach a response unless someone adds it here on purpose.

@@ -1,4 +1,4 @@
-"""The federation token cache as operators see it: list, show, purge (SPEC 3.4).
+"""The federation token cache as operators see it: list, show, purge (docs/operating.md#admin-api).
 
 The admin API, the admin page and ``clusterfed cache`` all go through this module, so
 there is one definition of an entry's state and one way to purge. A purge deletes the
@@ -63,7 +63,7 @@ class CacheEntry:
 
 
 def entry_state(*, expires_at: datetime | None, refreshes_at: datetime, now: datetime) -> State:
-    """SPEC 4's freshness rule, with expiry taking precedence over a due refresh."""
+    """The token cache's freshness rule, with expiry taking precedence over a due refresh."""
     if expires_at is not None and expires_at <= now:
         return "expired"
     return "fresh" if now < refreshes_at else "refresh_due"

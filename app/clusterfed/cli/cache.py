@@ -1,4 +1,4 @@
-"""`clusterfed cache ...`: inspect and purge the federation token cache (SPEC 6).
+"""`clusterfed cache ...`: inspect and purge the federation token cache.
 
 Works on the database directly, through the same service as the admin API. A purge
 from here is logged like any other, so every running worker drops its L1 entries

@@ -1,4 +1,4 @@
-"""The ``clusterfed`` command line (SPEC section 6): one module per command group."""
+"""The ``clusterfed`` command line: one module per command group."""
 
 from __future__ import annotations
 

@@ -1,12 +1,19 @@
-"""``clusterfed serve`` and ``clusterfed db upgrade`` (SPEC 6)."""
+"""``clusterfed serve`` and ``clusterfed db upgrade`` (docs/operating.md#command-line)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 from typing import Any
 
-from clusterfed.config import CONFIG_ENV, ClusterConfig
+from clusterfed.config import (
+    CONFIG_ENV,
+    DEFAULT_MANAGEMENT_TOKEN_FILE,
+    DEFAULT_SOURCE,
+    ClusterConfig,
+    default_config,
+)
 
 from .common import CommandError, add_config
 
@@ -17,6 +24,19 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="for every logger; debug writes no secret either (default: info)",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="open connections and requests per worker; past it, 503 (default: 1000)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     db = commands.add_parser("db", help="database maintenance")
@@ -43,14 +63,18 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
     from clusterfed.server.migrate import upgrade
     from clusterfed.server.serving import freeze_startup_objects, uvicorn_options
 
+    if config.source == DEFAULT_SOURCE:
+        config = _with_default_management_token()
     upgrade(config.database_url)
     # Bounded request heads and an access log with no credential in it (serving.py).
-    options: dict[str, Any] = uvicorn_options()
+    options: dict[str, Any] = uvicorn_options(
+        log_level=args.log_level, limit_concurrency=args.limit_concurrency
+    )
     if config.tls_certificate:
         options.update(ssl_certfile=config.tls_certificate, ssl_keyfile=config.tls_key)
     if args.workers > 1:
         # Worker processes rebuild the app from the environment, so the path must be there.
-        if config.source != "<built-in default>":
+        if config.source != DEFAULT_SOURCE:
             os.environ[CONFIG_ENV] = os.path.abspath(config.source)
         uvicorn.run(
             "clusterfed.server.main:create_app_from_env",
@@ -58,7 +82,6 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            log_level="info",
             **options,
         )
     else:
@@ -66,8 +89,33 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
 
         app = create_app(config)
         freeze_startup_objects()
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", **options)
+        uvicorn.run(app, host=args.host, port=args.port, **options)
     return 0
+
+
+def _with_default_management_token() -> ClusterConfig:
+    """Without a config file, the health check, metrics and the admin page still need a
+    ManagementToken: made on the first run, kept in var/management-token (owner-only),
+    and read from there by every later run (and by every worker)."""
+    path = DEFAULT_MANAGEMENT_TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another `serve` made it first
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(secrets.token_hex(24) + "\n")
+            print(f"clusterfed: made a ManagementToken for this cluster in {path}")
+    config = default_config()
+    if not config.management_token:
+        raise CommandError(f"{path} is empty or unreadable; delete it to have a new one made")
+    print(
+        f"clusterfed: no config file; ManagementToken in {path} "
+        "(health, metrics, the admin API and the admin page at /federation/admin need it)"
+    )
+    return config
 
 
 def cmd_db_upgrade(args: argparse.Namespace, config: ClusterConfig) -> int:

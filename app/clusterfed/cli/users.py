@@ -1,5 +1,5 @@
 """``clusterfed users ...`` and ``clusterfed tokens ...``: the example server's users and
-tokens (SPEC 6)."""
+tokens (docs/operating.md#command-line)."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def add_commands(commands: Any) -> None:
 def cmd_users_create(args: argparse.Namespace, config: ClusterConfig) -> int:
     from clusterfed.server.users.service import create_user, get_user
 
-    # Any well-formed user UUID: a remote user's UUID pre-creates their mirror (SPEC 5,
-    # "a remote user that a local admin pre-created as active").
+    # Any well-formed user UUID: a remote user's UUID pre-creates their mirror
+    # (docs/protocol.md#mirroring-remote-users: a pre-created active user stays active).
     if args.uuid and not is_uuid(args.uuid, type_=USER_TYPE):
         raise CommandError("--uuid must be a user UUID (<cluster>-tpzed-<15 of [a-z0-9]>)")
 

@@ -1,3 +1,3 @@
 """Calls to other clusters: the pooled client and its status table, the circuit breaker,
-remote permission checks (SPEC 3.2, 3.3).
+remote permission checks (docs/protocol.md).
 """

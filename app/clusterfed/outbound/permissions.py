@@ -1,4 +1,4 @@
-"""The calling side of remote permission checks (SPEC 3.3).
+"""The calling side of remote permission checks (docs/protocol.md#remote-permission-checks).
 
     answer = await federation.permissions.check(
         issuer_token=token, user_uuid=user, target_uuid=project, permission="can_write"

@@ -1,4 +1,6 @@
-"""Calls to remote clusters: one pooled ``httpx.AsyncClient`` per federation.
+"""Calls to remote clusters: one pooled ``aiohttp`` session for plain GETs (every
+validation call, ``aiohttp_gets.py``) and one pooled ``httpx.AsyncClient`` for the rest,
+per federation.
 
 Every call is bounded by ``RemoteTimeout`` as a whole (retries included), follows no
 redirects, reads at most ``MaxResponseBytes``, and goes only to clusters listed in
@@ -31,6 +33,7 @@ from urllib.request import getproxies
 import httpx
 
 from clusterfed.config import ClusterConfig
+from clusterfed.credentials import is_url_credential, without_url_credentials
 from clusterfed.errors import (
     BadGateway,
     FederationError,
@@ -40,8 +43,8 @@ from clusterfed.errors import (
 )
 from clusterfed.tokens import Token
 
+from .aiohttp_gets import SessionGets
 from .circuit import CircuitBreaker
-from .plain_get import PlainGets
 from .statuses import TRANSIENT
 
 log = logging.getLogger("clusterfed.remote")
@@ -92,11 +95,12 @@ class RemoteClient:
         self.circuits = {cluster_id: CircuitBreaker() for cluster_id in self.clusters}
         self._transport = transport
         self._clients: dict[bool, httpx.AsyncClient] = {}
-        # Plain GETs (every validation call) skip httpx's layers (plain_get.py); not when
-        # a transport is injected or the environment names a proxy, which httpx honours.
-        self._plain: PlainGets | None = None
+        # Plain GETs (every validation call) go through aiohttp, which costs less CPU per
+        # call (aiohttp_gets.py); not when a transport is injected or the environment
+        # names a proxy, which httpx honours.
+        self._gets: SessionGets | None = None
         if transport is None and not getproxies():
-            self._plain = PlainGets(default_headers={HOP_HEADER: self.local_id, "Via": VIA})
+            self._gets = SessionGets(default_headers={HOP_HEADER: self.local_id, "Via": VIA})
 
     def _client(self, insecure: bool) -> httpx.AsyncClient:
         # Created on first use, inside the running loop; one per TLS-verification mode.
@@ -117,8 +121,8 @@ class RemoteClient:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
-        if self._plain is not None:
-            await self._plain.aclose()
+        if self._gets is not None:
+            await self._gets.aclose()
 
     async def request(
         self,
@@ -135,6 +139,11 @@ class RemoteClient:
         remote = self.clusters.get(cluster_id)
         if remote is None:
             raise Unauthorized(f"cluster {cluster_id} is not in RemoteClusters")
+        # Whatever a caller's query held, no credential leaves in a URL (nor in the form
+        # body a long GET becomes): the token travels in the Authorization header only.
+        path = without_url_credentials(path)
+        if params is not None:
+            params = {k: v for k, v in params.items() if not is_url_credential(str(k))}
         circuit = self.circuits[cluster_id]
         trial = circuit.allow()
         if trial is None:
@@ -210,8 +219,8 @@ class RemoteClient:
         content: bytes | None,
         headers: dict[str, str],
     ) -> RemoteResponse:
-        if self._plain is not None and method == "GET" and content is None and json_body is None:
-            answer = await self._plain.get(
+        if self._gets is not None and method == "GET" and content is None and json_body is None:
+            answer = await self._gets.get(
                 url, params=params, headers=headers, insecure=insecure, max_bytes=self.max_bytes
             )
             return RemoteResponse(

@@ -1,13 +1,13 @@
 """What another cluster's HTTP status means here: one rule per kind of call, one place.
 
-- A **validation**'s token call (SPEC 3.2's table): 4xx is a rejection (401, and
+- A **validation**'s token call (docs/protocol.md#status-mapping): 4xx is a rejection (401, and
   remembered in the negative cache); 429 still there after the retries is "not now"
   (503, never remembered); 5xx keeps its status.
 - A validation's **user** call: 4xx/5xx keep their status (the caller falls back on the
-  mirror it has, SPEC 3.2).
-- A **permission check** (SPEC 3.3): 401 means the home refused the user's token; any
+  mirror it has).
+- A **permission check**: 401 means the home refused the user's token; any
   other status but 200 is no answer, and the check fails closed (502).
-- A **part of a merged list** (SPEC 3.6): a remote's 401 becomes 502 (the caller's
+- A **part of a merged list**: a remote's 401 becomes 502 (the caller's
   credentials are fine here, and a 401 would make a client drop a working token); other
   4xx keep their status (a filter the clusters refuse is the caller's to fix); 5xx too.
 - A **block** read from, or written to, another cluster's block server (and its list
@@ -31,7 +31,7 @@ from clusterfed.errors import (
     Unauthorized,
 )
 
-TRANSIENT = frozenset({429, 502, 503})  # retried within RemoteTimeout (SPEC 4)
+TRANSIENT = frozenset({429, 502, 503})  # retried within RemoteTimeout
 
 
 class IssuerRejected(Unauthorized):

@@ -1,3 +1,3 @@
-"""Federated routing (SPEC 3.6): FederatedRouter, forwarding, merged lists and their
-cursor, +K@ manifest hints.
+"""Federated routing: FederatedRouter, forwarding, merged lists and their cursor, +K@ manifest
+hints (docs/protocol.md#federated-routing).
 """

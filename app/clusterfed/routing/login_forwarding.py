@@ -1,12 +1,12 @@
 """``LoginClusterRouter``: pure ASGI; what a satellite defers to its login cluster L
-(SPEC 3.8, as Arvados's ``lib/controller/federation/conn.go`` does).
+(docs/protocol.md#login-cluster, as Arvados's ``lib/controller/federation/conn.go`` does).
 
 - ``GET /login`` and ``GET /logout``: a 302 to the same page on L, with ``return_to``
   (and ``remote``, only when given);
 - ``POST``/``GET /arvados/v1/api_client_authorizations`` (token create and list),
   ``GET /arvados/v1/users`` (the list), ``POST /arvados/v1/users/setup``,
   ``POST /arvados/v1/users/<uuid>/activate`` and ``.../unsetup``: forwarded to L and its
-  answer relayed; the users that come back are mirrored here (SPEC 5).
+  answer relayed; the users that come back are mirrored here.
 
 The credential sent to L: a token L issued goes unchanged, a third cluster's v2 token
 salted for L, a credential that is not a v2 token as presented (only one the middleware
@@ -151,7 +151,7 @@ class LoginClusterRouter:
         return relay(response, login, hints=False)
 
     async def _mirror(self, body: Any) -> None:
-        """Mirror every user record of the login cluster in an answer (SPEC 3.8, 5)."""
+        """Mirror every user record of the login cluster in an answer."""
         if not isinstance(body, dict):
             return
         items = body.get("items")
@@ -193,4 +193,4 @@ def _remote_user(record: Any, login: str) -> RemoteUser | None:
     try:
         return user_from_record(record, uuid, login)
     except Unauthorized:
-        return None  # a record no store can hold is not mirrored (SPEC 3.2's rule)
+        return None  # a record no store can hold is not mirrored (as in a validation)

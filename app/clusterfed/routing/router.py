@@ -1,4 +1,4 @@
-"""``FederatedRouter``: pure ASGI; sends requests about other clusters' objects there (SPEC 3.6).
+"""``FederatedRouter``: pure ASGI; sends requests about other clusters' objects there.
 
     app.add_middleware(FederatedRouter, federation=federation)
     app.add_middleware(FederationMiddleware, federation=federation)  # outermost
@@ -59,7 +59,7 @@ from clusterfed.trust.revocation import revocation_target, route_revocation
 
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
 from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
-from .lists import ROUTING_PARAMS, page_from_answer, plan_list, run_list
+from .lists import ROUTING_PARAMS, flag, page_from_answer, plan_list, run_list
 from .manifests import hint_collection, is_portable_data_hash, without_hints
 from .merge import Page
 
@@ -70,6 +70,10 @@ ROUTED_RESOURCES = ("collections", "groups", "links")
 OBJECT_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
 BODY_METHODS = frozenset({"PUT", "PATCH", "POST"})
 HINTED_RESOURCE = "collections"
+WARNING_HEADER = "X-Clusterfed-Warning"
+LOCAL_ONLY_WARNING = (
+    "federated=true searched only {local}: no remote cluster has Proxy: true in its config"
+)
 
 
 class FederatedRouter:
@@ -129,7 +133,7 @@ class FederatedRouter:
             await response(scope, receive, send)
 
     async def _revoke(self, scope: Scope, uuid: str) -> Response:
-        """SPEC 3.7: a token is revoked at its issuer, whoever is asked."""
+        """A token is revoked at its issuer, whoever is asked (docs/protocol.md#revocation)."""
         try:
             presented = parse_authorization(authorization_header(scope))
         except MalformedToken as exc:
@@ -227,7 +231,21 @@ class FederatedRouter:
                 return await self._local_page(scope, receive, params, offset, asked)
             return await self._remote_page(scope, cluster, params, offset, asked)
 
-        return JSONResponse(await run_list(plan, fetch, local_id=self.local_id))
+        response = JSONResponse(await run_list(plan, fetch, local_id=self.local_id))
+        if not self.proxies and flag(dict(query), "federated"):
+            self._warn_local_only(response, resource)
+        return response
+
+    def _warn_local_only(self, response: Response, resource: str) -> None:
+        """``federated=true`` asked for every cluster, but no remote has ``Proxy: true``:
+        only this cluster was searched. A caller that does not read the header still
+        gets a correct list, of this cluster's items; the log tells the operator why."""
+        response.headers[WARNING_HEADER] = LOCAL_ONLY_WARNING.format(local=self.local_id)
+        log.warning(
+            "federated=true list of %s served by %s alone: no remote cluster has Proxy: true",
+            resource,
+            self.local_id,
+        )
 
     async def _local_page(
         self,

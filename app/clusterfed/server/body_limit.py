@@ -3,7 +3,7 @@
 FastAPI 0.165 has ``max_body_size``, but a body that overflows while a middleware reads
 it (the federated router reads POST bodies) is answered by Starlette's plain-text 413,
 and a declared length by a response swapped in after the route ran. This middleware
-answers every overflow with the SPEC error body, and a declared ``Content-Length`` over
+answers every overflow with the JSON error body, and a declared ``Content-Length`` over
 the cap before the app runs at all: an unauthenticated client cannot make the server
 buffer more than the cap, whichever route it picks.
 

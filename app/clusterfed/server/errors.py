@@ -1,4 +1,4 @@
-"""One place that turns every error into the SPEC's error body.
+"""One place that turns every error into clusterfed's JSON error body.
 
 A database that cannot be reached (restarting, refusing connections, connections cut) is
 503 with ``Retry-After``, not a 500: the request was fine and will work again shortly.

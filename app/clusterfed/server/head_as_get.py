@@ -1,7 +1,7 @@
 """``HeadAsGet``: a ``HEAD`` is answered as the ``GET`` of the same URL, without the body.
 
 FastAPI routes declared for GET answer HEAD with 405; HTTP says HEAD is GET without the
-body (RFC 9110 9.3.2), and SPEC 3.2 lets a GET scope allow it. Outermost, so every layer
+body (RFC 9110 9.3.2), and a GET scope allows it. Outermost, so every layer
 (scopes, the router, the host) sees a GET; the status and headers are the GET's.
 """
 

@@ -148,7 +148,14 @@ class ClusterProcess:
     """``python -m app serve`` in a child process."""
 
     def __init__(
-        self, config: dict[str, Any], workdir: Path, *, workers: int = 1, port: int | None = None
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        *,
+        workers: int = 1,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         (cluster_id,) = config["Clusters"]
         # ``port``: chosen beforehand, when clusters must name each other in their configs.
@@ -165,10 +172,12 @@ class ClusterProcess:
             scheme="https" if body.get("TLS", {}).get("Certificate") else "http",
         )
         self.workers = workers
+        self.args = args  # more `serve` options (--log-level debug, ...)
+        self.env = env or {}  # more environment for the server process
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Cluster:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [
@@ -182,6 +191,7 @@ class ClusterProcess:
                     str(self.port),
                     "--workers",
                     str(self.workers),
+                    *self.args,
                 ],
                 cwd=self.config_path.parent,
                 env=env,
@@ -285,14 +295,18 @@ def issuer_and_acceptor(
     databases: Any, workdir: Path, *, workers: int = 1, **c97qk: Any
 ) -> Iterator[tuple[Cluster, Cluster]]:
     """qr1hi issuing tokens and c97qk (``workers`` processes) accepting them: qr1hi is in
-    c97qk's RemoteClusters with ActivateUsers; ``c97qk`` adds config (login=..., ...)."""
-    home = ClusterProcess(cluster_config("qr1hi", databases.new_url("qr1hi")), workdir)
-    with running(home) as qr1hi:
+    c97qk's RemoteClusters with ActivateUsers, and c97qk in qr1hi's (so qr1hi's tokens
+    salted for c97qk count at qr1hi); ``c97qk`` adds config (login=..., ...)."""
+    port = free_port()
+    home_config = cluster_config(
+        "qr1hi", databases.new_url("qr1hi"), remotes={"c97qk": remote_entry(port)}
+    )
+    with running(ClusterProcess(home_config, workdir)) as qr1hi:
         config = cluster_config(
             "c97qk",
             databases.new_url("c97qk"),
             remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
             **c97qk,
         )
-        with running(ClusterProcess(config, workdir, workers=workers)) as acceptor:
+        with running(ClusterProcess(config, workdir, workers=workers, port=port)) as acceptor:
             yield qr1hi, acceptor

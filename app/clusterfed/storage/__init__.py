@@ -1,3 +1,3 @@
 """clusterfed's own tables, their store, the adapter to a host's users table, and the
-migrations runner (SPEC 7).
+migrations runner (docs/mounting.md).
 """

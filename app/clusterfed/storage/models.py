@@ -1,4 +1,4 @@
-"""clusterfed's own tables (SPEC 7): the L2 token cache and the purge log.
+"""clusterfed's own tables (docs/mounting.md): the L2 token cache and the purge log.
 
 They live in the host's database beside the host's tables, with their own Alembic
 chain (top-level ``migrations/``, shipped in the wheel as ``clusterfed.migrations``)
@@ -22,14 +22,14 @@ class FederationBase(DeclarativeBase):
 
 
 class FederationTokenCache(FederationBase):
-    """L2 of the foreign-token cache (SPEC section 4), keyed by token UUID."""
+    """L2 of the foreign-token cache (docs/protocol.md#the-token-cache), keyed by token UUID."""
 
     __tablename__ = "federation_token_cache"
 
     token_uuid: Mapped[str] = mapped_column(String(27), primary_key=True)
     user_uuid: Mapped[str] = mapped_column(String(27), index=True)
     cluster_id: Mapped[str] = mapped_column(String(5), index=True)
-    # Indexed: a satellite finds a bare credential's row by its digest (SPEC 3.8).
+    # Indexed: a satellite finds a bare credential's row by its digest.
     secret_digest: Mapped[str] = mapped_column(String(64), index=True)
     scopes: Mapped[list[str]] = mapped_column(JSON)
     expires_at: Mapped[datetime | None]

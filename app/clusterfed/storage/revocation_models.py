@@ -1,4 +1,4 @@
-"""Tables of revocation (SPEC 3.7): who validated each token here, and the notice outbox.
+"""Tables of revocation: who validated each token here, and the notice outbox.
 
 Neither holds a secret. A notice's proof (the token's secret salted for the receiver)
 is computed from the token's own row when the notice is sent; a revoked token's row is

@@ -206,7 +206,7 @@ class SqlFederationStore:
     def _mirrored(
         self, remote: RemoteUser, policy: MirrorPolicy, existing: UserRecord | None
     ) -> tuple[UserRecord, bool]:
-        """The mirror of ``remote`` by the rules of SPEC 5, and whether its username is
+        """The mirror of ``remote`` by the mirroring rules, and whether its username is
         settled: not for a new user or one whose login cluster renamed them (then the
         username is to be chosen, with the database)."""
         # A peer's names may pass the host's columns (PostgreSQL refuses them, SQLite would
@@ -219,7 +219,7 @@ class SqlFederationStore:
             flags = flags_for_new_user(remote, policy)
         else:
             flags = flags_for_existing_user(remote, policy, flags_of(existing))
-            # SPEC 5: the username is set once, and follows only the login cluster.
+            # The username is set once, and follows only the login cluster.
             wanted = fit(remote.username, limits.get("username"))
             renamed = bool(policy.login and remote.username and wanted != existing.username)
             if not renamed:

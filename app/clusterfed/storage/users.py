@@ -1,9 +1,9 @@
-"""The host's users table, as clusterfed needs it (SPEC 7), and the username rule.
+"""The host's users table, as clusterfed needs it (docs/mounting.md), and the username rule.
 
 A host hands clusterfed a :class:`UserTable`: four calls, each made inside a session
 clusterfed opens on the host's database. Everything else about mirrored users (the
-flag rules of SPEC 5, the username choice, two workers seeing one user first at the
-same moment) is clusterfed's work, in ``storage.store``.
+flag rules of docs/protocol.md#mirroring-remote-users, the username choice, two workers
+seeing one user first at the same moment) is clusterfed's work, in ``storage.store``.
 
 Most hosts keep users in a SQLAlchemy model with Arvados's attribute names; for them
 ``ModelUserTable(User)`` is the whole adapter. Its table needs unique ``uuid`` and
@@ -154,7 +154,7 @@ class ModelUserTable:
 
 
 def username_base(username: str | None, email: str | None) -> str | None:
-    """SPEC 5: the remote's username, else the email's local part cleaned up."""
+    """The remote's username, else the email's local part cleaned up."""
     if username:
         return username
     if not email:
@@ -171,7 +171,7 @@ def fit(value: str | None, limit: int | None) -> str | None:
 async def free_username(
     users: UserTable, session: AsyncSession, base: str | None, *, exclude_uuid: str | None = None
 ) -> str | None:
-    """``base``, or ``base2``, ``base3``, ... whichever no other user has (SPEC 5).
+    """``base``, or ``base2``, ``base3``, ... whichever no other user has.
 
     Each cut to fit the column: a suffix takes the place of the base's last characters.
     """

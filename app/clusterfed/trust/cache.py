@@ -1,4 +1,4 @@
-"""L1 of the token cache (SPEC 4): in process, bounded, keyed by an HMAC of the token.
+"""L1 of the token cache: in process, bounded, keyed by an HMAC of the token.
 
 Keys are HMAC-SHA256(per-process random key, issuer + token), so no token sits in
 memory as a key. Entries live for RemoteTokenRefresh + StaleIfError; whether one may

@@ -1,21 +1,24 @@
-"""Federations with a login cluster, the trust side (SPEC 3.8).
+"""Federations with a login cluster, the trust side (docs/protocol.md#login-cluster).
 
 Every cluster sets ``Login.LoginCluster: L``; L issues every user's tokens and the
 others (satellites) defer to it. Two rules live here:
 
 - :class:`LoginCredentials`: on a satellite, a credential that is not a v2 token (a v1
   secret, an OIDC access token) and that this cluster does not know is validated at L
-  with the two calls of SPEC 3.2, as presented. It is cached under the token UUID L
+  with the same two calls, as presented. It is cached under the token UUID L
   returns, in the same L1 as v2 tokens (so purges and the negative cache apply), one
   flight per credential. Its L2 digest is an HMAC-SHA256 keyed by the SystemRootToken
   (through the L2 key every digest uses) of the credential salted for this cluster:
-  SPEC 3.8 asks for a digest keyed by the SystemRootToken, SPEC 3.7 for one always taken
+  A login cluster's credentials need a digest keyed by the SystemRootToken, revocation one taken
   of the secret salted for this cluster, so that L's revocation notice (whose proof is
   exactly that salted secret) finds the row. This digest is both.
 - :class:`RuntimeOwners`: a token issued by cluster S but owned by a user of L (work S
-  runs on the user's behalf) is accepted only when the user is already known here and
-  S's exported ``/arvados/v1/config`` names the same ``LoginCluster`` (fetched once,
-  then cached): S proves it is in this federation.
+  runs on the user's behalf) is accepted only when the user is already known here, S's
+  exported ``/arvados/v1/config`` names the same ``LoginCluster``, and L's own exported
+  config lists S in its ``RemoteClusters`` (each fetched once, then cached for
+  ``RemoteTokenRefresh``). S's word about itself proves nothing: any peer can claim a
+  LoginCluster, and only L can say who is in L's federation. Such a token never makes
+  its holder an admin (``identity.admin_here``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cachetools import TTLCache
@@ -35,17 +39,21 @@ from clusterfed.identity import Identity, UserRecord
 from clusterfed.metrics import FederationMetrics
 from clusterfed.outbound.remote import RemoteClient
 from clusterfed.outbound.statuses import IssuerRejected
-from clusterfed.tokens import Token, is_opaque_credential, salted_secret, secrets_equal
+from clusterfed.tokens import (
+    Token,
+    is_cluster_id,
+    is_opaque_credential,
+    salted_secret,
+    secrets_equal,
+)
 
 from .cache import L1Entry
 from .store import CachedToken, FederationStore
-from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, _judge_token_answer
+from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, judge_token_answer
 
 log = logging.getLogger("clusterfed.login_cluster")
 
-# How long a peer's exported LoginCluster is believed. Federation membership changes by
-# reconfiguring clusters, which is rare; an hour bounds how long a change goes unseen.
-PEER_CONFIG_TTL_SECONDS = 3600.0
+# Peers whose exported config is remembered at once (a federation has a handful).
 PEER_CONFIG_CACHE_SIZE = 1000
 
 # The host's answer to "is this credential one of yours?", whatever its state (expired,
@@ -116,7 +124,7 @@ class LoginCredentials:
             self.metrics.l1_hit.inc()
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
-                self.validator._touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
+                self.validator.touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = cache.rejection(key)
@@ -193,8 +201,8 @@ class LoginCredentials:
         outgoing = Token(uuid=None, secret=credential)
         params = {"remote": self.local_id}
         answer = await self.remote.request(login, "GET", TOKEN_PATH, token=outgoing, params=params)
-        record = _judge_token_answer(answer, outgoing, issuer=login)
-        user, _ = await self.validator._user_from_issuer(login, outgoing, record["owner_uuid"])
+        record = judge_token_answer(answer, outgoing, issuer=login)
+        user, _ = await self.validator.user_from_issuer(login, outgoing, record["owner_uuid"])
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:
@@ -222,18 +230,29 @@ class LoginCredentials:
         self._flights.cancel_all()
 
 
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """What a peer's exported config says about federation membership."""
+
+    login_cluster: str  # "" for none
+    remote_clusters: frozenset[str]  # listed by ID ("*" is not a cluster)
+
+
 class RuntimeOwners:
     """Tokens issued by one cluster of the federation for a user of the login cluster."""
 
     def __init__(self, config: ClusterConfig, store: FederationStore, remote: RemoteClient) -> None:
+        self.config = config
+        self.local_id = config.cluster_id
         self.login_cluster = config.login_cluster
         self.store = store
         self.remote = remote
-        # issuer -> the LoginCluster its exported config names ("" for none)
-        self._peers: TTLCache[str, str] = TTLCache(
-            maxsize=PEER_CONFIG_CACHE_SIZE, ttl=PEER_CONFIG_TTL_SECONDS
+        # cluster -> its exported membership, believed for RemoteTokenRefresh: a runtime
+        # token accepted on it is believed that long too, so membership is never older.
+        self._peers: TTLCache[str, PeerConfig] = TTLCache(
+            maxsize=PEER_CONFIG_CACHE_SIZE, ttl=max(config.remote_token_refresh, 1e-3)
         )
-        self._flights: Flights[str, str] = Flights()
+        self._flights: Flights[str, PeerConfig] = Flights()
 
     def owner_cluster(self, issuer: str) -> str | None:
         """Whose users ``issuer`` may vouch for besides its own: the login cluster's."""
@@ -251,36 +270,55 @@ class RuntimeOwners:
             raise Unauthorized(
                 f"issuer {issuer} vouched for a user of login cluster {login} unknown here"
             )
-        named = await self.peer_login_cluster(issuer)
+        named = (await self.peer_config(issuer)).login_cluster
         if named != login:
             raise Unauthorized(
                 f"issuer {issuer} vouched for a user of login cluster {login}, but it does "
                 f"not defer to {login} (its LoginCluster is {named or 'unset'})"
             )
+        if not await self.login_lists(issuer):
+            raise Unauthorized(
+                f"issuer {issuer} vouched for a user of login cluster {login}, but {login} "
+                f"does not list {issuer} among its RemoteClusters"
+            )
         return user
 
-    async def peer_login_cluster(self, issuer: str) -> str:
-        named = self._peers.get(issuer)
-        if named is not None:
-            return named
-        return await self._flights.join(issuer, lambda: self._fetch(issuer))
+    async def login_lists(self, issuer: str) -> bool:
+        """Whether the login cluster's own config lists ``issuer`` in its RemoteClusters:
+        the login cluster's word, not the issuer's, on who is in its federation."""
+        login = self.login_cluster
+        if login == self.local_id:
+            return issuer in self.config.remote_clusters
+        return issuer in (await self.peer_config(login)).remote_clusters
 
-    async def _fetch(self, issuer: str) -> str:
-        answer = await self.remote.request(issuer, "GET", CONFIG_PATH, token=None)
+    async def peer_config(self, cluster: str) -> PeerConfig:
+        known = self._peers.get(cluster)
+        if known is not None:
+            return known
+        return await self._flights.join(cluster, lambda: self._fetch(cluster))
+
+    async def _fetch(self, cluster: str) -> PeerConfig:
+        answer = await self.remote.request(cluster, "GET", CONFIG_PATH, token=None)
         if answer.status_code >= 500:
             raise FederationError(
-                f"issuer {issuer} failed ({answer.status_code}) exporting its config",
+                f"cluster {cluster} failed ({answer.status_code}) exporting its config",
                 status_code=answer.status_code,
             )
         body = answer.json_object() if answer.status_code == 200 else None
-        if body is None or body.get("ClusterID") != issuer:
+        if body is None or body.get("ClusterID") != cluster:
             # Not remembered: a peer that cannot show its config now may later.
-            raise Unauthorized(f"issuer {issuer} did not export its config")
+            raise Unauthorized(f"cluster {cluster} did not export its config")
         login = body.get("Login")
         named = login.get("LoginCluster") if isinstance(login, dict) else None
-        named = named if isinstance(named, str) else ""
-        self._peers[issuer] = named
-        return named
+        remotes = body.get("RemoteClusters")
+        listed = frozenset(
+            name
+            for name in (remotes if isinstance(remotes, dict) else ())
+            if isinstance(name, str) and is_cluster_id(name)
+        )
+        peer = PeerConfig(named if isinstance(named, str) else "", listed)
+        self._peers[cluster] = peer
+        return peer
 
     async def aclose(self) -> None:
         self._flights.cancel_all()

@@ -6,7 +6,7 @@ enforces the token's scopes (403), and leaves the identity in
 requests pass through untouched. Only credentials that claim to be v2 tokens are the
 middleware's business (a malformed one is refused here, 401); any other credential (a v1
 secret, the ManagementToken) is the host's to accept or refuse, except on a satellite of
-a login cluster, where one the host does not know is validated there (SPEC 3.8).
+a login cluster, where one the host does not know is validated there.
 
 An ``Authorization`` header longer than ``MAX_AUTHORIZATION_BYTES`` is refused first, for
 every request (431): no credential is that long (tokens over 4 kB are refused anyway),
@@ -67,7 +67,7 @@ class FederationMiddleware:
             await self.app(scope, receive, send)
             return
         if not credential.startswith(V2_PREFIX):
-            # SPEC 3.8: on a satellite, a credential of another shape that the host does
+            # On a satellite, a credential of another shape that the host does
             # not know is the login cluster's to validate; otherwise it is the host's.
             login = self.federation.login
             if not login.is_satellite or not await login.defers(credential):
@@ -112,5 +112,5 @@ class FederationMiddleware:
 
 
 def _ends_itself(token: Token, scope: Scope) -> bool:
-    """A holder may always revoke their own token, whatever its scopes (SPEC 3.7)."""
+    """A holder may always revoke their own token, whatever its scopes."""
     return scope["method"] == "DELETE" and scope["path"] == f"{TOKEN_RECORDS}{token.uuid}"

@@ -1,4 +1,4 @@
-"""SPEC 5: how a remote user's flags become the flags of the local mirror.
+"""How a remote user's flags become the flags of the local mirror.
 
 Pure functions of (what the remote says, how much we trust its issuer, the mirror we
 already have), so that every store applies the same rules and tests can walk the whole
@@ -51,7 +51,7 @@ def flags_for_existing_user(remote: RemoteUser, policy: MirrorPolicy, mirror: Fl
         # still says active.
         is_active, is_invited = mirror.is_active, mirror.is_invited
     # Admin follows the login cluster for an active mirror. A peer cluster can never make
-    # anyone admin here (SPEC 3.4: remote users are never admin unless their issuer is the
+    # anyone admin here (remote users are never admin unless their issuer is the
     # login cluster), and an inactive mirror is never admin.
     is_admin = bool(policy.login and is_active and remote.is_admin)
     return Flags(is_admin=is_admin, is_invited=is_invited, is_active=is_active)

@@ -1,4 +1,4 @@
-"""Revocation that reaches every cluster (SPEC 3.7): the notice outbox and its receiver.
+"""Revocation that reaches every cluster: the notice outbox and its receiver.
 
 On the issuer, revoking a token queues one notice per cluster that validated it. The
 :class:`RevocationOutbox` of every worker sends the due ones: ``POST

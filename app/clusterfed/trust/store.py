@@ -19,7 +19,7 @@ from .mirroring import MirrorPolicy
 
 @dataclass(frozen=True, slots=True)
 class CachedToken:
-    """One L2 row (SPEC 4). ``secret_digest`` is an HMAC of the secret, never the secret."""
+    """One L2 row. ``secret_digest`` is an HMAC of the secret, never the secret."""
 
     token_uuid: str
     user_uuid: str
@@ -55,7 +55,7 @@ class FederationStore(Protocol):
         """Insert or replace the row for ``entry.token_uuid`` (an upsert)."""
 
     async def load_token_by_digest(self, cluster_id: str, digest: str) -> CachedToken | None:
-        """The row of ``cluster_id`` whose digest is ``digest`` (SPEC 3.8: a credential that
+        """The row of ``cluster_id`` whose digest is ``digest`` (login cluster: a credential that
         is not a v2 token carries no UUID to look it up by)."""
 
     async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
@@ -75,4 +75,4 @@ class FederationStore(Protocol):
 
     async def forget_token(self, token_uuid: str, *, digest: str | None) -> bool:
         """Drop the L2 row (only when its digest is ``digest``, if given) and log a token
-        purge for every worker; True when a row was dropped (SPEC 3.7)."""
+        purge for every worker; True when a row was dropped (docs/protocol.md#revocation)."""

@@ -1,4 +1,4 @@
-"""Rate limits on cold validations (SPEC 4; RFC 7662 section 4 on token fishing).
+"""Rate limits on cold validations (RFC 7662 section 4 on token fishing).
 
 A cold validation (no usable cache entry) costs calls to the token's issuer, so a client
 that sends random foreign tokens makes this cluster hammer its peers. Two token buckets

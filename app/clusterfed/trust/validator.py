@@ -1,8 +1,8 @@
-"""Turning a foreign token into an Identity (SPEC 3.2 steps 1-5 and section 4).
+"""Turning a foreign token into an Identity (docs/protocol.md#accepting-a-foreign-token).
 
 Order of the checks, cheapest first: issuer allowed (no network) -> L1 -> negative
-cache -> (one flight per token) L2 -> the issuer. The status table of SPEC 3.2 lives
-in ``_judge_token_answer`` and ``_user_from_issuer``, and nowhere else.
+cache -> (one flight per token) L2 -> the issuer. The status mapping of a validation lives
+in ``judge_token_answer`` and ``user_from_issuer``, and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import FederationError, RemoteError, Unauthorized
@@ -39,10 +39,17 @@ from .mirroring import MirrorPolicy
 from .store import CachedToken, FederationStore
 from .throttle import RefusalLog, TooManyRequests, ValidationThrottle
 
-if TYPE_CHECKING:
-    from .login_cluster import RuntimeOwners
-
 log = logging.getLogger("clusterfed.validation")
+
+
+class RuntimeOwnerCheck(Protocol):
+    """Who may vouch for whose users besides their own (``login_cluster.RuntimeOwners``,
+    which depends on this module, not the other way round)."""
+
+    def owner_cluster(self, issuer: str) -> str | None: ...
+
+    async def owner(self, issuer: str, owner_uuid: str) -> UserRecord: ...
+
 
 TOKEN_PATH = "/arvados/v1/api_client_authorizations/current"
 USER_PATH = "/arvados/v1/users/current"
@@ -97,9 +104,9 @@ class TokenValidator:
         self._issuer_slots: dict[str, asyncio.Semaphore] = {}
         self._touched: dict[str, datetime] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        # SPEC 3.8 runtime tokens (a token whose owner is a login-cluster user, issued by
+        # Runtime tokens (a token whose owner is a login-cluster user, issued by
         # another cluster of the federation): set by Federation when LoginCluster is set.
-        self.runtime_owners: RuntimeOwners | None = None
+        self.runtime_owners: RuntimeOwnerCheck | None = None
 
     # -- the entry point -------------------------------------------------------------
 
@@ -124,7 +131,7 @@ class TokenValidator:
             self.metrics.l1_hit.inc()
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
-                self._touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
+                self.touch(entry.identity.token_uuid, datetime.fromtimestamp(now, UTC))
             return entry.identity
         self.metrics.l1_miss.inc()
         rejection = self.cache.rejection(key)
@@ -141,7 +148,7 @@ class TokenValidator:
     # -- one flight ------------------------------------------------------------------
 
     def admit_cold(self, client: str | None, issuer: str, token_uuid: str) -> None:
-        """SPEC 4: a validation no cache could answer is rate-limited per client address
+        """A validation no cache could answer is rate-limited per client address
         and per issuer; over a limit, 429 and the issuer is not asked."""
         try:
             self.throttle.admit(client, issuer)
@@ -167,7 +174,7 @@ class TokenValidator:
         now = datetime.now(UTC)
         digest = self.secret_digest(salted)
         cached = await self.store.load_token(token.uuid)
-        # A known UUID with another secret is never served from cache (SPEC 4).
+        # A known UUID with another secret is never served from cache.
         same_secret = cached is not None and secrets_equal(cached.secret_digest, digest)
         if cached is not None and same_secret and cached.is_fresh(now):
             user = cached.user or await self.store.get_user(cached.user_uuid)
@@ -223,7 +230,7 @@ class TokenValidator:
         self.cache.put(key, L1Entry(identity, refreshes_at, time.time()))
         return identity
 
-    def _touch(self, token_uuid: str, used_at: datetime) -> None:
+    def touch(self, token_uuid: str, used_at: datetime) -> None:
         """Note a use for L2's last_used_at; the notes go in one write a second later."""
         first = not self._touched
         self._touched[token_uuid] = used_at
@@ -256,14 +263,14 @@ class TokenValidator:
     async def _ask_issuer(self, token: Token, digest: str) -> tuple[Identity, datetime]:
         issuer = token.issuer
         assert issuer is not None and token.uuid is not None
-        # SPEC 3.2 step 3: the token goes to its issuer as presented. The issuer accepts
+        # The token goes to its issuer as presented. The issuer accepts
         # its own secret and the one salted for us alike, and it issued both.
         outgoing = token
         params = {"remote": self.local_id}
         answer = await self.remote.request(issuer, "GET", TOKEN_PATH, token=outgoing, params=params)
         runtime = self.runtime_owners
         owner_cluster = runtime.owner_cluster(issuer) if runtime is not None else None
-        record = _judge_token_answer(answer, token, owner_cluster=owner_cluster)
+        record = judge_token_answer(answer, token, owner_cluster=owner_cluster)
         now = datetime.now(UTC)
         expires_at = record["expires_at"]
         if expires_at is not None and expires_at <= now:
@@ -285,7 +292,7 @@ class TokenValidator:
         if runtime is not None and record["owner_uuid"][:5] != issuer:
             user, saved = await runtime.owner(issuer, record["owner_uuid"]), False
         else:
-            user, saved = await self._user_from_issuer(
+            user, saved = await self.user_from_issuer(
                 issuer, outgoing, record["owner_uuid"], entry=entry
             )
         if not saved:
@@ -293,7 +300,7 @@ class TokenValidator:
         identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
         return identity, refreshes_at
 
-    async def _user_from_issuer(
+    async def user_from_issuer(
         self, issuer: str, outgoing: Token, owner_uuid: str, *, entry: CachedToken | None = None
     ) -> tuple[UserRecord, bool]:
         """The token's user, and whether ``entry`` (when given) was saved with the mirror
@@ -310,7 +317,7 @@ class TokenValidator:
         except RemoteError as exc:
             failure = exc
         if failure is not None:
-            # SPEC 3.2: a failed user call falls back on the mirror we already have.
+            # A failed user call falls back on the mirror we already have.
             mirror = await self.store.get_user(owner_uuid)
             if mirror is None:
                 raise failure
@@ -337,7 +344,7 @@ class TokenValidator:
         return token.secret if token.is_salted else salted_secret(token.secret, self.local_id)
 
     def secret_digest(self, salted: str) -> str:
-        """The L2 digest of a secret salted for this cluster (SPEC 3.7: a revocation
+        """The L2 digest of a secret salted for this cluster (revocation: a
         notice's proof is exactly that secret, so the receiver can match it)."""
         return hmac.new(self._digest_key, salted.encode(), hashlib.sha256).hexdigest()
 
@@ -358,18 +365,18 @@ def l2_digest_key(cluster_id: str, system_root_token: str) -> bytes:
     return hashlib.sha256(f"clusterfed-l2\0{cluster_id}\0{system_root_token}".encode()).digest()
 
 
-def _judge_token_answer(
+def judge_token_answer(
     answer: RemoteResponse,
     token: Token,
     *,
     issuer: str | None = None,
     owner_cluster: str | None = None,
 ) -> dict[str, Any]:
-    """SPEC 3.2's table for the token call: the checked record, or the error to answer.
+    """The status mapping for the token call: the checked record, or the error to answer.
 
-    ``issuer`` is given for a credential that is not a v2 token (SPEC 3.8: the login
+    ``issuer`` is given for a credential that is not a v2 token (login cluster: the
     cluster's answer names the token UUID). ``owner_cluster`` is the one other cluster
-    whose users the issuer may vouch for (runtime tokens, SPEC 3.8), checked further by
+    whose users the issuer may vouch for (runtime tokens), checked further by
     :class:`RuntimeOwners`.
     """
     issuer = issuer or token.issuer
@@ -459,7 +466,7 @@ def _parse_time(value: object, issuer: str) -> datetime | None:
 
 def _storable(value: str, name: str, issuer: str) -> str:
     """A peer's text that every store can hold: NUL and lone surrogates make the answer
-    invalid (SPEC 3.2: 401), where they would fail at the database on every retry."""
+    invalid (401), where they would fail at the database on every retry."""
     try:
         return check_text(value)
     except ValueError:

@@ -83,7 +83,10 @@ def auth(token: str) -> dict[str, str]:
 @pytest.fixture
 def issuer(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
     """qr1hi, a real cluster: (its URL, a user's token, its port)."""
-    config = write_config(tmp_path / "qr1hi.yml", "qr1hi", tmp_path / "qr1hi.db", {})
+    # qr1hi federates with c97qk (the host), so its tokens salted for c97qk count there;
+    # nothing here makes qr1hi call c97qk.
+    remotes = {"c97qk": {"Host": "127.0.0.1:9", "Scheme": "http"}}
+    config = write_config(tmp_path / "qr1hi.yml", "qr1hi", tmp_path / "qr1hi.db", remotes)
     clusterfed("db", "upgrade", config=config)
     user = clusterfed("users", "create", "--email", "ada@qr1hi.example", "--active", config=config)
     token = clusterfed("tokens", "create", "--user", user, config=config)

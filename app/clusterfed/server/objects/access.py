@@ -50,7 +50,7 @@ class Access:
 
     async def level(self, uuid: str, *, wanted: int) -> int:
         """The caller's level on ``uuid``; asks the home cluster only when it may help."""
-        if self.caller.user.is_admin:
+        if self.caller.is_admin:
             return MANAGE
         level = await permission_level(self.session, user_uuid=self.user_uuid, target_uuid=uuid)
         if level >= wanted or not self.caller.is_foreign(self.local_id):
@@ -104,7 +104,7 @@ class Access:
     async def remote_roots(self, model: type[Group | Collection | Link]) -> dict[str, int]:
         """Projects of the caller's home cluster that hold objects here and that the home
         cluster says the caller may read: extra starting points for a listing's walk."""
-        if not self.caller.is_foreign(self.local_id) or self.caller.user.is_admin:
+        if not self.caller.is_foreign(self.local_id) or self.caller.is_admin:
             return {}
         prefix = f"{self.caller.issuer}-{GROUP_TYPE}-"
         owners: set[str] = set()

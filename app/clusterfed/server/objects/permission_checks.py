@@ -1,4 +1,4 @@
-"""SPEC 3.3, the home side: may this cluster's user do this to this cluster's object?
+"""Permission checks, the home side: may this cluster's user do this to this cluster's object?
 
 The caller is another cluster presenting the user's token salted for it
 (``?remote=<caller>``; ``auth.py`` admits a salted token to this route). A target that
@@ -28,7 +28,7 @@ async def permission_check(
     body: PermissionCheck, caller: CallerDep, session: SessionDep, config: ConfigDep
 ) -> dict[str, Any]:
     if caller.is_foreign(config.cluster_id):
-        # A cluster vouches only for its own users (SPEC 3.2 step 4, the same rule).
+        # A cluster vouches only for its own users (as when validating a token).
         raise Unprocessable(
             f"{config.cluster_id} answers permission checks only about its own users; "
             f"ask {caller.issuer}"
@@ -40,12 +40,12 @@ async def permission_check(
     else:
         level = (
             MANAGE
-            if user.is_admin
+            if caller.is_admin
             else await permission_level(session, user_uuid=user.uuid, target_uuid=body.target_uuid)
         )
         if level >= wanted:
             reason = f"the user has {LEVEL_NAMES[level]}"
-            if user.is_admin:
+            if caller.is_admin:
                 reason = "the user is an admin"
         elif level == 0:
             reason = UNREADABLE

@@ -9,9 +9,9 @@ Every route answers from the caller's point of view: a list holds only what the
 caller may read, and an object they may not read is 404 whether or not it exists.
 Group records in a list carry ``can_write`` and ``can_manage`` for the caller, as
 Arvados's do: that is how another cluster asks whether a user may write a project here
-(SPEC 3.3). ``GET /collections/<portable data hash>`` answers a readable collection with
-that hash, in Arvados's shape (``uuid`` is the hash). Parameters arrive in the query
-whatever the client sent (``app.federation.params``).
+(docs/protocol.md#remote-permission-checks). ``GET /collections/<portable data hash>``
+answers a readable collection with that hash, in Arvados's shape (``uuid`` is the hash).
+Parameters arrive in the query whatever the client sent (``app.federation.params``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from clusterfed.server.keep.collections import check_signatures, sign_answer, st
 from clusterfed.server.models import Collection, Group, Link
 from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
 
-from ..users.auth import is_admin_caller
 from .access import Access
 from .listing import parse_params, parse_select, run_list, wants_count
 from .names import has_unique_name, insert_uniquely_named, name_taken
@@ -67,7 +66,7 @@ AccessDep = Annotated[Access, Depends(get_access)]
 # replication level can only be the cluster default (see schemas.Replication).
 NOT_STORED = frozenset({"portable_data_hash", "replication_desired"})
 AnyBody = Annotated[dict[str, Any], Body()]
-# On group records, for the caller: what another cluster reads to decide a move (SPEC 3.3).
+# On group records, for the caller: what another cluster reads to decide a move.
 PERMISSION_FIELDS = ("can_write", "can_manage")
 SelectParam = Annotated[str | None, Query(alias="select")]
 # A groups list whose uuid filters name at most this many groups (a permission check
@@ -107,7 +106,7 @@ async def _readable(
 ) -> tuple[Select[Any], CTE | None]:
     """``query`` cut down to what the caller may read, and the walk that decided it
     (None for an admin, who reads everything)."""
-    if access.caller.user.is_admin:
+    if access.caller.is_admin:
         return query, None
     roots = await access.remote_roots(model)
     dialect = access.session.get_bind().dialect.name
@@ -131,7 +130,7 @@ async def _levels(access: Access, down: CTE | None, uuids: list[str]) -> dict[st
 
 async def _pinned_levels(access: Access, filters: list[Any]) -> dict[str, int] | None:
     """The caller's level on each group a groups list's filters pin; None: not pinned."""
-    if access.caller.user.is_admin:
+    if access.caller.is_admin:
         return None
     pinned = pinned_uuids(filters)
     if pinned is None or len(pinned) > MAX_PINNED:
@@ -164,7 +163,7 @@ def _parse(resource: Resource, schema: type[BaseModel], body: dict[str, Any]) ->
     try:
         return schema.model_validate(body)
     except ValidationError as exc:
-        # The one validation error handler renders it as the SPEC's 422 body.
+        # The one validation error handler renders it as the usual 422 error body.
         raise RequestValidationError(exc.errors(include_context=False)) from None
 
 
@@ -199,8 +198,7 @@ def _collection_manifest(
     manifest = values.get("manifest_text") or ""
     plain = stored_manifest(manifest)
     if plain != stored:
-        admin = is_admin_caller(access.caller, access.request.app.state.config)
-        check_signatures(access.request, manifest, is_admin=admin)
+        check_signatures(access.request, manifest, is_admin=access.caller.is_admin)
     computed = portable_data_hash(plain)
     if given is not None and without_hints(given) != computed:
         raise Unprocessable(f"portable_data_hash {given} does not match manifest_text")

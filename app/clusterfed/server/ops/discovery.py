@@ -6,7 +6,7 @@ method. A method described here but not served would be a promise the server bre
 so the document is filtered against the app's own routes: a resource row below shows
 up only once a router serving it is registered.
 
-Parameters that ``FederatedRouter`` handles (SPEC 3.6) never reach a FastAPI route, so the
+Parameters that ``FederatedRouter`` handles never reach a FastAPI route, so the
 OpenAPI schema cannot vouch for them. They are described from ``ROUTER_PARAMETERS`` for
 the resources the router serves, and only when the app mounts it (``routed_resources``).
 
@@ -159,7 +159,7 @@ _CREATE_PARAMETERS = {
 _CLUSTER_ID = {
     "type": "string",
     "location": "query",
-    "description": "the cluster to send the request to (SPEC 3.6)",
+    "description": "the cluster to send the request to",
 }
 # What FederatedRouter reads from the query of a list and of a create, per method name.
 ROUTER_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
@@ -169,7 +169,7 @@ ROUTER_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
             "type": "boolean",
             "location": "query",
             "default": "false",
-            "description": "merge this cluster's list with every Proxy remote's (SPEC 3.6)",
+            "description": "merge this cluster's list with every Proxy remote's",
         },
         "next_page": {
             "type": "string",
@@ -228,7 +228,7 @@ def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
             f"{resource.name}/{{uuid}}",
             {"parameters": {"uuid": _UUID}, "response": obj},
         ),
-        # The users admin actions (SPEC 3.8 forwards them to the login cluster).
+        # The users admin actions (a satellite forwards them to its login cluster).
         "activate": (
             "POST",
             f"{resource.name}/{{uuid}}/activate",
@@ -382,7 +382,7 @@ def discovery_document(
         # No batchPath: this server has no batch endpoint, and googleapiclient only
         # needs the key for new_batch_http_request().
         "uuidPrefix": cluster_id,
-        # Where each remote cluster is, as Arvados's document says (SPEC 3.6).
+        # Where each remote cluster is, as Arvados's document says.
         "remoteHosts": remote_hosts or {},
         # Copies arv-put and Collection.save_new ask for: one a volume, never more than
         # this cluster can make.

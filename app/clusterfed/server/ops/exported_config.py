@@ -1,4 +1,4 @@
-"""``GET /arvados/v1/config``: the exported configuration, for anyone (SPEC 3.6)."""
+"""``GET /arvados/v1/config``: the exported configuration, for anyone."""
 
 from __future__ import annotations
 

@@ -1,3 +1,3 @@
 """The users-and-tokens feature of the example server: who is calling, local users and
-tokens, the validation endpoints (SPEC 3.1).
+tokens, the validation endpoints (docs/protocol.md#validation-endpoints).
 """

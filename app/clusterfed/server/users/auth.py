@@ -4,7 +4,7 @@ Foreign tokens were already validated by the federation middleware, which leaves
 ``Identity`` in the request state. Local tokens are resolved here against the tokens
 table: with their own secret, or (when ``remote=R`` names another cluster) with the
 secret salted for R. A token accepted only through its salted form may reach the
-endpoints in ``SALTED_TOKEN_ROUTES`` and nothing else (SPEC 3.1).
+endpoints in ``SALTED_TOKEN_ROUTES`` and nothing else (docs/protocol.md#validation-endpoints).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from clusterfed.config import ClusterConfig
 from clusterfed.credentials import parse_authorization
 from clusterfed.errors import Forbidden, Unauthorized
-from clusterfed.identity import UserRecord, get_identity
+from clusterfed.identity import UserRecord, admin_here, get_identity
 from clusterfed.service import LocalLogin
 from clusterfed.storage.db import utcnow
 from clusterfed.tokens import (
@@ -48,12 +48,33 @@ SALTED_TOKEN_ROUTES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """Who is calling. ``is_admin`` is the one answer to "is this caller an admin here?"
+    (``clusterfed.identity.admin_here``, taken once when the caller is resolved): every
+    endpoint reads it, never ``user.is_admin``, which says what the user is at home."""
+
     user: UserRecord
     token_uuid: str | None
     scopes: tuple[str, ...]
     issuer: str
     expires_at: datetime | None
     salted_for: str | None = None  # the remote a salted-only local token was accepted for
+    is_admin: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        config: ClusterConfig,
+        user: UserRecord,
+        token_uuid: str | None,
+        scopes: tuple[str, ...],
+        issuer: str,
+        expires_at: datetime | None,
+        salted_for: str | None = None,
+    ) -> Caller:
+        admin = admin_here(
+            user, issuer, cluster_id=config.cluster_id, login_cluster=config.login_cluster
+        )
+        return cls(user, token_uuid, scopes, issuer, expires_at, salted_for, admin)
 
     def is_foreign(self, cluster_id: str) -> bool:
         return self.issuer != cluster_id
@@ -65,7 +86,8 @@ async def resolve_caller(
     """The caller, or None for an anonymous request. Raises 401/403 for bad credentials."""
     identity = get_identity(request)
     if identity is not None:
-        return Caller(
+        return Caller.of(
+            config,
             identity.user,
             identity.token_uuid,
             identity.scopes,
@@ -94,9 +116,9 @@ async def resolve_caller(
 
 
 def _is_validation_call(request: Request) -> bool:
-    """``GET users/current?remote=R``: another cluster validating this token (SPEC 3.2
-    step 3). Scopes do not stop it, or a scoped token could never be used elsewhere; it
-    reveals nothing but the token owner's own record."""
+    """``GET users/current?remote=R``: another cluster validating this token
+    (docs/protocol.md#accepting-a-foreign-token). Scopes do not stop it, or a scoped token
+    could never be used elsewhere; it reveals nothing but the token owner's own record."""
     return (
         request.method in ("GET", "HEAD")
         and request.url.path == "/arvados/v1/users/current"
@@ -159,16 +181,21 @@ async def local_caller(
         if not (
             token.uuid
             and is_cluster_id(remote)
-            and remote != config.cluster_id
             and secrets_equal(token.secret, salted_secret(record.api_token, remote))
         ):
             raise Unauthorized("token is not valid on this cluster")
+        if not config.accepts_salted_for(remote):
+            raise Unauthorized(
+                f"a token salted for {remote} is not accepted here: "
+                f"{config.cluster_id} does not federate with {remote}"
+            )
         salted_for = remote
     if record.expires_at is not None and record.expires_at <= utcnow():
         raise Unauthorized("token has expired")
     if record.user is None:
         raise Unauthorized("token's user does not exist")
-    return Caller(
+    return Caller.of(
+        config,
         record.user,
         record.uuid,
         record.scopes,
@@ -182,7 +209,7 @@ async def _system_caller(session: AsyncSession, config: ClusterConfig) -> Caller
     user = await get_user(session, uuid=system_user_uuid(config.cluster_id))
     if user is None:
         raise Unauthorized("system user is missing; run `clusterfed db upgrade`")
-    return Caller(to_record(user), None, ("all",), config.cluster_id, None)
+    return Caller.of(config, to_record(user), None, ("all",), config.cluster_id, None)
 
 
 class LocalCredentials:
@@ -221,10 +248,3 @@ class LocalCredentials:
             if user is None:
                 return None
             return LocalLogin(to_record(user), record.uuid, record.expires_at, tuple(record.scopes))
-
-
-def is_admin_caller(caller: Caller, config: ClusterConfig) -> bool:
-    """An active admin of this cluster, or of its login cluster (SPEC 3.4)."""
-    if caller.is_foreign(config.cluster_id) and caller.issuer != config.login_cluster:
-        return False
-    return caller.user.is_admin and caller.user.is_active

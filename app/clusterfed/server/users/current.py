@@ -1,4 +1,4 @@
-"""SPEC 3.1: the validation endpoints every cluster serves."""
+"""The validation endpoints every cluster serves (docs/protocol.md#validation-endpoints)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 
 from clusterfed.errors import Unauthorized
 from clusterfed.server.deps import CallerDep, ConfigDep
-from clusterfed.tokens import is_cluster_id
 
 from .revocation import record_validation
 from .service import user_json
@@ -25,8 +24,9 @@ async def current_token(caller: CallerDep, request: Request, config: ConfigDep) 
     if caller.token_uuid is None:
         raise Unauthorized("the system root token has no token record")
     remote = request.query_params.get("remote", "")
-    if caller.issuer == config.cluster_id and is_cluster_id(remote) and remote != config.cluster_id:
-        # SPEC 3.7: remember who validated our token, to tell them when it is revoked.
+    if caller.issuer == config.cluster_id and config.accepts_salted_for(remote):
+        # Remember who validated our token, to tell them when it is revoked: only the
+        # clusters it would ever tell (a stranger's remote= writes nothing here).
         database = request.app.state.database
         await record_validation(database, token_uuid=caller.token_uuid, cluster_id=remote)
     # Never echo a secret: a caller that presented a salted token must not learn the
@@ -42,4 +42,5 @@ async def current_token(caller: CallerDep, request: Request, config: ConfigDep) 
 
 @router.get("/users/current")
 async def current_user(caller: CallerDep, config: ConfigDep) -> dict[str, Any]:
-    return user_json(caller.user, cluster_id=config.cluster_id)
+    # is_admin as this caller is here: a token that does not carry admin says so.
+    return {**user_json(caller.user, cluster_id=config.cluster_id), "is_admin": caller.is_admin}

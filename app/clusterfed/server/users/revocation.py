@@ -1,4 +1,4 @@
-"""Revoking tokens issued here (SPEC 3.7), and what the issuer remembers for it.
+"""Revoking tokens issued here (docs/protocol.md#revocation), and what the issuer remembers for it.
 
 A revoked token's row stays, with ``expires_at`` set to the moment of revocation, and
 its secret is still there to compute each notice's proof. The same transaction queues
@@ -42,37 +42,31 @@ async def record_validation(database: Database, *, token_uuid: str, cluster_id: 
     await database.writes.execute(statement, upsert_params(values))
 
 
-async def validators(session: AsyncSession, *, token_uuid: str) -> list[str]:
-    rows = await session.scalars(
-        select(FederationTokenValidator.cluster_id).where(
-            FederationTokenValidator.token_uuid == token_uuid
-        )
-    )
-    return list(rows)
-
-
-async def presented_by_itself(
-    session: AsyncSession,
+def presented_by_itself(
     record: ApiClientAuthorization,
     secret: str,
     *,
     config: ClusterConfig,
     hints: tuple[str | None, ...] = (),
 ) -> bool:
-    """Is ``secret`` the token's own, or its secret salted for some cluster?
+    """Is ``secret`` the token's own, or its secret salted for a cluster whose salted
+    copies count here (``ClusterConfig.accepts_salted_for``: one in ``RemoteClusters``)?
 
-    The clusters tried: every remote, every cluster that validated it, and ``hints``
-    (the request's ``remote=`` and the cluster that forwarded it). A token salted for a
-    cluster that never validated it was never usable there, so nothing else is needed.
+    A copy salted for a cluster this one does not federate with never revokes: whoever
+    was handed it (a fan-out elsewhere) must not be able to end the user's token. The
+    clusters tried are every remote; the request's ``remote=`` and the cluster that
+    forwarded it (``hints``) are only tried first, and only if they are remotes too.
     """
     if secrets_equal(secret, record.api_token):
         return True
-    candidates = set(config.remote_clusters) | set(
-        await validators(session, token_uuid=record.uuid)
+    candidates = dict.fromkeys(
+        [hint for hint in hints if hint and is_cluster_id(hint)] + list(config.remote_clusters)
     )
-    candidates.update(hint for hint in hints if is_cluster_id(hint))
-    candidates.discard(config.cluster_id)
-    matches = [secrets_equal(secret, salted_secret(record.api_token, c)) for c in candidates]
+    matches = [
+        secrets_equal(secret, salted_secret(record.api_token, c))
+        for c in candidates
+        if config.accepts_salted_for(c)
+    ]
     return any(matches)
 
 

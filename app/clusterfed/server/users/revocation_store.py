@@ -1,4 +1,4 @@
-"""The example server's ``RevocationStore`` (SPEC 3.7): the issuer's notice outbox.
+"""The example server's ``RevocationStore``: the issuer's notice outbox.
 
 The outbox and validator tables are clusterfed's (``storage.revocation_models``); the
 secrets that proofs are computed from are the server's own token rows.

@@ -1,4 +1,4 @@
-"""SPEC 3.7: revoking a token at its issuer (the example server issues tokens).
+"""Revoking a token at its issuer (the example server issues tokens).
 
 ``DELETE /arvados/v1/api_client_authorizations/<uuid>`` for a token issued here: by the
 token itself (its own secret or its secret salted for any cluster: a holder may always
@@ -26,7 +26,7 @@ from clusterfed.server.models import ApiClientAuthorization
 from clusterfed.storage.db import utcnow
 from clusterfed.tokens import TOKEN_TYPE, MalformedToken, is_uuid
 
-from .auth import is_admin_caller, resolve_caller
+from .auth import resolve_caller
 from .revocation import presented_by_itself, revoke_token, token_json
 from .tokens import get_token
 
@@ -54,7 +54,7 @@ async def revoke(
         itself = (
             record is not None
             and token.uuid == uuid
-            and await presented_by_itself(session, record, token.secret, config=config, hints=hints)
+            and presented_by_itself(record, token.secret, config=config, hints=hints)
         )
         if itself:
             assert record is not None
@@ -90,4 +90,4 @@ async def _other_revoker(
     local_owner = record is not None and caller.user.uuid == record.user_uuid
     if local_owner and not caller.is_foreign(config.cluster_id):
         return caller.user.uuid
-    return caller.user.uuid if is_admin_caller(caller, config) else None
+    return caller.user.uuid if caller.is_admin else None

@@ -12,7 +12,7 @@ from clusterfed.server.models import User
 from clusterfed.storage.users import ModelUserTable, free_username, username_base
 from clusterfed.tokens import USER_TYPE, new_uuid
 
-# The example server's users table, as clusterfed sees it (SPEC 7).
+# The example server's users table, as clusterfed sees it (docs/mounting.md).
 users_table = ModelUserTable(User)
 
 

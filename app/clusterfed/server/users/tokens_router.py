@@ -2,8 +2,8 @@
 
 A user asks for a new token of their own, as Workbench and the arv-* tools do; an admin
 may name another existing user as ``owner_uuid`` (for work run on their behalf: on a
-satellite those are the runtime tokens of SPEC 3.8). A scoped token can only create
-tokens within its own scopes. The secret is in the create answer and nowhere else: a
+satellite those are the runtime tokens of docs/protocol.md#login-cluster). A scoped token
+can only create tokens within its own scopes. The secret is in the create answer and nowhere else: a
 list never shows one. On a satellite both requests go to the login cluster instead
 (``clusterfed.routing.login_forwarding``).
 """
@@ -113,10 +113,17 @@ async def create_token(
     if not user.is_active:
         raise Forbidden("inactive users may not create tokens")
     owner_uuid = attributes.get("owner_uuid") or user.uuid
-    if owner_uuid != user.uuid and not user.is_admin:
+    if owner_uuid != user.uuid and not caller.is_admin:
         raise Forbidden("only an admin may create a token for another user")
+    if user.is_admin and not caller.is_admin:
+        # An admin's token that does not carry admin here (a runtime token another cluster
+        # issued for them) must not mint one that would: that would launder it into admin.
+        raise Forbidden(
+            "this token does not carry its user's admin rights, so it cannot create a "
+            "token for them; use a token their own cluster issued"
+        )
     home = user.uuid[:5]
-    if home != config.cluster_id and not user.is_admin:
+    if home != config.cluster_id and not caller.is_admin:
         raise Forbidden(f"tokens for a user of cluster {home} are issued by {home}")
     if not isinstance(owner_uuid, str) or await get_user(session, uuid=owner_uuid) is None:
         raise NotFound(f"user {owner_uuid} not found")
@@ -144,7 +151,7 @@ async def list_tokens(
 ) -> dict[str, Any]:
     params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
     query = select(ApiClientAuthorization)
-    if not caller.user.is_admin:
+    if not caller.is_admin:
         query = query.where(ApiClientAuthorization.user_uuid == caller.user.uuid)
     rows, available = await run_list(
         session, query, params, ATTRIBUTES, ApiClientAuthorization.uuid

@@ -45,7 +45,7 @@ MAX_TEXT = 255
 
 def _visible(caller: Caller) -> ColumnElement[bool] | None:
     """The users ``caller`` may see, as a clause (None: all of them)."""
-    if caller.user.is_admin:
+    if caller.is_admin:
         return None
     if caller.user.is_active:
         return or_(User.is_active.is_(True), User.uuid == caller.user.uuid)
@@ -77,7 +77,7 @@ def _text(value: str, name: str) -> str:
 
 
 def _require_admin(caller: Caller, action: str) -> None:
-    if not caller.user.is_admin:
+    if not caller.is_admin:
         raise Forbidden(f"only an admin may {action}")
 
 
@@ -193,7 +193,7 @@ async def activate_user(
     uuid: str, request: Request, caller: CallerDep, session: SessionDep, config: ConfigDep
 ) -> dict[str, Any]:
     row = await _user(session, caller, uuid)
-    if not caller.user.is_admin:
+    if not caller.is_admin:
         if row.uuid != caller.user.uuid:
             raise Forbidden("only an admin may activate another user")
         if not row.is_invited:

@@ -1,4 +1,8 @@
-"""GETs to a peer over kept-alive HTTP/1.1 connections, without httpx's layers.
+"""The hand-written GET client (h11 on asyncio streams) clusterfed used for validation
+calls until aiohttp measured cheaper; kept here only as ``bench.http_clients``'s
+reference, so the comparison can be run again. Not part of the package.
+
+GETs to a peer over kept-alive HTTP/1.1 connections, without httpx's layers.
 
 Every cold validation makes two GETs to the token's issuer, and through httpx each cost
 the worker about 1 ms of CPU, most of it not HTTP: building and merging the client's

@@ -1,6 +1,11 @@
 """``make demo``: two federated clusters on loopback (SQLite), walked through the seed
 scenarios with the same CLI and HTTP calls an operator and a user would make; then a
-federation with a login cluster (three clusters, SPEC 3.8).
+federation with a login cluster (three clusters, one of them issuing every user's token).
+
+A script beside the package, not part of it: it runs the installed ``clusterfed`` command
+(``clusterfed serve``, ``clusterfed users create``, ...) as an operator would, and talks to
+the servers over HTTP. Run it with ``make demo`` or ``python examples/demo.py`` in a
+virtualenv where clusterfed is installed with its server extra.
 
 Everything lives under ``./var/demo/`` (configs, databases, server logs) and the servers
 are stopped at the end. Each step prints what it does and what came back; any surprise
@@ -26,12 +31,20 @@ from typing import Any
 
 import httpx
 import yaml
-
-from .tokens import parse_token
+from clusterfed.tokens import parse_token
 
 DEMO_DIR = Path("var/demo")
 SECRET_IN_TOKEN = re.compile(r"(v2/[a-z0-9-]{27}/)[A-Za-z0-9]+")  # never echo a secret
 CONTENT = b"bar"  # bar.txt, the demo's file: its block is 37b51d194a7513e45b56f6524f2d51f2+3
+
+
+def _clusterfed_command() -> list[str]:
+    """The ``clusterfed`` script installed beside this interpreter, else ``python -m``."""
+    script = Path(sys.executable).with_name("clusterfed")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "clusterfed"]
+
+
+CLUSTERFED = _clusterfed_command()
 
 
 class DemoFailed(Exception):
@@ -83,7 +96,7 @@ class Cluster:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def cli(self, *args: str) -> str:
-        command = [sys.executable, "-m", "clusterfed", *args, "--config", str(self.config_path)]
+        command = [*CLUSTERFED, *args, "--config", str(self.config_path)]
         shown = SECRET_IN_TOKEN.sub(
             r"\1<secret>", " ".join(["clusterfed", *args, "--config", str(self.config_path)])
         )
@@ -97,9 +110,7 @@ class Cluster:
         log = open(self.directory / f"{self.cluster_id}.log", "wb")  # noqa: SIM115 (lives with the process)
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "clusterfed",
+                *CLUSTERFED,
                 "serve",
                 "--config",
                 str(self.config_path),
@@ -318,7 +329,7 @@ def walk(qr1hi: Cluster, c97qk: Cluster) -> None:
     )
 
     step("8. Alice logs out on c97qk: her token ends at qr1hi and on c97qk at once")
-    print("  c97qk sends the revocation to qr1hi, the token's issuer (SPEC 3.7)")
+    print("  c97qk sends the revocation to qr1hi, the token's issuer")
     c97qk.call(
         "DELETE", f"/arvados/v1/api_client_authorizations/{token_uuid}", alice_for_c97qk, expect=200
     )

@@ -1,0 +1,82 @@
+"""The command line starts fast: `clusterfed --help` and the commands that need no database
+import neither the web stack nor the database layer, and the package's public names are
+imported on first use (each check runs in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
+HEAVY = ("fastapi", "starlette", "sqlalchemy", "httpx", "alembic", "uvicorn", "h11")
+VECTOR_TOKEN = "v2/qr1hi-gj3su-000000000000001/3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi"
+
+
+def loaded_after(code: str) -> list[str]:
+    """The heavy top-level packages a fresh interpreter holds after running ``code``."""
+    probe = (
+        "import contextlib, io, json, sys\n"
+        f"{code}\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_main(*argv: str) -> str:
+    return (
+        "from clusterfed.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main({list(argv)!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+    )
+
+
+def test_importing_the_package_and_the_cli_modules_stays_light() -> None:
+    code = "import clusterfed\nimport clusterfed.cli.main, clusterfed.cli.cache"
+    code += "\nimport clusterfed.cli.serve, clusterfed.cli.users, clusterfed.config"
+    assert loaded_after(code) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--help",),
+        ("cache", "--help"),
+        ("users", "create", "--help"),
+        ("tokens", "salt", VECTOR_TOKEN, "--remote", "aaaaa"),
+    ],
+)
+def test_commands_without_a_database_stay_light(argv: tuple[str, ...]) -> None:
+    assert loaded_after(run_main(*argv)) == []
+
+
+def test_the_probe_sees_a_heavy_import() -> None:
+    # The check above is only worth something if importing the public API shows up.
+    assert "fastapi" in loaded_after("from clusterfed import mount")
+
+
+def test_public_names_resolve_on_first_use() -> None:
+    import clusterfed
+    import clusterfed.mount as mount_module  # binds the submodule's name on the package
+
+    for name in clusterfed.__all__:
+        assert getattr(clusterfed, name) is not None, name
+    # The function named like its submodule stays the function.
+    assert callable(mount_module) and clusterfed.mount.__name__ == "mount"
+    from clusterfed.service import Federation
+
+    assert clusterfed.Federation is Federation
+    assert set(clusterfed.__all__) <= set(dir(clusterfed))
+    with pytest.raises(AttributeError):
+        clusterfed.NoSuchName  # noqa: B018
