@@ -199,3 +199,21 @@ async def test_a_whole_64_mib_block_passes_the_body_cap(keep: KeepCluster) -> No
         async for chunk in answer.aiter_bytes():
             digest.update(chunk)
     assert digest.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+async def test_a_large_corrupt_block_is_cut_short(keep: KeepCluster) -> None:
+    _, token = await keep.cluster.new_user()
+    data = os.urandom(6 << 20)
+    locator = await stored_locator(keep, token, data)
+    md5 = hashlib.md5(data).hexdigest()
+    (keep.volume / md5[:3] / md5).write_bytes(data[:-1] + b"\0")
+    assert (await get(keep, token, locator, "HEAD")).status_code == 502
+    received = b""
+    with pytest.raises(httpx.HTTPError):
+        async with (
+            httpx.AsyncClient(verify=False) as client,
+            client.stream("GET", keep.url(locator), headers=auth(token)) as answer,
+        ):
+            async for chunk in answer.aiter_bytes():
+                received += chunk
+    assert len(received) < len(data)

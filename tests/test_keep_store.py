@@ -147,3 +147,37 @@ async def test_another_kind_of_volume_needs_no_change_in_the_store() -> None:
     store = BlockStore([volume])
     assert await read_all(store, MD5) == DATA
     assert volume.opened == 2  # once to check the md5, once to serve
+
+
+async def test_a_large_block_is_checked_as_it_streams(tmp_path: Path) -> None:
+    from clusterfed.server.keep.store import CHECK_FIRST_MAX
+
+    data = os.urandom(CHECK_FIRST_MAX + 3 * CHUNK + 5)
+    md5 = hashlib.md5(data).hexdigest()
+    volume = DirectoryVolume("zzzzz-nyw5e-000000000000000", tmp_path / "v")
+    store = BlockStore([volume])
+    await store.write(md5, chunks(data))
+    block = await store.open_for_streaming(md5)
+    assert block.check_md5 == md5  # not read before streaming
+    assert b"".join([chunk async for chunk in block.chunks()]) == data
+    # Corrupt: every chunk but the last is sent, then the stream fails.
+    volume.path(md5).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    block = await store.open_for_streaming(md5)
+    received = b""
+    with pytest.raises(CorruptBlock):
+        async for chunk in block.chunks():
+            received += chunk
+    assert len(received) < len(data) and data.startswith(received)
+    # Short: the same.
+    volume.path(md5).write_bytes(data[:-1])
+    with pytest.raises(BlockNotFound):
+        await store.open_for_streaming(md5, len(data))
+    block = await store.open_for_streaming(md5)
+    with pytest.raises(CorruptBlock):
+        async for _ in block.chunks():
+            pass
+    # A small block is checked whole first, as before.
+    small = await store.write(MD5, chunks(DATA))
+    volume.path(MD5).write_bytes(b"\0" * small.size)
+    with pytest.raises(CorruptBlock):
+        await store.open_for_streaming(MD5)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
+import sys
 from typing import Any
 
 from clusterfed.config import (
@@ -84,6 +86,13 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
             workers=args.workers,
             **options,
         )
+        # The workers are gone and this process holds nothing else: ending it at once
+        # skips the interpreter's teardown of every module it imported, which took a
+        # third of a shutdown that must end within 2 s of SIGTERM.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     else:
         from clusterfed.server.app import create_app
 

@@ -130,11 +130,13 @@ async def read_block(request: Request, locator: str) -> Response:
         except SignatureInvalid:
             raise InvalidSignature() from None
     await valid_caller(request)
-    block = await keep.store.open(parsed.md5, parsed.size)
-    headers = {"Content-Length": str(block.size), "Vary": "X-Keep-Signature"}
     if is_head(request.scope):
-        block.close()  # checked, as for a GET; nothing to send
+        block = await keep.store.open(parsed.md5, parsed.size)
+        block.close()  # checked whole, as a small block's GET is; nothing to send
+        headers = {"Content-Length": str(block.size), "Vary": "X-Keep-Signature"}
         return Response(b"", media_type="application/octet-stream", headers=headers)
+    block = await keep.store.open_for_streaming(parsed.md5, parsed.size)
+    headers = {"Content-Length": str(block.size), "Vary": "X-Keep-Signature"}
     return StreamingResponse(
         block.chunks(),
         media_type="application/octet-stream",

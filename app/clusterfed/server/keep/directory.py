@@ -23,8 +23,8 @@ class DirectoryWriter:
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
-            written = self._file.write(view)
-            view = view[written or 0 :]
+            written = self._file.write(view) or 0
+            view = view[written:]
 
     def commit(self) -> None:
         try:

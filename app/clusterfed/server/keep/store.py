@@ -1,8 +1,11 @@
 """The block store: whole blocks on the configured volumes, md5 checked both ways.
 
-Reads verify the stored block's md5 (and size) before the first byte is served, then
-stream it from the same open file: a block that fails is a 502, never served, and memory
-stays at one chunk whatever the block's size. Writes stream the body into every writable
+Reads check the stored block's md5 (and size). A HEAD, and a GET of a block up to 4 MiB,
+check it whole before answering, so a block that fails is a clean 502. A larger block is
+checked as it streams, with its last chunk held back until the md5 matches: the check
+then costs no time of its own (hashing 64 MiB takes as long as sending it), and a block
+that fails is cut short, never delivered whole. Memory stays at a chunk or two whatever
+the block's size. Writes stream the body into every writable
 volume's temporary file while hashing it, and make it visible only when the md5 matches.
 File I/O and hashing run in worker threads (hashlib releases the GIL), one chunk at a time.
 """
@@ -11,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import logging
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -25,26 +31,61 @@ from .errors import (
 )
 from .volumes import BlockVolume, BlockWriter
 
+log = logging.getLogger("clusterfed.keep")
+
 BLOCK_SIZE = 1 << 26  # 64 MiB, Arvados's largest block
 CHUNK = 1 << 20
 VERIFY_CHUNK = 4 << 20  # one reused buffer while the stored block's md5 is checked
+# Blocks up to this size are checked whole before the first byte is sent; larger ones
+# while they stream, with the last chunk held back until the md5 matches.
+CHECK_FIRST_MAX = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class StoredBlock:
-    """A verified block, open for reading: ``chunks()`` streams it and closes the file."""
+    """A block open for reading: ``chunks()`` streams it and closes the file.
+
+    With ``check_md5`` set the block was not checked before: its md5 is computed as it is
+    read, and the last chunk is held back until it matches, so a corrupt block never
+    reaches a client whole (the stream ends with CorruptBlock instead).
+    """
 
     size: int
     file: BinaryIO
+    check_md5: str | None = None
 
     async def chunks(self, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+        """The block, a chunk at a time; the next chunk is read while this one is sent."""
+        digest = hashlib.md5() if self.check_md5 is not None else None
+        read_so_far = 0
+
+        def read() -> bytes:
+            nonlocal read_so_far
+            data = self.file.read(chunk_size)
+            if digest is not None and data:
+                digest.update(data)
+            read_so_far += len(data)
+            return data
+
+        ahead: asyncio.Future[bytes] | None = None
         try:
-            while True:
-                data = await asyncio.to_thread(self.file.read, chunk_size)
-                if not data:
-                    return
-                yield data
+            current = await asyncio.to_thread(read)
+            ahead = asyncio.ensure_future(asyncio.to_thread(read))
+            while current:
+                following = await ahead
+                ahead = asyncio.ensure_future(asyncio.to_thread(read)) if following else None
+                if (
+                    not following
+                    and digest is not None
+                    and (digest.hexdigest() != self.check_md5 or read_so_far != self.size)
+                ):
+                    log.error("block %s fails its md5 check; the read is cut", self.check_md5)
+                    raise CorruptBlock()
+                yield current
+                current = following
         finally:
+            if ahead is not None:
+                await asyncio.gather(ahead, return_exceptions=True)
             self.file.close()
 
     def close(self) -> None:
@@ -111,6 +152,32 @@ class BlockStore:
         """The verified block; BlockNotFound, or CorruptBlock when every stored copy fails."""
         return await asyncio.to_thread(self._open_verified, md5, size)
 
+    def _open_streaming(self, md5: str, size: int | None) -> StoredBlock:
+        for volume in self.volumes:
+            try:
+                file = volume.open(md5)
+            except FileNotFoundError:
+                continue
+            try:
+                length = os.fstat(file.fileno()).st_size
+            except (OSError, AttributeError, io.UnsupportedOperation):
+                file.close()  # a stream of unknown length: checked whole first
+                return self._open_verified(md5, size)
+            if size is not None and length != size:
+                file.close()
+                continue
+            if length <= CHECK_FIRST_MAX:
+                file.close()
+                return self._open_verified(md5, size)
+            return StoredBlock(length, file, check_md5=md5)
+        raise BlockNotFound()
+
+    async def open_for_streaming(self, md5: str, size: int | None = None) -> StoredBlock:
+        """The block to send: checked whole first when small (a failure is a clean
+        CorruptBlock), else checked while it streams (see StoredBlock), so the md5 of a
+        large block costs no time of its own."""
+        return await asyncio.to_thread(self._open_streaming, md5, size)
+
     async def exists(self, md5: str) -> bool:
         return any([await asyncio.to_thread(volume.exists, md5) for volume in self.volumes])
 
@@ -131,14 +198,17 @@ class BlockStore:
         )
         digest = hashlib.md5()
 
-        def absorb(chunks: list[bytes]) -> None:
+        def hash_batch(chunks: list[bytes]) -> None:
             for chunk in chunks:
                 digest.update(chunk)
-                for writer in writers:
+
+        def write_batch(chunks: list[bytes]) -> None:
+            for writer in writers:
+                for chunk in chunks:
                     writer.write(chunk)
 
         committed = False
-        pending: asyncio.Future[None] | None = None
+        pending: asyncio.Future[list[None]] | None = None
         try:
             size = 0
             batch: list[bytes] = []
@@ -152,14 +222,18 @@ class BlockStore:
                 if batched >= CHUNK:
                     if pending is not None:
                         await pending
-                    # A thread hashes and writes this batch while the next one arrives;
-                    # the chunks are handed over as received, never copied.
-                    pending = asyncio.ensure_future(asyncio.to_thread(absorb, batch))
+                    # Two threads hash and write this batch (both release the GIL) while
+                    # the next one arrives; the chunks are handed over as received.
+                    pending = asyncio.gather(
+                        asyncio.to_thread(hash_batch, batch), asyncio.to_thread(write_batch, batch)
+                    )
                     batch, batched = [], 0
             if pending is not None:
                 await pending
             if batch:
-                await asyncio.to_thread(absorb, batch)
+                await asyncio.gather(
+                    asyncio.to_thread(hash_batch, batch), asyncio.to_thread(write_batch, batch)
+                )
             if expected_size is not None and size != expected_size:
                 raise SizeMismatch()
             if digest.hexdigest() != md5:
