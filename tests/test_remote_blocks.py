@@ -52,6 +52,7 @@ class Home:
         )
         self.config = parse_config(body, source="<test>")
         self.blocks: RemoteBlocks | None = None
+        self.remote: RemoteClient | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -59,10 +60,12 @@ class Home:
                 await send({"type": "lifespan.startup.complete"})
             if self.blocks is not None:
                 await self.blocks.aclose()
+                await self.remote.aclose()
             await send({"type": "lifespan.shutdown.complete"})
             return
         if self.blocks is None:
-            self.blocks = RemoteBlocks(self.config, RemoteClient(self.config))
+            self.remote = RemoteClient(self.config)
+            self.blocks = RemoteBlocks(self.config, self.remote)
         auth = dict(scope["headers"]).get(b"authorization", b"").decode()
         token = parse_token(auth.split(" ", 1)[1]) if auth else None
         try:
@@ -92,6 +95,7 @@ def reset(peer: Peer) -> None:
     peer.services = None
     peer.blocks = {MD5: BLOCK}
     peer.seen.clear()
+    peer.sent = peer.completed = 0
 
 
 def read(home: ServerThread, locator: str, *, token: str | None = TOKEN) -> tuple[int, bytes, str]:
@@ -180,6 +184,26 @@ def test_silence_midway_ends_the_answer_within_remote_timeout(
     assert status == 200 and ended != "complete"
     assert len(body) < len(BLOCK)
     assert time.monotonic() - started < TIMEOUT + 1.5
+
+
+def test_a_client_that_hangs_up_stops_the_read_from_the_remote(
+    home: ServerThread, peer: Peer
+) -> None:
+    big = os.urandom(16 * 1024 * 1024)  # about 1.3 s at the slow peer's pace
+    peer.blocks = {hashlib.md5(big).hexdigest(): big}
+    peer.mode = "slow"
+    url = f"{home.base_url}/{remote_locator(big)}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(timeout=30) as client, client.stream("GET", url, headers=headers) as answer:
+        assert answer.status_code == 200
+        next(answer.iter_raw())
+    # Leaving the block closed the connection with most of the block unread.
+    deadline = time.monotonic() + 10
+    while peer.streaming and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The peer's answer was broken off by the home, not read to its end.
+    assert (peer.streaming, peer.completed) == (0, 0)
+    assert peer.sent < len(big) // 2
 
 
 @pytest.mark.parametrize(

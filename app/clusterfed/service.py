@@ -102,7 +102,7 @@ class Federation:
         )
         self.permissions = RemotePermissions(config, self.remote)
         # Blocks other clusters hold, read and written for our clients (+R<X>- locators).
-        self.remote_blocks = RemoteBlocks(config, self.remote, transport=transport)
+        self.remote_blocks = RemoteBlocks(config, self.remote)
         self.signer = BlobSigner.from_config(config)
         # The host's block store, when it has one: blocks signed here that a collection
         # saved on another cluster names are copied there from it.

@@ -2,7 +2,8 @@
 
 It answers ``keep_services/accessible`` (listing itself, or what a test puts in
 ``services``) and ``GET``/``HEAD /<locator>`` from ``blocks``, in the ``mode`` a test
-chooses: honest, wrong bytes, breaking off, silent before or midway, a status, HTML.
+chooses: honest, slow, wrong bytes, breaking off, silent before or midway, a status,
+HTML.
 It also stores blocks (``PUT /<md5>``, answering a locator signed with ``STUB_SIGNATURE``)
 and records collection creates (``created``), echoing their manifest.
 ``seen`` records every request: (method, path or locator, Authorization).
@@ -33,6 +34,9 @@ class Peer:
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)
     created: list[Any] = field(default_factory=list)  # bodies of collection creates
     port: int = 0
+    sent: int = 0  # bytes of block bodies sent, all answers together
+    streaming: int = 0  # block bodies being sent now
+    completed: int = 0  # block bodies sent to their end
 
     def app(self) -> Starlette:
         async def accessible(request: Request) -> Response:
@@ -100,11 +104,20 @@ class Peer:
 
         async def body() -> Any:
             view = memoryview(data)
-            for start in range(0, len(data), 65536):
-                if mode == "hang-midway" and start >= len(data) // 2:
-                    await asyncio.sleep(30)
-                if mode == "short" and start >= len(data) // 2:
-                    raise RuntimeError("the stub breaks off on purpose")
-                yield bytes(view[start : start + 65536])
+            self.streaming += 1
+            try:
+                for start in range(0, len(data), 65536):
+                    if mode == "hang-midway" and start >= len(data) // 2:
+                        await asyncio.sleep(30)
+                    if mode == "short" and start >= len(data) // 2:
+                        raise RuntimeError("the stub breaks off on purpose")
+                    if mode == "slow":  # about 12 MB/s
+                        await asyncio.sleep(0.005)
+                    chunk = bytes(view[start : start + 65536])
+                    self.sent += len(chunk)
+                    yield chunk
+                self.completed += 1
+            finally:
+                self.streaming -= 1
 
         return StreamingResponse(body(), 200, headers=headers)

@@ -18,6 +18,13 @@ carrying the status for the client, as a block server answers them:
     404  ``X`` has no such block
     502  ``X`` is down, answered garbage, or sent bytes that are not the block
     504  ``X`` was silent for ``RemoteTimeout``
+
+Blocks travel through one ``aiohttp`` session per TLS-verification mode (the client the
+validation calls use too, ``outbound/aiohttp_gets.py``): its answers are read as the
+socket delivered them (``readchunk``: no copy, no re-chunking), reading pauses once
+``READ_BUFFER`` bytes wait unread, and its ``sock_read`` timeout is exactly "silence for
+``RemoteTimeout``" (it stops counting while reading is paused for a slow client).
+aiohttp's exceptions are turned into the statuses above here, at one boundary.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+import aiohttp
 import httpx
+from yarl import URL
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import BadGateway, FederationError, GatewayTimeout, Unauthorized
@@ -40,7 +49,6 @@ from clusterfed.outbound.remote import RemoteClient
 from clusterfed.outbound.statuses import remote_block_error
 from clusterfed.tokens import CannotResalt, MalformedToken, Token, salt
 
-from .block_fetch import BlockConnections
 from .locators import Locator, MalformedLocator, parse_locator
 
 log = logging.getLogger("clusterfed.keep.remote")
@@ -51,7 +59,10 @@ MAX_SERVICES = 32  # of one cluster's list; the rest are ignored
 MAX_TRIES = 3  # block servers tried for one block, in rendezvous order
 MAX_BLOCK_SIZE = 64 * 1024 * 1024
 MAX_LOCATOR_ANSWER = 4096  # a PUT's answer is one signed locator
-POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+# Bytes of one answer received but not yet passed on: past twice this, reading pauses.
+READ_BUFFER = 1024 * 1024
+MAX_CONNECTIONS = 100  # to all block servers, per TLS-verification mode
+USER_AGENT = "clusterfed-keep"
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
@@ -70,17 +81,6 @@ class KeepService:
     read_only: bool
 
 
-class Answer(Protocol):
-    """A streamed answer: httpx's, or block_fetch's for block reads."""
-
-    status_code: int
-    headers: Mapping[str, str]
-
-    def aiter_raw(self) -> AsyncIterator[bytes]: ...
-
-    async def aclose(self) -> None: ...
-
-
 class RemoteBlock:
     """One block being read from another cluster: its size, then its bytes, checked.
 
@@ -89,7 +89,7 @@ class RemoteBlock:
     ``BadGateway`` when the connection breaks. Close it with ``aclose()`` in every case.
     """
 
-    def __init__(self, cluster_id: str, locator: Locator, response: Answer) -> None:
+    def __init__(self, cluster_id: str, locator: Locator, response: aiohttp.ClientResponse) -> None:
         assert locator.size is not None
         self.cluster_id = cluster_id
         self.md5 = locator.md5
@@ -100,13 +100,17 @@ class RemoteBlock:
         digest = hashlib.md5()
         received = 0
         held = b""
+        content = self._response.content
         # Each chunk is hashed in a worker thread (hashlib releases the GIL) while the
         # loop passes the previous one on and reads the next.
         hashing: asyncio.Future[None] | None = None
         try:
-            async for chunk in self._response.aiter_raw():
+            while True:
+                chunk, end_of_http_chunk = await content.readchunk()
                 if not chunk:
-                    continue
+                    if end_of_http_chunk:  # a chunked answer's chunk boundary
+                        continue
+                    break  # the whole answer
                 received += len(chunk)
                 if received > self.size:
                     raise BlockChecksumError(
@@ -121,11 +125,11 @@ class RemoteBlock:
                 held = chunk
             if hashing is not None:
                 await hashing
-        except httpx.TimeoutException:
+        except TimeoutError:  # aiohttp's SocketTimeoutError: silence for RemoteTimeout
             raise GatewayTimeout(
                 f"cluster {self.cluster_id} fell silent while sending block {self.md5}"
             ) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise BadGateway(
                 f"cluster {self.cluster_id} broke off sending block {self.md5}: "
                 f"{type(exc).__name__}"
@@ -148,49 +152,51 @@ class RemoteBlock:
             yield held
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        # A connection whose answer was read to its end is back in the pool already;
+        # one with bytes left unread (a client that hung up, a lie) is closed.
+        self._response.close()
 
 
 class RemoteBlocks:
-    def __init__(
-        self,
-        config: ClusterConfig,
-        remote: RemoteClient,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, config: ClusterConfig, remote: RemoteClient) -> None:
         self.local_id = config.cluster_id
         self.clusters = dict(config.remote_clusters)
         self.timeout = config.federation.remote_timeout
         self._remote = remote
-        self._transport = transport
-        self._clients: dict[bool, httpx.AsyncClient] = {}
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._services: dict[str, tuple[float, tuple[KeepService, ...]]] = {}
         self._flights: Flights[str, tuple[KeepService, ...]] = Flights()
-        # Reads skip httpx's layers (block_fetch.py), except through an injected transport.
-        self._fetch = BlockConnections(timeout=self.timeout) if transport is None else None
 
-    def _client(self, insecure: bool) -> httpx.AsyncClient:
-        client = self._clients.get(insecure)
-        if client is None:
-            # Every timeout is one of silence: connecting, or waiting for the next bytes.
-            client = self._clients[insecure] = httpx.AsyncClient(
-                verify=not insecure,
-                follow_redirects=False,
-                limits=POOL_LIMITS,
-                timeout=httpx.Timeout(self.timeout),
-                transport=self._transport,
-                headers={"Accept-Encoding": "identity"},
+    def _session(self, insecure: bool) -> aiohttp.ClientSession:
+        # Made on first use, inside the running loop; one per TLS-verification mode.
+        session = self._sessions.get(insecure)
+        if session is None or session.closed:
+            session = self._sessions[insecure] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=MAX_CONNECTIONS,
+                    limit_per_host=0,
+                    # httpx's context, as for every other call: SSL_CERT_FILE and
+                    # SSL_CERT_DIR apply alike.
+                    ssl=httpx.create_ssl_context(verify=not insecure),
+                ),
+                headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT},
+                # Every timeout is one of silence: connecting, or waiting for the next
+                # bytes of an answer. How long a whole block takes is not bounded here.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeout, sock_read=self.timeout
+                ),
+                read_bufsize=READ_BUFFER,
+                auto_decompress=False,
+                trust_env=False,
+                skip_auto_headers=("Content-Type",),
             )
-        return client
+        return session
 
     async def aclose(self) -> None:
         self._flights.cancel_all()
-        if self._fetch is not None:
-            await self._fetch.aclose()
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -248,39 +254,29 @@ class RemoteBlocks:
         self, cluster_id: str, parsed: Locator, wanted: str, token: Token, method: str
     ) -> RemoteBlock:
         services = await self.services(cluster_id, token)
-        insecure = self.clusters[cluster_id].insecure
+        session = self._session(self.clusters[cluster_id].insecure)
         headers = {"Authorization": f"Bearer {token.encode()}"}
         failures: list[FederationError] = []
         for service in _rendezvous(parsed.md5, services)[:MAX_TRIES]:
             try:
-                response = await self._send(method, service.root + wanted, headers, insecure)
-            except httpx.TimeoutException:
-                failures.append(GatewayTimeout(f"cluster {cluster_id}'s block server timed out"))
-                continue
-            except httpx.HTTPError as exc:
-                failures.append(
-                    BadGateway(
-                        f"cluster {cluster_id}'s block server could not be reached: "
-                        f"{type(exc).__name__}"
-                    )
+                response = await session.request(
+                    method,
+                    URL(service.root + wanted, encoded=True),
+                    headers=headers,
+                    allow_redirects=False,
                 )
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                failures.append(_no_answer(cluster_id, exc))
                 continue
-            error = remote_block_error(cluster_id, response.status_code)
+            error = remote_block_error(cluster_id, response.status)
             if error is None:
                 error = _length_error(cluster_id, parsed, response)
             if error is None:
                 return RemoteBlock(cluster_id, parsed, response)
-            await response.aclose()
+            response.close()
             failures.append(error)
         self.forget(cluster_id)  # perhaps its list has changed
         raise _worst(failures, cluster_id, parsed.md5)
-
-    async def _send(self, method: str, url: str, headers: dict[str, str], insecure: bool) -> Answer:
-        if self._fetch is not None:
-            return await self._fetch.request(method, url, headers=headers, insecure=insecure)
-        client = self._client(insecure)
-        request = client.build_request(method, url, headers=headers)
-        return await client.send(request, stream=True)
 
     # -- block servers ---------------------------------------------------------------
 
@@ -322,28 +318,30 @@ class RemoteBlocks:
             raise BadRequest(f"cluster {cluster_id} is not a remote of this cluster")
         token = self._salted(credential, cluster_id)
         services = [s for s in await self.services(cluster_id, token) if not s.read_only]
-        client = self._client(self.clusters[cluster_id].insecure)
+        session = self._session(self.clusters[cluster_id].insecure)
         headers = {
             "Authorization": f"Bearer {token.encode()}",
-            "Content-Length": str(size),
+            "Content-Length": str(size),  # so the body is sent as it is, not chunked
             "X-Keep-Desired-Replicas": "1",
         }
         failures: list[FederationError] = []
         for service in _rendezvous(md5, tuple(services))[:MAX_TRIES]:
             try:
                 async with asyncio.timeout(self._put_budget(size)):
-                    response = await client.put(service.root + md5, content=body(), headers=headers)
-            except (TimeoutError, httpx.TimeoutException):
-                failures.append(GatewayTimeout(f"cluster {cluster_id}'s block server timed out"))
+                    async with session.put(
+                        URL(service.root + md5, encoded=True),
+                        data=body(),
+                        headers=headers,
+                        allow_redirects=False,
+                    ) as response:
+                        status = response.status
+                        content = await _read_at_most(response, MAX_LOCATOR_ANSWER)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                failures.append(_no_answer(cluster_id, exc))
                 continue
-            except httpx.HTTPError as exc:
-                failures.append(
-                    BadGateway(f"cluster {cluster_id}'s block server: {type(exc).__name__}")
-                )
-                continue
-            error = remote_block_error(cluster_id, response.status_code)
+            error = remote_block_error(cluster_id, status)
             if error is None:
-                signed = _signed_answer(response.content, md5, size)
+                signed = _signed_answer(content, md5, size)
                 if signed is not None:
                     return signed
                 error = BadGateway(f"cluster {cluster_id} answered a PUT without a locator")
@@ -357,8 +355,26 @@ class RemoteBlocks:
         return self.timeout + size / (1024 * 1024)
 
 
+def _no_answer(cluster_id: str, exc: BaseException) -> FederationError:
+    """The error for the client when a block server gave no answer."""
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts too
+        return GatewayTimeout(f"cluster {cluster_id}'s block server timed out")
+    return BadGateway(f"cluster {cluster_id}'s block server: {type(exc).__name__}")
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body, or its first ``limit`` + 1 bytes when it is longer."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await response.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body.extend(chunk)
+    return bytes(body)
+
+
 def _length_error(
-    cluster_id: str, locator: Locator, response: httpx.Response
+    cluster_id: str, locator: Locator, response: aiohttp.ClientResponse
 ) -> FederationError | None:
     """A remote that announces another size is refused before any byte is passed on."""
     declared = response.headers.get("content-length")
