@@ -20,6 +20,7 @@ from clusterfed.config import parse_config
 from clusterfed.errors import FederationError
 from clusterfed.keep.block_response import RemoteBlockResponse
 from clusterfed.keep.remote_blocks import RemoteBlocks
+from clusterfed.outbound.circuit import FAILURE_THRESHOLD
 from clusterfed.outbound.remote import RemoteClient
 from clusterfed.server.testing import ServerThread, cluster_config, free_port, remote_entry
 from clusterfed.tokens import parse_token
@@ -238,6 +239,33 @@ def test_a_block_server_that_is_down_is_a_502(home: ServerThread, peer: Peer) ->
     ]
     assert read(home, remote_locator())[0] == 502
     app.blocks.forget("c97qk")
+
+
+def test_a_block_server_that_stays_down_opens_the_circuit(home: ServerThread, peer: Peer) -> None:
+    assert read(home, remote_locator())[0] == 200
+    app = home.server.config.app
+    app.blocks.forget("c97qk")
+    peer.seen.clear()
+    peer.services = [
+        {
+            "uuid": "c97qk-bi6l4-000000000000009",
+            "service_host": "127.0.0.1",
+            "service_port": free_port(),
+            "service_ssl_flag": False,
+        }
+    ]
+    try:
+        assert [read(home, remote_locator())[0] for _ in range(FAILURE_THRESHOLD)] == [
+            502
+        ] * FAILURE_THRESHOLD
+        # Its list was asked for once: the failures did not each ask for it again.
+        assert [path for _, path, _ in peer.seen] == ["/arvados/v1/keep_services/accessible"]
+        status, body, _ = read(home, remote_locator())
+        assert status == 502 and b"circuit open" in body
+        assert len(peer.seen) == 1
+    finally:
+        app.remote.circuits["c97qk"].record_success()
+        app.blocks.forget("c97qk")
 
 
 def test_a_cluster_that_is_down_is_a_502() -> None:

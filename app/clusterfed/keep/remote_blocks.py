@@ -24,17 +24,20 @@ validation calls use too, ``outbound/aiohttp_gets.py``): its answers are read as
 socket delivered them (``readchunk``: no copy, no re-chunking), reading pauses once
 ``READ_BUFFER`` bytes wait unread, and its ``sock_read`` timeout is exactly "silence for
 ``RemoteTimeout``" (it stops counting while reading is paused for a slow client).
-aiohttp's exceptions are turned into the statuses above here, at one boundary.
+aiohttp's exceptions are turned into the statuses above here, at one boundary. Every call
+to a block server counts in ``X``'s circuit breaker, as the federation's other calls to
+``X`` do: an open circuit is a 502 at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +48,7 @@ from yarl import URL
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import BadGateway, FederationError, GatewayTimeout, Unauthorized
 from clusterfed.flights import Flights
+from clusterfed.outbound.circuit import CircuitBreaker
 from clusterfed.outbound.remote import RemoteClient
 from clusterfed.outbound.statuses import remote_block_error
 from clusterfed.tokens import CannotResalt, MalformedToken, Token, salt
@@ -55,6 +59,7 @@ log = logging.getLogger("clusterfed.keep.remote")
 
 SERVICES_PATH = "/arvados/v1/keep_services/accessible"
 SERVICES_TTL = 300.0  # how long a cluster's list of block servers is used before asking again
+RELIST_AFTER = 10.0  # a failed read asks for the list again if it is at least this old
 MAX_SERVICES = 32  # of one cluster's list; the rest are ignored
 MAX_TRIES = 3  # block servers tried for one block, in rendezvous order
 MAX_BLOCK_SIZE = 64 * 1024 * 1024
@@ -63,6 +68,7 @@ MAX_LOCATOR_ANSWER = 4096  # a PUT's answer is one signed locator
 READ_BUFFER = 1024 * 1024
 MAX_CONNECTIONS = 100  # to all block servers, per TLS-verification mode
 USER_AGENT = "clusterfed-keep"
+Failed = Callable[[str], None]  # counts a failure (its reason) in a circuit breaker
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
@@ -89,12 +95,15 @@ class RemoteBlock:
     ``BadGateway`` when the connection breaks. Close it with ``aclose()`` in every case.
     """
 
-    def __init__(self, cluster_id: str, locator: Locator, response: aiohttp.ClientResponse) -> None:
+    def __init__(
+        self, cluster_id: str, locator: Locator, response: aiohttp.ClientResponse, failed: Failed
+    ) -> None:
         assert locator.size is not None
         self.cluster_id = cluster_id
         self.md5 = locator.md5
         self.size: int = locator.size
         self._response = response
+        self._failed = failed
 
     async def chunks(self) -> AsyncIterator[bytes]:
         digest = hashlib.md5()
@@ -126,10 +135,12 @@ class RemoteBlock:
             if hashing is not None:
                 await hashing
         except TimeoutError:  # aiohttp's SocketTimeoutError: silence for RemoteTimeout
+            self._failed("silent midway")
             raise GatewayTimeout(
                 f"cluster {self.cluster_id} fell silent while sending block {self.md5}"
             ) from None
         except aiohttp.ClientError as exc:
+            self._failed(type(exc).__name__)
             raise BadGateway(
                 f"cluster {self.cluster_id} broke off sending block {self.md5}: "
                 f"{type(exc).__name__}"
@@ -214,6 +225,7 @@ class RemoteBlocks:
             async with asyncio.timeout(self.timeout):
                 return await self._open(cluster_id, parsed, wanted, token, method)
         except TimeoutError:
+            self._remote.circuits[cluster_id].record_failure("timeout")
             raise GatewayTimeout(
                 f"cluster {cluster_id} did not answer for block {parsed.md5} "
                 f"within {self.timeout:g}s"
@@ -258,24 +270,26 @@ class RemoteBlocks:
         headers = {"Authorization": f"Bearer {token.encode()}"}
         failures: list[FederationError] = []
         for service in _rendezvous(parsed.md5, services)[:MAX_TRIES]:
-            try:
-                response = await session.request(
-                    method,
-                    URL(service.root + wanted, encoded=True),
-                    headers=headers,
-                    allow_redirects=False,
-                )
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                failures.append(_no_answer(cluster_id, exc))
-                continue
+            with self._call(cluster_id) as call:
+                try:
+                    response = await session.request(
+                        method,
+                        URL(service.root + wanted, encoded=True),
+                        headers=headers,
+                        allow_redirects=False,
+                    )
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    failures.append(call.failed(exc))
+                    continue
+                call.answered()
             error = remote_block_error(cluster_id, response.status)
             if error is None:
                 error = _length_error(cluster_id, parsed, response)
             if error is None:
-                return RemoteBlock(cluster_id, parsed, response)
+                return RemoteBlock(cluster_id, parsed, response, self._circuit_failure(cluster_id))
             response.close()
             failures.append(error)
-        self.forget(cluster_id)  # perhaps its list has changed
+        self._relist(cluster_id)  # perhaps its list has changed
         raise _worst(failures, cluster_id, parsed.md5)
 
     # -- block servers ---------------------------------------------------------------
@@ -289,6 +303,15 @@ class RemoteBlocks:
 
     def forget(self, cluster_id: str) -> None:
         self._services.pop(cluster_id, None)
+
+    def _relist(self, cluster_id: str) -> None:
+        """After a failed read: the list is asked for again, unless it is younger than
+        ``RELIST_AFTER``. Asking again each time would cost every failed read a call to
+        ``cluster_id``, and its answer would close the circuit breaker that the failing
+        block server is opening."""
+        cached = self._services.get(cluster_id)
+        if cached is not None and cached[0] - SERVICES_TTL + RELIST_AFTER <= time.monotonic():
+            self.forget(cluster_id)
 
     async def _discover(self, cluster_id: str, token: Token) -> tuple[KeepService, ...]:
         response = await self._remote.request(cluster_id, "GET", SERVICES_PATH, token=token)
@@ -326,19 +349,21 @@ class RemoteBlocks:
         }
         failures: list[FederationError] = []
         for service in _rendezvous(md5, tuple(services))[:MAX_TRIES]:
-            try:
-                async with asyncio.timeout(self._put_budget(size)):
-                    async with session.put(
-                        URL(service.root + md5, encoded=True),
-                        data=body(),
-                        headers=headers,
-                        allow_redirects=False,
-                    ) as response:
-                        status = response.status
-                        content = await _read_at_most(response, MAX_LOCATOR_ANSWER)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                failures.append(_no_answer(cluster_id, exc))
-                continue
+            with self._call(cluster_id) as call:
+                try:
+                    async with asyncio.timeout(self._put_budget(size)):
+                        async with session.put(
+                            URL(service.root + md5, encoded=True),
+                            data=body(),
+                            headers=headers,
+                            allow_redirects=False,
+                        ) as response:
+                            status = response.status
+                            content = await _read_at_most(response, MAX_LOCATOR_ANSWER)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    failures.append(call.failed(exc))
+                    continue
+                call.answered()
             error = remote_block_error(cluster_id, status)
             if error is None:
                 signed = _signed_answer(content, md5, size)
@@ -346,8 +371,28 @@ class RemoteBlocks:
                     return signed
                 error = BadGateway(f"cluster {cluster_id} answered a PUT without a locator")
             failures.append(error)
-        self.forget(cluster_id)
+        self._relist(cluster_id)
         raise _worst(failures, cluster_id, md5)
+
+    # -- the circuit breaker ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _call(self, cluster_id: str) -> Iterator[_Call]:
+        """One request to a block server of ``cluster_id``, counted in its circuit
+        breaker (the one the federation's other calls to it share): refused at once while
+        the circuit is open."""
+        circuit = self._remote.circuits[cluster_id]
+        trial = circuit.allow()
+        if trial is None:
+            raise BadGateway(f"remote cluster {cluster_id} is unreachable (circuit open)")
+        try:
+            yield _Call(cluster_id, circuit)
+        finally:
+            if trial:
+                circuit.end_trial()  # a no-op once a verdict was recorded
+
+    def _circuit_failure(self, cluster_id: str) -> Failed:
+        return self._remote.circuits[cluster_id].record_failure
 
     def _put_budget(self, size: int) -> float:
         # Silence is bounded by the client's timeouts; this bounds a remote that reads
@@ -355,11 +400,23 @@ class RemoteBlocks:
         return self.timeout + size / (1024 * 1024)
 
 
-def _no_answer(cluster_id: str, exc: BaseException) -> FederationError:
-    """The error for the client when a block server gave no answer."""
-    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts too
-        return GatewayTimeout(f"cluster {cluster_id}'s block server timed out")
-    return BadGateway(f"cluster {cluster_id}'s block server: {type(exc).__name__}")
+class _Call:
+    def __init__(self, cluster_id: str, circuit: CircuitBreaker) -> None:
+        self.cluster_id = cluster_id
+        self.circuit = circuit
+
+    def answered(self) -> None:
+        """The block server answered (any status): it is reachable."""
+        self.circuit.record_success()
+
+    def failed(self, exc: BaseException) -> FederationError:
+        """No answer: the error for the client, after the failure was counted."""
+        if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts too
+            self.circuit.record_failure("timeout")
+            return GatewayTimeout(f"cluster {self.cluster_id}'s block server timed out")
+        reason = type(exc).__name__
+        self.circuit.record_failure(reason)
+        return BadGateway(f"cluster {self.cluster_id}'s block server: {reason}")
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
