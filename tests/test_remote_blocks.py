@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -19,11 +20,11 @@ import pytest
 from clusterfed.config import parse_config
 from clusterfed.errors import FederationError
 from clusterfed.keep.block_response import RemoteBlockResponse
-from clusterfed.keep.remote_blocks import RemoteBlocks
+from clusterfed.keep.remote_blocks import SERVICES_PATH, RemoteBlocks
 from clusterfed.outbound.circuit import FAILURE_THRESHOLD
 from clusterfed.outbound.remote import RemoteClient
 from clusterfed.server.testing import ServerThread, cluster_config, free_port, remote_entry
-from clusterfed.tokens import parse_token
+from clusterfed.tokens import parse_token, salt
 
 from tests.support.keep_stub import Peer
 
@@ -32,6 +33,8 @@ SECRET = "3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi"
 TOKEN = f"v2/qr1hi-gj3su-000000000000001/{SECRET}"
 SALTED = "v2/qr1hi-gj3su-000000000000001/6c4c81062473350d6b113b60c12b300c7fb8a8cb"
 SIG = "89118b78732c33104a4d6231e8b5a5fa1e4301e3@7fffffff"
+OTHER = f"v2/qr1hi-gj3su-000000000000002/{SECRET[::-1]}"
+OTHER_SALTED = salt(parse_token(OTHER), "c97qk").encode()
 TIMEOUT = 1.0
 BLOCK = os.urandom(3 * 1024 * 1024 + 17)
 MD5 = hashlib.md5(BLOCK).hexdigest()
@@ -97,6 +100,8 @@ def reset(peer: Peer) -> None:
     peer.blocks = {MD5: BLOCK}
     peer.seen.clear()
     peer.sent = peer.completed = 0
+    peer.refused = set()
+    peer.list_delay = 0.0
 
 
 def read(home: ServerThread, locator: str, *, token: str | None = TOKEN) -> tuple[int, bytes, str]:
@@ -126,6 +131,29 @@ def test_a_block_is_read_from_its_cluster_with_the_salted_credential(
     asked = len(peer.seen)
     assert read(home, remote_locator())[0] == 200
     assert len(peer.seen) == asked + 1
+
+
+def test_each_first_lookup_of_the_block_servers_is_made_with_its_callers_credential(
+    home: ServerThread, peer: Peer
+) -> None:
+    assert read(home, remote_locator())[0] == 200  # the Home's reader is made
+    home.server.config.app.blocks.forget("c97qk")
+    peer.seen.clear()
+    # c97qk refuses TOKEN's salted copy the list, and both callers ask at once.
+    peer.refused = {f"Bearer {SALTED}"}
+    peer.list_delay = 0.3
+    with ThreadPoolExecutor(2) as pool:
+        refused, accepted = pool.map(
+            lambda token: read(home, remote_locator(), token=token)[:2], [TOKEN, OTHER]
+        )
+    assert refused[0] == 403  # TOKEN's own refusal
+    assert accepted == (200, BLOCK)  # not TOKEN's refusal, nor a list asked for as TOKEN
+    lookups = sorted(auth or "" for _, path, auth in peer.seen if path == SERVICES_PATH)
+    assert lookups == sorted([f"Bearer {SALTED}", f"Bearer {OTHER_SALTED}"])
+    # The list itself, public, serves every caller once had: no lookup for TOKEN now.
+    peer.seen.clear()
+    assert read(home, remote_locator())[0] == 200
+    assert [path for _, path, _ in peer.seen] == [f"{MD5}+{len(BLOCK)}+A{SIG}"]
 
 
 def test_head_answers_the_size_without_the_bytes(home: ServerThread, peer: Peer) -> None:

@@ -34,13 +34,20 @@ class Peer:
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)
     created: list[Any] = field(default_factory=list)  # bodies of collection creates
     port: int = 0
+    refused: set[str] = field(default_factory=set)  # Authorization values the list refuses
+    list_delay: float = 0.0  # seconds the list of block servers takes to come
     sent: int = 0  # bytes of block bodies sent, all answers together
     streaming: int = 0  # block bodies being sent now
     completed: int = 0  # block bodies sent to their end
 
     def app(self) -> Starlette:
         async def accessible(request: Request) -> Response:
-            self.seen.append(("GET", request.url.path, request.headers.get("authorization")))
+            auth = request.headers.get("authorization")
+            self.seen.append(("GET", request.url.path, auth))
+            if self.list_delay:
+                await asyncio.sleep(self.list_delay)
+            if auth in self.refused:
+                return Response("no", 403)
             if self.mode == "garbage-services":
                 return Response("<html>maintenance</html>", 200, media_type="text/html")
             items = self.services or [

@@ -176,7 +176,8 @@ class RemoteBlocks:
         self._remote = remote
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._services: dict[str, tuple[float, tuple[KeepService, ...]]] = {}
-        self._flights: Flights[str, tuple[KeepService, ...]] = Flights()
+        # Lookups of a cluster's block servers under way, per (cluster, credential).
+        self._flights: Flights[tuple[str, str], tuple[KeepService, ...]] = Flights()
 
     def _session(self, insecure: bool) -> aiohttp.ClientSession:
         # Made on first use, inside the running loop; one per TLS-verification mode.
@@ -295,11 +296,24 @@ class RemoteBlocks:
     # -- block servers ---------------------------------------------------------------
 
     async def services(self, cluster_id: str, token: Token) -> tuple[KeepService, ...]:
-        """``cluster_id``'s block servers, from its ``keep_services/accessible``."""
+        """``cluster_id``'s block servers, from its ``keep_services/accessible``, looked up
+        for the caller whose salted credential ``token`` is."""
         cached = self._services.get(cluster_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        return await self._flights.join(cluster_id, lambda: self._discover(cluster_id, token))
+        # What is shared between callers, and what is not. Arvados serves this list to
+        # anyone, with or without a credential (its API server skips authentication for
+        # ``accessible``; its own tests list it for no token), and the same list to all:
+        # hosts, ports and flags, nothing of the caller. So the parsed list, once had, is
+        # used for every caller until SERVICES_TTL. The lookup itself is one caller's,
+        # made with that caller's own credential (as Arvados's keepstore sends one when it
+        # reads from another cluster, so a peer that does ask for one answers too), and
+        # concurrent first lookups are joined only by callers presenting the same
+        # credential: no call goes to another cluster with one caller's credential on
+        # another's behalf, where the remote would log and judge the wrong user, and a
+        # credential it refuses would fail someone else's read.
+        key = (cluster_id, token.encode())
+        return await self._flights.join(key, lambda: self._discover(cluster_id, token))
 
     def forget(self, cluster_id: str) -> None:
         self._services.pop(cluster_id, None)
