@@ -8,6 +8,7 @@ what a client receives over a real connection and on what the peer was sent.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from clusterfed.config import parse_config
 from clusterfed.errors import FederationError
+from clusterfed.keep import remote_blocks
 from clusterfed.keep.block_response import RemoteBlockResponse
 from clusterfed.keep.remote_blocks import SERVICES_PATH, RemoteBlocks
 from clusterfed.outbound.circuit import FAILURE_THRESHOLD
@@ -116,6 +118,23 @@ def read(home: ServerThread, locator: str, *, token: str | None = TOKEN) -> tupl
         except httpx.HTTPError as exc:
             return response.status_code, bytes(received), type(exc).__name__
     return response.status_code, bytes(received), "complete"
+
+
+@pytest.mark.parametrize("backlog", [1, 100_000, 64 * 1024 * 1024])
+async def test_the_md5_thread_keeps_up_or_holds_the_reader_back(
+    backlog: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # backlog 1: the reader waits for every chunk to be hashed; a lost wake-up would hang.
+    monkeypatch.setattr(remote_blocks, "HASH_BACKLOG", backlog)
+    hasher = remote_blocks._Hasher()
+    most_behind = 0
+    async with asyncio.timeout(10):
+        for start in range(0, len(BLOCK), 65536):
+            await hasher.feed(BLOCK[start : start + 65536])
+            most_behind = max(most_behind, hasher._fed - hasher._hashed)
+        assert await hasher.hexdigest() == MD5
+    assert most_behind <= backlog + 65536
+    hasher.stop()
 
 
 def test_a_block_is_read_from_its_cluster_with_the_salted_credential(
