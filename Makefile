@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo run test example lint docs bench mutation clean
+.PHONY: venv demo run test test-fast example lint docs bench mutation clean
 
 venv: $(STAMP)
 
@@ -25,8 +25,15 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/clusterfed serve
 
+# Every test, on SQLite and PostgreSQL: what CI runs.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The loop to run while editing: the in-process tests on SQLite. Not the tests that start
+# other processes (clusterfed serve, the CLI, pip) or a browser (marked `server`), nor
+# the PostgreSQL half of the two-backend tests (marked `postgres`); `make test` runs all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not server and not postgres" $(PYTEST_ARGS)
 
 # The example host (examples/minimal_host, package `app`) against clusterfed installed
 # from a freshly built wheel in a fresh virtualenv: what a host's author gets.

@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.permissions",
     "bench.http_clients",
     "bench.blackbox",
+    "bench.shared_limits",
     "bench.keep",
     "bench.keep_remote",
 ]

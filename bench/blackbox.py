@@ -189,9 +189,12 @@ class Served:
         *,
         httptools: bool = False,
         remote: bool = False,
+        runner: str | None = None,
     ) -> None:
         self.name = name
         self.httptools = httptools
+        # A script run as ``python -c runner CONFIG PORT`` instead of ``serve``.
+        self.runner = HTTPTOOLS_RUNNER if httptools else runner
         self.remote = remote  # stands for another machine: see as_batch_process
         self.port = free_port()
         self.config_path = workdir / f"{name}.yml"
@@ -214,8 +217,8 @@ class Served:
                 str(self.config_path),
             ]
             command += ["--port", str(self.port), "--workers", "1"]
-            if self.httptools:
-                command = [sys.executable, "-c", HTTPTOOLS_RUNNER, str(self.config_path)]
+            if self.runner is not None:
+                command = [sys.executable, "-c", self.runner, str(self.config_path)]
                 command += [str(self.port)]
             self.proc = subprocess.Popen(
                 command,

@@ -124,3 +124,12 @@ class asgi_client:
     async def __aiter__(self) -> AsyncIterator[httpx.AsyncClient]:
         async with self as client:
             yield client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The PostgreSQL half of every two-backend test carries the `postgres` mark, so that
+    # `-m "not postgres"` selects the SQLite half (make test-fast does).
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgresql" in (params.get("backend"), params.get("session_backend")):
+            item.add_marker(pytest.mark.postgres)

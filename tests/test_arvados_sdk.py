@@ -21,7 +21,14 @@ import arvados.config
 import googleapiclient.http
 import httpx
 import pytest
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
+from clusterfed.server.testing import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    free_port,
+    remote_entry,
+    running,
+)
 from clusterfed.tokens import parse_token, salt
 
 from tests.support.databases import DatabaseFactory
@@ -41,7 +48,12 @@ def pair(
     workdir: Path = tmp_path_factory.mktemp("sdk")
     cert, key = self_signed(workdir)
     tls = {"Certificate": str(cert), "Key": str(key)}
-    home_config = cluster_config("qr1hi", session_databases.new_url("qr1hi"))
+    port = free_port()  # c97qk's: qr1hi lists it, so its copies salted for c97qk count
+    home_config = cluster_config(
+        "qr1hi",
+        session_databases.new_url("qr1hi"),
+        remotes={"c97qk": remote_entry(port, Scheme="https", Insecure=True)},
+    )
     home_config["Clusters"]["qr1hi"]["TLS"] = tls
     with running(ClusterProcess(home_config, workdir)) as qr1hi:
         remote = {**remote_entry(qr1hi.port), "Scheme": "https", "Insecure": True}
@@ -51,7 +63,7 @@ def pair(
             remotes={"qr1hi": {**remote, "ActivateUsers": True}},
         )
         config["Clusters"]["c97qk"]["TLS"] = tls
-        with running(ClusterProcess(config, workdir)) as c97qk:
+        with running(ClusterProcess(config, workdir, port=port)) as c97qk:
             yield qr1hi, c97qk
 
 

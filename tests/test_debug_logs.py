@@ -35,6 +35,9 @@ from clusterfed.trust.validator import l2_digest_key
 
 from tests.support.databases import DatabaseFactory
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 USERS_CURRENT = "/arvados/v1/users/current"
 COLLECTIONS = "/arvados/v1/collections"
 TOKENS = "/arvados/v1/api_client_authorizations"

@@ -23,7 +23,7 @@ from clusterfed.outbound.remote import RemoteClient, RemoteResponse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-TIMEOUT = 1.0
+TIMEOUT = 0.5
 PATH = "/arvados/v1/users/current"
 BODY = b'{"uuid": "qr1hi-tpzed-000000000000000"}'
 GOOD = (
@@ -184,7 +184,7 @@ def test_bytes_past_the_content_length_never_answer_the_next_request() -> None:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     cut=st.one_of(st.just(len(GOOD)), st.integers(min_value=0, max_value=len(GOOD))),
     flips=st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), max_size=4),

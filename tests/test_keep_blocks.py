@@ -22,6 +22,8 @@ from clusterfed.server.testing import ClusterProcess, running
 from tests.support.databases import DatabaseFactory
 from tests.support.keep import ROOT_TOKEN, TTL, KeepCluster, keep_config
 
+pytestmark = pytest.mark.server
+
 BLOCK = b"the quick brown fox jumps over the lazy dog\n" * 1000
 MD5 = hashlib.md5(BLOCK).hexdigest()
 

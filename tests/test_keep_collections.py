@@ -22,6 +22,8 @@ from clusterfed.server.testing import ClusterProcess, running
 from tests.support.databases import DatabaseFactory
 from tests.support.keep import ROOT_TOKEN, TTL, KeepCluster, keep_config
 
+pytestmark = pytest.mark.server
+
 KEY = signing_key("", ROOT_TOKEN)
 COLLECTIONS = "/arvados/v1/collections"
 

@@ -30,6 +30,8 @@ from tests.support.databases import DatabaseFactory
 from tests.support.keep import ROOT_TOKEN, TTL, KeepCluster, keep_config
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
 
+pytestmark = pytest.mark.server
+
 BIN = Path(sys.executable).parent
 KEY = signing_key("", ROOT_TOKEN)
 

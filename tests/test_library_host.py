@@ -24,6 +24,7 @@ from clusterfed.server.testing import (
     MANAGEMENT_TOKEN,
     ClusterProcess,
     cluster_config,
+    free_port,
     local_config,
     remote_entry,
     running,
@@ -93,7 +94,11 @@ async def test_a_host_validates_mirrors_and_answers_from_l2_after_a_restart(
     url = databases.new_empty_url("host")
     await create_host_tables(url)
     run_blocking(upgrade_database, url)
-    home = ClusterProcess(cluster_config("qr1hi", databases.new_url("qr1hi")), workdir)
+    # qr1hi lists c97qk (the host, in process: never called), so copies salted for it count.
+    remotes = {"c97qk": remote_entry(free_port())}
+    home = ClusterProcess(
+        cluster_config("qr1hi", databases.new_url("qr1hi"), remotes=remotes), workdir
+    )
     with running(home) as qr1hi:
         _, token = await qr1hi.new_user(email="grace@qr1hi.example", username="grace")
         config = local_config(
@@ -156,6 +161,7 @@ async def test_clusterfed_tables_sit_beside_the_hosts_own_migrations(
         "federation_purges",
         "federation_token_validators",
         "federation_revocation_outbox",
+        "federation_rate_buckets",
         FEDERATION_VERSION_TABLE,
     }
 

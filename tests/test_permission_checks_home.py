@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from clusterfed.config import parse_config
 from clusterfed.server.app import create_app
 from clusterfed.server.testing import Cluster, cluster_config, free_port, remote_entry
@@ -53,9 +54,14 @@ class Home:
         )
 
 
-@pytest.fixture
-async def home(databases: DatabaseFactory) -> AsyncIterator[Home]:
-    url = databases.new_url("home")
+# One home cluster per backend for the whole file: every test makes its own users and
+# objects. Its fixture and tests share the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def home(session_databases: DatabaseFactory) -> AsyncIterator[Home]:
+    url = session_databases.new_url("home")
     # c97qk is a remote (never contacted here): copies salted for it count; zbbbb is not.
     remotes = {"c97qk": remote_entry(free_port())}
     app = create_app(parse_config(cluster_config("qr1hi", url, remotes=remotes)))

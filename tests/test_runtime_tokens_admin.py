@@ -30,6 +30,9 @@ from clusterfed.server.testing import (
 from tests.support.databases import DatabaseFactory
 from tests.support.stub_issuer import CONFIG_PATH, StubIssuer, StubUser
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 USERS_CURRENT = "/arvados/v1/users/current"
 COLLECTIONS = "/arvados/v1/collections"
 TOKEN_CACHE = "/federation/v1/token_cache"
@@ -159,8 +162,12 @@ def test_a_lying_peer_cannot_vouch_for_a_login_cluster_user(world: World, whom: 
     assert "qr1hi does not list x1iar" in refused.json()["errors"][0]
     assert world.liar.total_calls() > before  # it was asked, and its answer not believed
     assert world.liar.calls[CONFIG_PATH] >= 1
-    # qr1hi's own config decided it.
-    assert " /arvados/v1/config HTTP/1.1" in world.login_process.log()
+    # qr1hi's own config decided it, read once and then remembered.
+    reads = world.login_process.log().count(" /arvados/v1/config HTTP/1.1")
+    assert reads >= 1
+    again = world.liar.issue_for(StubUser(user, {"is_admin": True, "is_active": True}))
+    assert get(world.c97qk, USERS_CURRENT, again).status_code == 401
+    assert world.login_process.log().count(" /arvados/v1/config HTTP/1.1") == reads
     uuid, _ = world.private["c97qk"]
     for response in (
         get(world.c97qk, f"{COLLECTIONS}/{uuid}", forged),

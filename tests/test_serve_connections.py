@@ -25,6 +25,9 @@ from clusterfed.server.serving import (
 )
 from clusterfed.server.testing import ClusterProcess, cluster_config, running
 
+# Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
+pytestmark = pytest.mark.server
+
 HEAD_TIMEOUT = 1.0
 LIMIT = 4
 DISCOVERY = "/discovery/v1/apis/arvados/v1/rest"

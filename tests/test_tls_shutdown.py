@@ -17,6 +17,8 @@ from clusterfed.server.testing import ClusterProcess, cluster_config
 from tests.support.databases import DatabaseFactory
 from tests.support.tls import self_signed
 
+pytestmark = pytest.mark.server
+
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_with_idle_keep_alive_clients_stops_within_2s(

@@ -77,6 +77,9 @@ class FederationSettings:
     # issuer, all clients together. 0 turns a limit off.
     cold_validation_rate: float = 20.0
     issuer_validation_rate: float = 200.0
+    # Requests a second per client address that reach several clusters (a federated or
+    # split list, a lookup by hash asked of every Proxy remote); burst twice that.
+    fanout_rate: float = 10.0
     # CIDRs of proxies whose X-Forwarded-For names the client address.
     trusted_proxies: tuple[str, ...] = ()
 
@@ -435,6 +438,7 @@ def _federation(reader: _Reader, value: object, at: str) -> FederationSettings:
     rates = {
         "ColdValidationRate": "cold_validation_rate",
         "IssuerValidationRate": "issuer_validation_rate",
+        "FanoutRate": "fanout_rate",
     }
     reader.warn_unknown(spec, at, set(durations) | set(integers) | set(rates) | {"TrustedProxies"})
     values: dict[str, Any] = {}

@@ -20,12 +20,17 @@ the router read: parameters in the query string, attributes as a JSON body. It i
 ``wire.ArvadosRequests`` applies it to each request. The other helpers answer the
 questions the router asks of any request: its query, and whether it must be served here
 (``Via: ... arvados-controller``, ``forwarded_for``, ``bypass_federation``).
+
+A request's parameters are parsed once, by ``wire.ArvadosRequests``, with the caps below
+checked while they are read; the parse is left in the scope (:class:`RequestParams`
+under :data:`PARAMS_KEY`) and :func:`query_items` hands it to every later reader, so a
+hostile query or body is never parsed twice, and never parsed at all past the caps.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -52,12 +57,65 @@ LEGACY_HOP_HEADER = b"x-clusterfed-via"
 # always carry cluster_id, and count is "" unless set.
 EMPTY_MEANS_ABSENT = frozenset({"cluster_id", "count"})
 TRUE_WORDS = frozenset({"true", "1", "yes", "t"})
+# What one request may make this server parse before anything knows who sent it: the
+# query's and the body's fields together, and the bytes of a form or JSON body. An
+# Arvados client sends a handful of fields (filters, order, select, limit...), and a
+# GET sent as a POST carries about 1000 bytes of them.
+MAX_FIELDS = 1000
+MAX_BODY_BYTES = 1024 * 1024
+# Where the one parse of a request's parameters lives in its ASGI scope.
+PARAMS_KEY = "clusterfed.params"
 
 QueryItems = list[tuple[str, str]]
+# A body's JSON document that nobody parsed; one that did not parse as JSON.
+UNREAD: Any = type("Unread", (), {"__repr__": lambda self: "UNREAD"})()
+NOT_JSON: Any = type("NotJson", (), {"__repr__": lambda self: "NOT_JSON"})()
 
 
 class BadRequest(FederationError):
     status_code = 400
+
+
+class TooLarge(FederationError):
+    """413: more fields or bytes than a request may make this server parse."""
+
+    status_code = 413
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParams:
+    """A request's parameters as parsed once, with the caps checked while reading them.
+
+    ``query`` is every parameter (the query's, a form body's, a JSON body's top-level
+    ones) in canonical shape; ``query_string`` is the scope's query string it is the parse
+    of (a scope whose query string was changed since is parsed anew); ``body`` is the
+    body as the app now sees it, or None when it was left unread.
+    """
+
+    query: QueryItems
+    query_string: bytes
+    body: bytes | None = None
+    document: Any = UNREAD  # ``body`` parsed as JSON, when it was (NOT_JSON: it is not)
+
+
+def field_count(data: bytes) -> int:
+    """An upper bound on the fields of a query string or form body, found without parsing."""
+    return data.count(b"&") + 1 if data else 0
+
+
+def too_many_fields(limit: int) -> TooLarge:
+    return TooLarge(f"a request may carry at most {limit} parameters")
+
+
+def body_too_large(limit: int) -> TooLarge:
+    return TooLarge(f"request body is larger than {limit} bytes")
+
+
+def parse_query(raw: bytes, *, max_fields: int = MAX_FIELDS) -> QueryItems:
+    """The fields of a query string; :class:`TooLarge` past ``max_fields``, before parsing."""
+    if field_count(raw) > max_fields:
+        raise too_many_fields(max_fields)
+    return parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +126,7 @@ class Canonical:
     query: QueryItems
     body: bytes  # JSON (or empty), unless the request's body was left as it came
     content_type: str | None  # None: the body and its headers are the original ones
+    document: Any = field(default=UNREAD, compare=False)  # ``body`` parsed, when it was
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -78,7 +137,34 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 def query_items(scope: Scope) -> QueryItems:
-    return parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    """The request's parameters: the one parse ``wire.ArvadosRequests`` left in the scope,
+    else (a scope it never saw, or one whose query string was replaced) the query string's,
+    under the same cap."""
+    raw = scope["query_string"]
+    parsed = scope.get(PARAMS_KEY)
+    if parsed is not None and (parsed.query_string is raw or parsed.query_string == raw):
+        return parsed.query
+    return parse_query(raw)
+
+
+def with_params(
+    scope: Scope, query: QueryItems, query_string: bytes, body: bytes | None, document: Any
+) -> Scope:
+    """``scope`` carrying ``query_string`` and its parse (``query``), and the body."""
+    return {
+        **scope,
+        "query_string": query_string,
+        PARAMS_KEY: RequestParams(query, query_string, body, document),
+    }
+
+
+def body_document(scope: Scope, body: bytes) -> Any:
+    """``body`` (the request's) parsed as JSON: the one parse when there was one, else
+    now; NOT_JSON when it is not JSON. The document is shared: copy it to change it."""
+    parsed = scope.get(PARAMS_KEY)
+    if parsed is not None and parsed.body is body and parsed.document is not UNREAD:
+        return parsed.document
+    return load_document(body)
 
 
 def is_true(value: str | None) -> bool:
@@ -184,8 +270,11 @@ def canonical_request(
     content_type: str | None,
     override: str | None,
     body: bytes,
+    document: Any = UNREAD,
 ) -> Canonical | None:
     """The request in canonical shape, or None when it already is in it.
+
+    ``document``: ``body`` already parsed as JSON (``load_document``), if it was.
 
     Raises :class:`BadRequest` for a form body that is not one, an override to anything
     but GET/HEAD, or a JSON-encoded attribute object that does not parse.
@@ -202,29 +291,40 @@ def canonical_request(
         # The attributes are one JSON-encoded field named after the resource.
         wrapped = [value for name, value in form if name == key]
         others = [(name, value) for name, value in form if name != key]
-        document = json.dumps({key: _attributes(key, wrapped[-1])}).encode() if wrapped else b""
-        return Canonical(method, cleaned + _clean(others), document, JSON_TYPE)
+        if not wrapped:
+            return Canonical(method, cleaned + _clean(others), b"", JSON_TYPE)
+        inner = {key: _attributes(key, wrapped[-1])}
+        return Canonical(
+            method, cleaned + _clean(others), json.dumps(inner).encode(), JSON_TYPE, inner
+        )
     if key is not None and body and media in ("", JSON_TYPE):
-        moved = _top_level_params(body, key)
+        if document is UNREAD:
+            document = load_document(body)
+        moved = _top_level_params(document, key)
         if moved is not None:
-            attributes, params = moved
-            return Canonical(method, cleaned + _clean(params), attributes, JSON_TYPE)
+            inner, params = moved
+            attributes = json.dumps(inner).encode()
+            return Canonical(method, cleaned + _clean(params), attributes, JSON_TYPE, inner)
     if cleaned != query:
-        return Canonical(method, cleaned, body, None)
+        return Canonical(method, cleaned, body, None, document)
     return None
 
 
-def _top_level_params(body: bytes, key: str) -> tuple[bytes, QueryItems] | None:
+def load_document(body: bytes) -> Any:
+    """``body`` parsed as a client's JSON, or NOT_JSON."""
+    try:
+        return loads_client_json(body)
+    except ValueError:
+        return NOT_JSON
+
+
+def _top_level_params(document: Any, key: str) -> tuple[dict[str, Any], QueryItems] | None:
     """A JSON body's parameters beside the wrapped attributes, moved out of the body.
 
     None when there are none (the body is then left exactly as it came): a bare body,
     one holding only ``{key: {...}}``, or one that is not JSON, which the endpoint refuses
     in its own words.
     """
-    try:
-        document = loads_client_json(body)
-    except ValueError:
-        return None
     if not isinstance(document, dict) or not isinstance(document.get(key), dict):
         return None
     if len(document) == 1:
@@ -234,7 +334,7 @@ def _top_level_params(body: bytes, key: str) -> tuple[bytes, QueryItems] | None:
         for name, value in document.items()
         if name != key and (text := _param_text(value)) is not None
     ]
-    return json.dumps({key: document[key]}).encode(), params
+    return {key: document[key]}, params
 
 
 def encode_query(query: QueryItems) -> bytes:

@@ -5,15 +5,20 @@
     # in the lifespan:  await federation.start()  ...  await federation.aclose()
 
 It owns the remote client, the validator (with its caches), the remote block reader, the
-metrics, and the
-follower of the purge log (``trust/purges.py``) that applies purges made by other worker
-processes to this process's caches. What it reports of the remotes' health is read in
-``outbound/status.py``.
+metrics, the follower of the purge log (``trust/purges.py``) that applies purges made by
+other worker processes to this process's caches (told at once on PostgreSQL:
+``storage/purge_notices.py``), and the cluster's shared rate-limit budget
+(``storage/rate_buckets.py``) with its bookkeeping. What it reports of the remotes'
+health is read in ``outbound/status.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -32,16 +37,21 @@ from .outbound.permissions import RemotePermissions
 from .outbound.remote import RemoteClient
 from .outbound.status import RemoteStatus, remote_statuses
 from .storage.database import Database
+from .storage.purge_notices import PurgeListener
+from .storage.rate_buckets import MAINTAIN_SECONDS, SharedBudget
 from .tokens import Token
 from .trust.local_tokens import LocalTokenCache
 from .trust.login_cluster import KnowsCredential, LoginCredentials, RuntimeOwners
 from .trust.purges import PurgeFollower
 from .trust.revocation import RevocationOutbox, RevocationStore, receive_notice
 from .trust.store import FederationStore
-from .trust.throttle import TooManyRequests, ValidationThrottle, parse_networks
+from .trust.throttle import Budget, RateLimit, TooManyRequests, parse_networks
 from .trust.validator import TokenValidator
 
 log = logging.getLogger("clusterfed.federation")
+
+# How often a worker's own gauges are written where every worker's are added up.
+GAUGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,10 @@ class Federation:
         self.metrics = FederationMetrics()
         self.remote = RemoteClient(config, transport=transport)
         self.validator = TokenValidator(config, store, self.remote, self.metrics)
+        # The rate limits are the cluster's: with clusterfed's database every worker of
+        # every host spends from the same buckets (without it, from this process's).
+        self.shared_budget = SharedBudget(database) if database is not None else None
+        self.validator.throttle.budget = self.shared_budget
         # The host's own tokens, for a host that resolves them through it (the example
         # server does): purged by the same log as L1.
         self.local_tokens: LocalTokenCache[object] = LocalTokenCache(
@@ -108,10 +122,9 @@ class Federation:
         # saved on another cluster names are copied there from it.
         self.local_blocks: LocalBlocks | None = None
         # Revocation notices cost a database write each and anyone can send them: per
-        # client address, at the cold-validation rate (the same buckets, so a limit
-        # shared across workers applies to both alike).
-        self.notice_throttle = ValidationThrottle(
-            client_rate=config.federation.cold_validation_rate, issuer_rate=0
+        # client address, at the cold-validation rate, from the cluster's shared budget.
+        self.notice_throttle = RateLimit(
+            "notice", config.federation.cold_validation_rate, budget=self.shared_budget
         )
         self.trusted_proxies = parse_networks(config.federation.trusted_proxies)
         # A notice's lease outlasts one delivery attempt, retries included.
@@ -140,15 +153,22 @@ class Federation:
         self.purges = PurgeFollower(
             store, self.invalidate, interval=config.federation.purge_poll_interval
         )
-        self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
-        for cluster_id, circuit in self.remote.circuits.items():
-            self.metrics.circuit_state.labels(cluster_id).set_function(
-                lambda circuit=circuit: STATE_VALUES[circuit.state]
-            )
+        self._housekeeper: asyncio.Task[None] | None = None
+        if self.metrics.multiprocess_dir is None:
+            self.metrics.cached_entries.set_function(lambda: len(self.validator.cache))
+            for cluster_id, circuit in self.remote.circuits.items():
+                self.metrics.circuit_state.labels(cluster_id).set_function(
+                    lambda circuit=circuit: STATE_VALUES[circuit.state]
+                )
 
     @property
     def cluster_id(self) -> str:
         return self.config.cluster_id
+
+    @property
+    def budget(self) -> Budget | None:
+        """The budget every throttle of this cluster spends from (None: each its own)."""
+        return self.shared_budget
 
     @property
     def database(self) -> Database:
@@ -157,12 +177,28 @@ class Federation:
         return self._database
 
     async def start(self) -> None:
+        pg = self._database.pg if self._database is not None else None
+        if pg is not None:  # PostgreSQL announces each purge: no waiting for the poll
+            self.purges.announcer = PurgeListener(pg, self.purges.wake)
         await self.purges.start()
+        if self.shared_budget is not None or self.metrics.multiprocess_dir is not None:
+            self._housekeeper = asyncio.create_task(
+                self._housekeeping(), name="clusterfed-housekeeping"
+            )
         if self.outbox is not None:
             self.outbox.start()
 
     async def aclose(self) -> None:
         await self.purges.aclose()
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+            self._housekeeper = None
+        if self.shared_budget is not None:
+            with contextlib.suppress(Exception):  # else the others stop counting it in 15 s
+                await self.shared_budget.leave()
+        self.metrics.worker_stopped()
         if self.outbox is not None:
             await self.outbox.aclose()
         await self.login.aclose()
@@ -187,16 +223,19 @@ class Federation:
         """``client``: the caller's address, for the cold-validation rate limit."""
         return await self.validator.identify(token, client=client)
 
-    def admit_notice(self, client: str | None) -> None:
+    async def admit_notice(self, client: str | None) -> None:
         """Spend one revocation notice of ``client`` (the sender's address), or raise
         ``TooManyRequests`` (429): anyone can send notices, and each costs a write."""
-        try:
-            self.notice_throttle.admit(client, "notices")
-        except TooManyRequests:
+        wait = await self.notice_throttle.acquire(client or "")
+        if wait:
             self.metrics.throttled.labels("notice").inc()
             if self.validator.refusals.should_log("notice", client) is not None:
                 log.info("revocation notice throttled client=%s", client)
-            raise
+            raise TooManyRequests(
+                f"too many revocation notices from this client; retry in {math.ceil(wait)}s",
+                retry_after=wait,
+                reason="client",
+            )
 
     async def receive_notice(self, body: bytes) -> dict[str, str]:
         """A revocation notice from an issuer; the answer is always the same."""
@@ -224,6 +263,29 @@ class Federation:
     async def apply_pending_purges(self) -> int:
         """Apply purges other workers logged since the last look; returns how many."""
         return await self.purges.apply_pending()
+
+    def refresh_gauges(self) -> None:
+        """Write this worker's gauges where every worker's are added up (only then: in one
+        process they are read from the caches at scrape time)."""
+        if self.metrics.multiprocess_dir is None:
+            return
+        self.metrics.cached_entries.set(len(self.validator.cache))
+        for cluster_id, circuit in self.remote.circuits.items():
+            self.metrics.circuit_state.labels(cluster_id).set(STATE_VALUES[circuit.state])
+
+    async def _housekeeping(self) -> None:
+        """This worker's part of the shared budget's bookkeeping (alive, the workers
+        counted, full buckets pruned) and of the shared metrics."""
+        next_maintain = 0.0
+        while True:
+            self.refresh_gauges()
+            if self.shared_budget is not None and time.monotonic() >= next_maintain:
+                next_maintain = time.monotonic() + MAINTAIN_SECONDS
+                try:
+                    await self.shared_budget.maintain()
+                except Exception as exc:  # the budget falls back on its own; try again later
+                    log.warning("could not keep the shared rate limits' books: %s", exc)
+            await asyncio.sleep(GAUGE_SECONDS)
 
     def remote_status(self) -> list[RemoteStatus]:
         return remote_statuses(self.remote)

@@ -40,9 +40,10 @@ _collectors: WeakKeyDictionary[Federation, L2EntriesCollector] = WeakKeyDictiona
 
 
 async def refresh_l2_metrics(federation: Federation) -> None:
+    federation.refresh_gauges()  # this worker's own, as of now
     collector = _collectors.get(federation)
     if collector is None:
         collector = _collectors[federation] = L2EntriesCollector()
-        federation.metrics.registry.register(collector)
+        federation.metrics.scrape_registry().register(collector)
     async with federation.database.sessionmaker() as session:
         collector.counts = await count_by_cluster(session)

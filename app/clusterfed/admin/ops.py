@@ -34,4 +34,5 @@ async def ping(request: Request, federation: FederationDep) -> dict[str, str]:
 async def metrics(request: Request, federation: FederationDep) -> Response:
     _require_management_token(request, federation)
     await refresh_l2_metrics(federation)
-    return Response(generate_latest(federation.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = federation.metrics.scrape_registry()  # every worker's, under serve --workers N
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

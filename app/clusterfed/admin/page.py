@@ -185,10 +185,10 @@ def _check_csrf(config: Any, binding: str, form: dict[str, str]) -> None:
         raise Forbidden("the form has expired; reload the page and try again")
 
 
-def _throttle(request: Request) -> LoginThrottle:
+def _throttle(request: Request, federation: Federation) -> LoginThrottle:
     state = request.app.state
     if getattr(state, "admin_login_throttle", None) is None:
-        state.admin_login_throttle = LoginThrottle()
+        state.admin_login_throttle = LoginThrottle(budget=federation.budget)
     return state.admin_login_throttle
 
 
@@ -242,7 +242,7 @@ async def login(request: Request, session: SessionDep, federation: FederationDep
     config = federation.config
     client = request.client.host if request.client else "unknown"
     try:
-        wait = _throttle(request).take(client)
+        wait = await _throttle(request, federation).acquire(client)
         if wait:
             error = FederationError("too many login attempts; try again shortly", status_code=429)
             return _login_page(request, config, error, headers={"Retry-After": str(wait)})

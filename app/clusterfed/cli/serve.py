@@ -74,6 +74,12 @@ def cmd_serve(args: argparse.Namespace, config: ClusterConfig) -> int:
     )
     if config.tls_certificate:
         options.update(ssl_certfile=config.tls_certificate, ssl_keyfile=config.tls_key)
+    if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker counts into one directory (emptied of an earlier run's files):
+        # /metrics is the whole server's.
+        from clusterfed.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()
     if args.workers > 1:
         # Worker processes rebuild the app from the environment, so the path must be there.
         if config.source != DEFAULT_SOURCE:

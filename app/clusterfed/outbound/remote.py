@@ -9,7 +9,10 @@ redirects, reads at most ``MaxResponseBytes``, and goes only to clusters listed 
 built (a caller's query that, re-encoded, passes httpx's URL limit) into a 414 or 422 that
 blames the request, not the remote. Any HTTP answer comes back as a
 :class:`RemoteResponse` for the caller to judge. Only transient failures are
-retried (connection reset, 502, 503, 429), with jittered exponential backoff.
+retried (connection reset, 502, 503, 429), with jittered exponential backoff, and never
+a call that is one part of a fan-out (``fanout=True``): a fan-out already multiplies what
+one request costs the federation, and its part answering 5xx counts toward that remote's
+circuit breaker as a failure, so a failing peer stops being asked.
 
 A GET with 1000 bytes of parameters or more goes as Arvados's client sends it
 (``sdk/go/arvados/client.go``): ``POST`` with ``X-Http-Method-Override: GET`` and the
@@ -135,6 +138,7 @@ class RemoteClient:
         json_body: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        fanout: bool = False,
     ) -> RemoteResponse:
         remote = self.clusters.get(cluster_id)
         if remote is None:
@@ -161,6 +165,7 @@ class RemoteClient:
         url = f"{remote.base_url}{path}"
         deadline = time.monotonic() + self.timeout
         attempt = 0
+        max_attempts = 1 if fanout else MAX_ATTEMPTS
         try:
             async with asyncio.timeout(self.timeout):
                 while True:
@@ -176,14 +181,19 @@ class RemoteClient:
                             request_headers,
                         )
                     except TRANSIENT_ERRORS as exc:
-                        if not await _backoff(attempt, deadline):
+                        if not await _backoff(attempt, deadline, max_attempts):
                             raise BadGateway(
                                 f"remote cluster {cluster_id}: {_describe(exc)}"
                             ) from exc
                         continue
-                    if response.status_code in TRANSIENT and await _backoff(attempt, deadline):
+                    if response.status_code in TRANSIENT and await _backoff(
+                        attempt, deadline, max_attempts
+                    ):
                         continue
-                    circuit.record_success()
+                    if fanout and response.status_code >= 500:
+                        circuit.record_failure(f"answered {response.status_code}")
+                    else:
+                        circuit.record_success()
                     return response
         except TimeoutError:
             circuit.record_failure("timeout")
@@ -260,9 +270,9 @@ def _as_post(path: str, params: Mapping[str, Any] | None) -> tuple[str, bytes] |
     return base, encoded.encode()
 
 
-async def _backoff(attempt: int, deadline: float) -> bool:
+async def _backoff(attempt: int, deadline: float, max_attempts: int = MAX_ATTEMPTS) -> bool:
     """Sleep before another attempt; False when attempts or time have run out."""
-    if attempt >= MAX_ATTEMPTS:
+    if attempt >= max_attempts:
         return False
     delay = random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)))
     if time.monotonic() + delay >= deadline:

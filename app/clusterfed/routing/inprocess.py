@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope
 
+from clusterfed.params import PARAMS_KEY, RequestParams, parse_query
+
 # Headers that describe the original body; a synthetic request carries its own.
 BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
 # The router reads a create's body to find its target before the host checks any
@@ -40,6 +42,16 @@ async def read_body(receive: Receive, *, limit: int = MAX_BODY_BYTES) -> bytes:
             raise BodyTooLarge(f"request body is larger than {limit} bytes")
         if not message.get("more_body", False):
             return bytes(body)
+
+
+async def request_body(scope: Scope, receive: Receive) -> tuple[bytes, Receive]:
+    """The request's body, and a ``receive`` that still yields it to the app: the body
+    ``wire.ArvadosRequests`` read (within its caps) when it did, else read now."""
+    parsed = scope.get(PARAMS_KEY)
+    if parsed is not None and parsed.body is not None:
+        return parsed.body, receive
+    body = await read_body(receive)
+    return body, replay(body, receive)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
@@ -72,8 +84,11 @@ async def call_app(
     method: str,
     path: str,
     query_string: bytes,
+    query: list[tuple[str, str]] | None = None,
 ) -> Captured:
-    """``app``'s answer to a body-less ``method path?query_string`` from the same caller."""
+    """``app``'s answer to a body-less ``method path?query_string`` from the same caller.
+
+    ``query``: the parse of ``query_string``, when the caller has it (else it is parsed)."""
     child = with_body(scope, b"")
     child.update(
         method=method,
@@ -81,6 +96,9 @@ async def call_app(
         raw_path=path.encode(),
         query_string=query_string,
         state=dict(scope.get("state", {})),
+    )
+    child[PARAMS_KEY] = RequestParams(
+        query if query is not None else parse_query(query_string), query_string, b""
     )
     status = 500
     chunks: list[bytes] = []

@@ -22,16 +22,16 @@ from typing import Any
 
 from clusterfed.errors import Unprocessable
 from clusterfed.jsonbody import loads_client_json
+from clusterfed.list_params import DEFAULT_LIMIT, MAX_LIMIT, MERGED, ROUTING_NAMES
 from clusterfed.tokens import is_uuid, uuid_cluster
 
 from .cursor import decode_cursor, encode_cursor, query_digest
 from .manifests import hint_collection
 from .merge import OrderTerm, Page, merge_pages, parse_order
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000  # what each cluster is asked for at most: offset + limit of a first page
-ROUTING_PARAMS = frozenset({"federated", "next_page", "cluster_id"})
-LIST_PARAMS = frozenset({"filters", "order", "limit", "offset"})
+# MAX_LIMIT: what each cluster is asked for at most, offset + limit of a first page.
+ROUTING_PARAMS = ROUTING_NAMES
+LIST_PARAMS = MERGED
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no", ""})
 

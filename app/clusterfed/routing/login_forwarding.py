@@ -14,14 +14,15 @@ already deferred to L). A token this cluster issued is refused (401): L would ca
 here to validate it and refuse the answer, since this cluster cannot vouch for L's users.
 
 Mount it inside ``FederationMiddleware`` (``mount`` does, on a satellite only), so the
-credential is validated, and its scopes enforced, before anything is sent to L.
+credential is validated, and its scopes enforced, before anything is sent to L; a request
+without a credential this cluster accepts is answered here (``gate``), never sent to L.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from clusterfed.credentials import authorization_header, bearer_credential
 from clusterfed.errors import BadGateway, FederationError, Unauthorized, Unprocessable
 from clusterfed.identity import RemoteUser, get_identity
-from clusterfed.params import header, serve_locally
+from clusterfed.params import header, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import (
     USER_TYPE,
@@ -44,7 +45,8 @@ from clusterfed.tokens import (
 from clusterfed.trust.validator import user_from_record
 
 from .forwarding import relay, remote_json
-from .inprocess import BodyTooLarge, read_body
+from .gate import require_accepted
+from .inprocess import BodyTooLarge, request_body
 
 log = logging.getLogger("clusterfed.login_forwarding")
 
@@ -93,7 +95,7 @@ class LoginClusterRouter:
         return remote.base_url
 
     def _redirect(self, scope: Scope, path: str) -> Response:
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        query = dict(query_items(scope))
         params = {"return_to": query.get("return_to", "")}
         if path == "/login" and "remote" in query:
             params["remote"] = query["remote"]
@@ -137,7 +139,9 @@ class LoginClusterRouter:
     async def _forward(self, scope: Scope, receive: Receive, method: str, path: str) -> Response:
         login = self.login_cluster
         token = self._token(scope)
-        content = await read_body(receive) if method == "POST" else None
+        # A stranger's request is answered here: nothing goes to L on its behalf.
+        await require_accepted(scope, self.federation, goes_to=f"login cluster {login}")
+        content = (await request_body(scope, receive))[0] if method == "POST" else None
         query = scope["query_string"].decode("latin-1")
         target = f"{path}?{query}" if query else path
         content_type = header(scope, b"content-type")

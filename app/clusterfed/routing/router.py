@@ -21,6 +21,12 @@ identity the middleware left in ``scope["state"]``. The middleware never rewrite
   collection, else asked of every ``Proxy`` remote in parallel; the first answer whose
   manifest hashes to that PDH wins (``lib/controller/federation/conn.go`` does the same).
 
+Nothing is sent elsewhere for a request without a credential this cluster accepts
+(``gate.require_accepted``: 401 here, before any routing). A request that would reach
+more than one cluster (a merged list, a lookup by hash asked of the Proxy remotes) spends
+one of its client's ``FanoutRate`` budget (429 past it), and its calls to other clusters
+are never retried; one answering 5xx counts toward that cluster's circuit breaker.
+
 Requests arrive in one shape whatever the client sent (``wire.ArvadosRequests``). A
 request that must be served here (``params.serve_locally``: ``Via: ... arvados-controller``
 from a peer, ``forwarded_for``, ``bypass_federation``) is served here or nowhere: a UUID
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlencode
@@ -52,13 +59,15 @@ from clusterfed.errors import (
 from clusterfed.jsonbody import loads_client_json
 from clusterfed.keep.copying import copy_to_remote
 from clusterfed.keep.manifests import portable_data_hash
-from clusterfed.params import QueryItems, query_items, serve_locally
+from clusterfed.params import NOT_JSON, QueryItems, body_document, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid, uuid_cluster
 from clusterfed.trust.revocation import revocation_target, route_revocation
+from clusterfed.trust.throttle import RateLimit, TooManyRequests, client_address, parse_networks
 
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
-from .inprocess import BodyTooLarge, call_app, read_body, replay, with_body
+from .gate import require_accepted
+from .inprocess import BodyTooLarge, call_app, replay, request_body, with_body
 from .lists import ROUTING_PARAMS, flag, page_from_answer, plan_list, run_list
 from .manifests import hint_collection, is_portable_data_hash, without_hints
 from .merge import Page
@@ -88,6 +97,10 @@ class FederatedRouter:
         self.known = frozenset(remotes)
         self.proxies = tuple(sorted(cluster for cluster, spec in remotes.items() if spec.proxy))
         self.resources = frozenset(resources)
+        settings = federation.config.federation
+        # The cluster's budget, shared by every worker like the other limits.
+        self.fanouts = RateLimit("fanout", settings.fanout_rate, budget=federation.budget)
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,14 +127,13 @@ class FederatedRouter:
             elif scope["method"] == "GET":
                 response = await self._list(scope, receive, resource)
             elif scope["method"] == "POST":
-                body = await read_body(receive)
+                body, receive = await request_body(scope, receive)
                 target, sent = self._create_target(scope, resource, body)
                 if target is not None:
                     response = await self._forward(scope, target, resource, "POST", content=sent)
-                else:
-                    # The body is read now: the host gets it (unchanged unless it carried
-                    # our cluster_id) through a replaying receive.
-                    scope = scope if sent == body else with_body(scope, sent)
+                elif sent != body:
+                    # The host gets the body without our cluster_id.
+                    scope = with_body(scope, sent)
                     receive = replay(sent, receive)
         except BodyTooLarge as exc:
             response = FederationError(str(exc), status_code=413).response()
@@ -132,6 +144,26 @@ class FederatedRouter:
         else:
             await response(scope, receive, send)
 
+    async def _leaving(self, scope: Scope, clusters: Collection[str]) -> None:
+        """Before anything is sent to ``clusters`` for this request: it must carry a
+        credential this cluster accepts, and reaching several clusters costs its client
+        one of its fan-out budget. Raises 401 or 429."""
+        remote = sorted(cluster for cluster in clusters if cluster != self.local_id)
+        if not remote:
+            return
+        where = f"cluster {remote[0]}" if len(remote) == 1 else "other clusters"
+        await require_accepted(scope, self.federation, goes_to=where)
+        if len(clusters) > 1:
+            client = client_address(scope, self.trusted_proxies)
+            wait = await self.fanouts.acquire(client or "")
+            if wait:
+                raise TooManyRequests(
+                    "too many requests that reach several clusters from this client; "
+                    f"retry in {math.ceil(wait)}s",
+                    retry_after=wait,
+                    reason="fanout",
+                )
+
     async def _revoke(self, scope: Scope, uuid: str) -> Response:
         """A token is revoked at its issuer, whoever is asked (docs/protocol.md#revocation)."""
         try:
@@ -139,6 +171,7 @@ class FederatedRouter:
         except MalformedToken as exc:
             return Unauthorized(f"malformed credential: {exc}").response()
         try:
+            await self._leaving(scope, [uuid_cluster(uuid)])
             answer = await route_revocation(
                 uuid=uuid,
                 presented=presented,
@@ -183,18 +216,18 @@ class FederatedRouter:
         if not is_uuid(uuid) or uuid_cluster(uuid) == self.local_id or method not in OBJECT_METHODS:
             return None
         cluster = self._remote_for(uuid)
-        content = await read_body(receive) if method in BODY_METHODS else None
+        content = (await request_body(scope, receive))[0] if method in BODY_METHODS else None
         return await self._forward(scope, cluster, resource, method, content=content)
 
     def _create_target(self, scope: Scope, resource: str, body: bytes) -> tuple[str | None, bytes]:
         """Where a create goes (None: here), and the body to send there."""
         cluster: Any = dict(query_items(scope)).get("cluster_id")
-        try:
-            document = loads_client_json(body) if body else None
-        except ValueError:
+        document = body_document(scope, body) if body else None
+        if document is NOT_JSON:
             return None, body  # not JSON: the host refuses it in its own words
         if isinstance(document, dict) and "cluster_id" in document:
             # A routing parameter, not an attribute: no cluster would accept it in a body.
+            document = dict(document)  # the request's one parse stays as it came
             in_body = document.pop("cluster_id")
             cluster = cluster if cluster is not None else in_body
             body = json.dumps(document).encode()
@@ -223,6 +256,7 @@ class FederatedRouter:
         )
         if plan is None:
             return None
+        await self._leaving(scope, plan.clusters)
 
         async def fetch(
             cluster: str, params: list[tuple[str, str]], offset: int, asked: int
@@ -262,6 +296,7 @@ class FederatedRouter:
             method="GET",
             path=scope["path"],
             query_string=urlencode(params).encode(),
+            query=params,
         )
         try:
             body = json.loads(captured.content)
@@ -280,7 +315,7 @@ class FederatedRouter:
     ) -> Page:
         query = urlencode([*params, *self._mark])
         response = await self.remote.request(
-            cluster, "GET", f"{scope['path']}?{query}", token=token_for(scope, cluster)
+            cluster, "GET", f"{scope['path']}?{query}", token=token_for(scope, cluster), fanout=True
         )
         body = remote_json(response, cluster)
         if response.status_code != 200:
@@ -304,9 +339,11 @@ class FederatedRouter:
             method="GET",
             path=scope["path"],
             query_string=scope["query_string"],
+            query=query_items(scope),
         )
         if local.status_code != 404 or not self.proxies:
             return Response(local.content, local.status_code, media_type="application/json")
+        await self._leaving(scope, [self.local_id, *self.proxies])
         query = [(k, v) for k, v in query_items(scope) if k not in ROUTING_PARAMS] + self._mark
         path = f"{scope['path']}?{urlencode(query)}"
         asks = [
@@ -335,7 +372,9 @@ class FederatedRouter:
 
     async def _hash_from(self, scope: Scope, cluster: str, path: str, pdh: str) -> Any:
         """``cluster``'s collection with that hash, checked; None when it has none."""
-        response = await self.remote.request(cluster, "GET", path, token=token_for(scope, cluster))
+        response = await self.remote.request(
+            cluster, "GET", path, token=token_for(scope, cluster), fanout=True
+        )
         body = remote_json(response, cluster)
         if response.status_code == 404:
             return None
@@ -359,6 +398,7 @@ class FederatedRouter:
         content: bytes | None = None,
         extra: QueryItems = (),
     ) -> Response:
+        await self._leaving(scope, [cluster])
         token = token_for(scope, cluster)
         if resource == HINTED_RESOURCE and method in BODY_METHODS and content:
             content = await self._copy_blocks(scope, cluster, content)

@@ -8,7 +8,7 @@
   over the cap is answered 400 and the connection closed.
 - What start-up allocated is frozen out of the cyclic garbage collector's view
   (``freeze_startup_objects``), so a full collection walks only what requests left behind.
-- On shutdown an idle keep-alive connection is dropped at once (its ``shutdown``):
+- On shutdown an idle keep-alive connection is dropped at once (``HeadTimeoutH11Protocol``):
   closing TLS politely waits for the client's close_notify, which an idle client never
   sends, and uvicorn waited for every such connection (24 s and more) before exiting.
   Requests in flight still finish.
@@ -49,7 +49,6 @@ HEAD_TIMEOUT_SECONDS = 10.0
 # Tests shorten the head timeout through the environment (worker processes inherit it).
 HEAD_TIMEOUT_ENV = "CLUSTERFED_HEAD_TIMEOUT"
 DEFAULT_LIMIT_CONCURRENCY = 1000
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # Loggers that write secrets below these levels, whatever --log-level says.
 QUIET_LOGGERS = {"sqlalchemy": "WARNING", "aiosqlite": "INFO", "alembic": "WARNING"}
@@ -117,10 +116,10 @@ class HeadTimeoutH11Protocol(H11Protocol):
             self._head_timer = None
 
     def shutdown(self) -> None:
-        # A connection with nothing in flight is aborted rather than closed gracefully:
-        # closing TLS politely waits for the client's close_notify, which an idle client
-        # never sends.
+        """At shutdown, a connection with nothing in flight is dropped at once (see the
+        module docstring); one with a request in flight finishes it first."""
         if self.cycle is None or self.cycle.response_complete:
+            self._cancel_head_timer()
             self.transport.abort()
         else:
             super().shutdown()

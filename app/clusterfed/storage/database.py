@@ -68,6 +68,11 @@ class Database:
         return self._sessionmaker
 
     @property
+    def pg(self) -> PgPoints | None:
+        """PostgreSQL's point statements and connections of their own (None: not PostgreSQL)."""
+        return self._pg
+
+    @property
     def reads(self) -> PointReads:
         """One-row reads for the hot path (the L2 lookup): see ``point_reads``."""
         if self._reads is None:

@@ -76,9 +76,10 @@ IDLE_SINCE = "clusterfed_idle_since"
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    # Bound parameters include token secrets (v1 lookups) and cache digests; a database
-    # error must not carry them into a log line.
-    kwargs.setdefault("hide_parameters", True)
+    # Bound parameters include token secrets (v1 lookups) and cache digests; neither a
+    # database error nor SQL logging (echo, or a logger at INFO) may carry them into a log
+    # line, whatever the caller asked for.
+    kwargs["hide_parameters"] = True
     if ":memory:" not in url:
         kwargs.setdefault("pool_size", POOL_SIZE)
         kwargs.setdefault("max_overflow", POOL_OVERFLOW)

@@ -1,4 +1,5 @@
-"""clusterfed's own tables (docs/mounting.md): the L2 token cache and the purge log.
+"""clusterfed's own tables (docs/mounting.md): the L2 token cache, the purge log, the
+shared rate limits.
 
 They live in the host's database beside the host's tables, with their own Alembic
 chain (top-level ``migrations/``, shipped in the wheel as ``clusterfed.migrations``)
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String
+from sqlalchemy import JSON, Double, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .db import TYPE_ANNOTATION_MAP, new_metadata, utcnow
@@ -48,3 +49,18 @@ class FederationPurge(FederationBase):
     kind: Mapped[str] = mapped_column(String(16))  # token | cluster | user | all
     value: Mapped[str | None] = mapped_column(String(27))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FederationRateBucket(FederationBase):
+    """One token bucket of the cluster's shared rate limits (cold validations per client
+    and per issuer, admin logins, ...), spent by every worker of every host in one
+    statement (``storage.rate_buckets``). Times are seconds since the epoch. A row whose
+    bucket is full again (``full_at`` passed) means nothing and is pruned. Rows keyed
+    ``worker:<id>`` are the workers sharing the budget, each alive until its ``full_at``."""
+
+    __tablename__ = "federation_rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    level: Mapped[float] = mapped_column(Double)
+    updated: Mapped[float] = mapped_column(Double)
+    full_at: Mapped[float] = mapped_column(Double)

@@ -142,6 +142,9 @@ class PgPoints:
             connection = self._idle.pop()
             if not connection.is_closed():  # the server went away while it sat idle
                 return connection
+        return await self._open()
+
+    async def _open(self) -> asyncpg.Connection:
         if self._closed:
             raise sa_exc.InterfaceError("point statements", None, RuntimeError("disposed"))
         try:
@@ -154,6 +157,11 @@ class PgPoints:
             connection.terminate()
             raise
         return connection
+
+    async def connect(self) -> asyncpg.Connection:
+        """A connection of the caller's own, outside the pool, set up as the pool's are
+        (for ``LISTEN``: it stays with one listener for its life). The caller closes it."""
+        return await self._open()
 
     def _give_back(self, connection: asyncpg.Connection, reusable: bool) -> None:
         if reusable and not (

@@ -23,9 +23,9 @@ An in-memory SQLite database cannot be opened twice, so it writes the asynchrono
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 # WAL mode's own advice for what may be lost to a power cut but never to a crash of the
 # process, and never corrupts the file (https://www.sqlite.org/pragma.html#pragma_synchronous).
 CACHE_SYNCHRONOUS = "NORMAL"
+T = TypeVar("T")
 
 
 class PointWrites:
@@ -92,16 +93,79 @@ class PointWrites:
         async with self._engine.begin() as connection:
             await connection.execute(statement, params)
 
+    async def first(
+        self, statement: Executable, params: Mapping[str, Any], *, durable: bool = True
+    ) -> Any:
+        """Run ``statement``, a write with ``RETURNING``; its first row (or None),
+        committed when the await returns. ``durable`` as for ``execute``."""
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._thread, self._first_in_thread, statement, params, durable
+            )
+        if self._pg is not None:
+            return await self._pg.first(statement, params)
+        async with self._engine.begin() as connection:
+            return (await connection.execute(statement, params)).first()
+
+    async def first_each(
+        self, statements: Sequence[tuple[Executable, Mapping[str, Any]]], *, durable: bool = True
+    ) -> list[Any]:
+        """``first`` of each statement in turn, stopping after the first that returns no
+        row: the rows (the last one None when it stopped early). On a SQLite file all of
+        them run in one hop to the writer thread."""
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._thread, self._first_each_in_thread, statements, durable
+            )
+        rows = []
+        for statement, params in statements:
+            rows.append(await self.first(statement, params, durable=durable))
+            if rows[-1] is None:
+                break
+        return rows
+
+    async def call_in_writer(self, work: Callable[[Any], T], *, durable: bool = True) -> T:
+        """``work(connection)`` in the writer thread, given its DBAPI ``sqlite3``
+        connection (in autocommit: each statement commits): a few plain statements in
+        one hop, without SQLAlchemy's execution around each. SQLite files only (``mode``
+        ``thread``)."""
+        if self._thread is None:
+            raise RuntimeError("call_in_writer is for a SQLite file's writer thread")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._thread, lambda: work(self._connection(durable).connection.dbapi_connection)
+        )
+
+    def _first_in_thread(
+        self, statement: Executable, params: Mapping[str, Any], durable: bool
+    ) -> Any:
+        return self._connection(durable).execute(statement, params).first()
+
+    def _first_each_in_thread(
+        self, statements: Sequence[tuple[Executable, Mapping[str, Any]]], durable: bool
+    ) -> list[Any]:
+        rows = []
+        for statement, params in statements:
+            rows.append(self._first_in_thread(statement, params, durable))
+            if rows[-1] is None:
+                break
+        return rows
+
     def _execute_in_thread(
         self, statement: Executable, params: Mapping[str, Any], durable: bool
     ) -> None:
+        self._connection(durable).execute(statement, params)
+
+    def _connection(self, durable: bool) -> Connection:
         connection = self._connections.get(durable)
         if connection is None or connection.closed:
             assert self._sqlite is not None
             connection = self._connections[durable] = self._sqlite.connect()
             if not durable:
                 connection.exec_driver_sql(f"PRAGMA synchronous={CACHE_SYNCHRONOUS}")
-        connection.execute(statement, params)
+        return connection
 
     async def dispose(self) -> None:
         if self._thread is None:

@@ -5,8 +5,8 @@ costs a database round trip or two where a cached foreign token costs a dictiona
 lookup. This cache lets a host keep what it resolved (its own ``value``: a caller, a
 login...) for a bounded time, and :class:`~clusterfed.service.Federation` purges it
 with the same log that purges L1: a purge of kind ``token`` (a revocation logs one),
-``user`` or ``all``, made by any worker, reaches every worker within
-``PurgePollInterval``.
+``user`` or ``all``, made by any worker, reaches every worker at once on PostgreSQL
+(announced) and within ``PurgePollInterval`` on SQLite.
 
 Keys are HMAC-SHA256 of the credential (and the ``remote`` it was accepted for, which
 decides whether a salted secret is valid) under a random per-process key, so no

@@ -158,7 +158,7 @@ class LoginCredentials:
                 if stale is None:
                     stale = L1Entry(identity, cached.refreshes_at, cached.last_used_at.timestamp())
         self.metrics.l2_miss.inc()
-        self.validator.admit_cold(client, login, "-")
+        await self.validator.admit_cold(client, login, "-")
 
         started = time.monotonic()
         outcome = "error"

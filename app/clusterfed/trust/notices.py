@@ -22,6 +22,6 @@ router = APIRouter(tags=["revocation"])
 async def receive(request: Request) -> JSONResponse:
     federation: Federation = request.app.state.federation
     # Before the body is read: a sender over its budget costs nothing more.
-    federation.admit_notice(client_address(request.scope, federation.trusted_proxies))
+    await federation.admit_notice(client_address(request.scope, federation.trusted_proxies))
     answer = await federation.receive_notice(await request.body())
     return JSONResponse(answer, status_code=202)

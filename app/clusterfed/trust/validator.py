@@ -147,11 +147,12 @@ class TokenValidator:
 
     # -- one flight ------------------------------------------------------------------
 
-    def admit_cold(self, client: str | None, issuer: str, token_uuid: str) -> None:
-        """A validation no cache could answer is rate-limited per client address
-        and per issuer; over a limit, 429 and the issuer is not asked."""
+    async def admit_cold(self, client: str | None, issuer: str, token_uuid: str) -> None:
+        """A validation no cache could answer is rate-limited per client address and per
+        issuer, on the cluster's shared budget when there is one; over a limit, 429 and
+        the issuer is not asked."""
         try:
-            self.throttle.admit(client, issuer)
+            await self.throttle.acquire(client, issuer)
         except TooManyRequests as exc:
             self.metrics.throttled.labels(exc.reason).inc()
             left_out = self.refusals.should_log(exc.reason, client)
@@ -188,7 +189,7 @@ class TokenValidator:
         self.metrics.l2_miss.inc()
         if stale is None and cached is not None and same_secret:
             stale = await self._stale_from_l2(cached)
-        self.admit_cold(client, token.issuer, token.uuid)
+        await self.admit_cold(client, token.issuer, token.uuid)
 
         started = time.monotonic()
         outcome = "error"

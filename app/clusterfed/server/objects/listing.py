@@ -20,9 +20,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from clusterfed.errors import Unprocessable
 from clusterfed.jsonbody import loads_client_json
+from clusterfed.list_params import DEFAULT_LIMIT, MAX_LIMIT
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 # SQLite binds Python ints as 64-bit and overflows beyond; no list is anywhere near this.
 MAX_OFFSET = 2**31 - 1
 DEFAULT_ORDER = "modified_at desc"

@@ -25,6 +25,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from clusterfed.config import ClusterConfig
 from clusterfed.exported import default_replication, remote_hosts
+from clusterfed.list_params import CLUSTER_ID, LIST_PARAMETERS, ROUTING_PARAMETERS, SELECT
 from clusterfed.routing.router import ROUTED_RESOURCES, FederatedRouter
 from clusterfed.server.deps import ConfigDep
 
@@ -140,14 +141,8 @@ RESOURCES = (
 _UUID = {"type": "string", "required": True, "location": "path", "description": "object UUID"}
 # googleapiclient JSON-encodes "array" and "object" parameters (the SDK patches _cast),
 # which is the form the list endpoints parse.
-_SELECT = {"type": "array", "location": "query", "description": "attributes to return"}
-_LIST_PARAMETERS = {
-    "filters": {"type": "array", "location": "query"},
-    "order": {"type": "array", "location": "query"},
-    "select": _SELECT,
-    "limit": {"type": "integer", "location": "query", "default": "100"},
-    "offset": {"type": "integer", "location": "query", "default": "0"},
-}
+_SELECT = SELECT.discovery()
+_LIST_PARAMETERS = {parameter.name: parameter.discovery() for parameter in LIST_PARAMETERS}
 _CREATE_PARAMETERS = {
     "ensure_unique_name": {
         "type": "boolean",
@@ -156,27 +151,10 @@ _CREATE_PARAMETERS = {
         "description": 'if the name is taken in the owner, append " (<UTC timestamp>)" to it',
     },
 }
-_CLUSTER_ID = {
-    "type": "string",
-    "location": "query",
-    "description": "the cluster to send the request to",
-}
+_CLUSTER_ID = CLUSTER_ID.discovery()
 # What FederatedRouter reads from the query of a list and of a create, per method name.
 ROUTER_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
-    "list": {
-        "cluster_id": _CLUSTER_ID,
-        "federated": {
-            "type": "boolean",
-            "location": "query",
-            "default": "false",
-            "description": "merge this cluster's list with every Proxy remote's",
-        },
-        "next_page": {
-            "type": "string",
-            "location": "query",
-            "description": "the cursor a merged list answered with: its next page",
-        },
-    },
+    "list": {parameter.name: parameter.discovery() for parameter in ROUTING_PARAMETERS},
     "create": {"cluster_id": _CLUSTER_ID},
 }
 

@@ -115,9 +115,9 @@ async def create_token(
     owner_uuid = attributes.get("owner_uuid") or user.uuid
     if owner_uuid != user.uuid and not caller.is_admin:
         raise Forbidden("only an admin may create a token for another user")
-    if user.is_admin and not caller.is_admin:
-        # An admin's token that does not carry admin here (a runtime token another cluster
-        # issued for them) must not mint one that would: that would launder it into admin.
+    # An admin's token that does not carry admin here (a runtime token another cluster
+    # issued for them) must not mint one that would: that would launder it into admin.
+    if user.is_admin and not caller.is_admin:  # at home: what a new token would carry
         raise Forbidden(
             "this token does not carry its user's admin rights, so it cannot create a "
             "token for them; use a token their own cluster issued"
