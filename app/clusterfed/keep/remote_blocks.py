@@ -20,10 +20,12 @@ carrying the status for the client, as a block server answers them:
     504  ``X`` was silent for ``RemoteTimeout``
 
 Blocks travel through one ``aiohttp`` session per TLS-verification mode (the client the
-validation calls use too, ``outbound/aiohttp_gets.py``): its answers are read as the
-socket delivered them (``readchunk``: no copy, no re-chunking), reading pauses once
-``READ_BUFFER`` bytes wait unread, and its ``sock_read`` timeout is exactly "silence for
-``RemoteTimeout``" (it stops counting while reading is paused for a slow client).
+validation calls use too, ``outbound/aiohttp_gets.py``): its answers are taken as the
+socket delivered them (``readchunk``: no copy or re-chunking of ours), reading pauses
+once ``READ_BUFFER`` bytes wait unread, and its ``sock_read`` timeout is exactly
+"silence for ``RemoteTimeout``" (it stops counting while reading is paused for a slow
+client). A block's md5 is computed by a thread of its own as the bytes pass
+(:class:`_Hasher`), at most ``HASH_BACKLOG`` bytes behind.
 aiohttp's exceptions are turned into the statuses above here, at one boundary. Every call
 to a block server counts in ``X``'s circuit breaker, as the federation's other calls to
 ``X`` do: an open circuit is a 502 at once.
