@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench.blackbox",
     "bench.shared_limits",
     "bench.keep",
+    "bench.keep_remote",
 ]
 
 

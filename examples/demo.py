@@ -14,6 +14,7 @@ stops the demo with a non-zero exit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -34,7 +35,7 @@ from clusterfed.tokens import parse_token
 
 DEMO_DIR = Path("var/demo")
 SECRET_IN_TOKEN = re.compile(r"(v2/[a-z0-9-]{27}/)[A-Za-z0-9]+")  # never echo a secret
-MANIFEST = ". 37b51d194a7513e45b56f6524f2d51f2+3 0:3:bar.txt\n"
+CONTENT = b"bar"  # bar.txt, the demo's file: its block is 37b51d194a7513e45b56f6524f2d51f2+3
 
 
 def _clusterfed_command() -> list[str]:
@@ -140,6 +141,33 @@ class Cluster:
             self.proc.terminate()
             self.proc.wait(timeout=10)
 
+    def put_block(self, token: str, data: bytes) -> str:
+        """Stores ``data`` on this cluster's block server; returns the signed locator."""
+        md5 = hashlib.md5(data).hexdigest()
+        response = httpx.put(
+            f"{self.base_url}/{md5}",
+            content=data,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        print(f"    PUT {self.cluster_id}/{md5} -> {response.status_code} {response.text.strip()}")
+        if response.status_code != 200:
+            raise DemoFailed(
+                f"storing a block on {self.cluster_id} answered {response.status_code}"
+            )
+        return response.text.strip()
+
+    def get_block(self, token: str, locator: str) -> bytes:
+        response = httpx.get(
+            f"{self.base_url}/{locator}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        print(f"    GET {self.cluster_id}/{locator} -> {response.status_code} {response.content!r}")
+        if response.status_code != 200:
+            raise DemoFailed(
+                f"reading a block from {self.cluster_id} answered {response.status_code}"
+            )
+        return response.content
+
     def call(self, method: str, path: str, token: str, *, expect: int, **kwargs: Any) -> Any:
         response = httpx.request(
             method,
@@ -218,12 +246,14 @@ def walk(qr1hi: Cluster, c97qk: Cluster) -> None:
         expect=200,
         json={"group": {"name": "Bob's private project", "group_class": "project"}},
     )
+    print("  alice writes bar.txt's content to c97qk's block server, then the collection")
+    locator = c97qk.put_block(alice_for_c97qk, CONTENT)
     collection = c97qk.call(
         "POST",
         "/arvados/v1/collections",
         alice_for_c97qk,
         expect=200,
-        json={"collection": {"name": "sample-1234", "manifest_text": MANIFEST}},
+        json={"collection": {"name": "sample-1234", "manifest_text": f". {locator} 0:3:bar.txt\n"}},
     )
     path = f"/arvados/v1/collections/{collection['uuid']}"
     print("  c97qk asks qr1hi: may alice write to her project? (yes)")
@@ -247,19 +277,29 @@ def walk(qr1hi: Cluster, c97qk: Cluster) -> None:
     print("  the next request re-validates alice at qr1hi:")
     c97qk.call("GET", "/arvados/v1/users/current", alice_for_c97qk, expect=200)
 
-    step("5. Alice reads the c97qk collection through her home cluster (routed there)")
+    step("5. Alice reads the c97qk collection, and its file, through her home cluster")
     routed = qr1hi.call("GET", path, alice_token, expect=200)
     print(f"    manifest as relayed by qr1hi: {routed['manifest_text'].strip()!r}")
-    if "+K@c97qk" not in routed["manifest_text"]:
-        raise DemoFailed("the routed manifest lacks the +K@c97qk hint")
+    remote_locator = routed["manifest_text"].split(" ")[1]
+    if "+Rc97qk-" not in remote_locator:
+        raise DemoFailed("the routed manifest does not say its block is on c97qk (+Rc97qk-)")
+    print("  ...and bar.txt's content, from qr1hi's block server: qr1hi fetches it from c97qk")
+    if qr1hi.get_block(alice_token, remote_locator) != CONTENT:
+        raise DemoFailed("the block read through qr1hi is not the one written on c97qk")
 
     step("6. Alice searches both clusters at once; results merged in order, paged")
+    home_locator = qr1hi.put_block(alice_token, CONTENT)
     qr1hi.call(
         "POST",
         "/arvados/v1/collections",
         alice_token,
         expect=200,
-        json={"collection": {"name": "sample-5678", "manifest_text": MANIFEST}},
+        json={
+            "collection": {
+                "name": "sample-5678",
+                "manifest_text": f". {home_locator} 0:3:bar.txt\n",
+            }
+        },
     )
     search = {
         "federated": "true",

@@ -1,4 +1,5 @@
-"""``+K@<cluster>`` hints (SPEC 3.6): on block locators only, never twice, never on names."""
+"""Locators of another cluster's manifest: ``+A`` becomes ``+R<X>-``, ``+K@<X>`` only on
+unsigned locators; block locators only, never twice, never on names."""
 
 from __future__ import annotations
 
@@ -16,10 +17,33 @@ def test_each_locator_without_a_cluster_hint_gets_one() -> None:
 
 
 def test_a_locator_that_already_names_a_cluster_is_left_alone() -> None:
-    manifest = f". {A}+K@zbbbb {B}+Afeedface@65f0c3a1 0:6:foo.txt\n"
+    manifest = f". {A}+K@zbbbb {B} 0:6:foo.txt\n"
+    assert add_cluster_hints(manifest, "c97qk") == f". {A}+K@zbbbb {B}+K@c97qk 0:6:foo.txt\n"
+
+
+SIG = "+A89118b78732c33104a4d6231e8b5a5fa1e4301e3@7fffffff"
+
+
+def test_a_signature_becomes_a_remote_signature_and_gets_no_cluster_hint() -> None:
+    # lib/controller/federation/conn.go rewriteManifest: every +A of a locator, in place.
+    manifest = f". {A}{SIG} {B}+K@zbbbb{SIG}+Z1 0:6:foo.txt\n./s {A}{SIG} 0:3:{A}{SIG}\n"
+    remote = SIG.replace("+A", "+Rc97qk-")
     assert add_cluster_hints(manifest, "c97qk") == (
-        f". {A}+K@zbbbb {B}+Afeedface@65f0c3a1+K@c97qk 0:6:foo.txt\n"
+        f". {A}{remote} {B}+K@zbbbb{remote}+Z1 0:6:foo.txt\n./s {A}{remote} 0:3:{A}{SIG}\n"
     )
+
+
+def test_a_third_clusters_remote_signature_is_kept_as_it_is() -> None:
+    # c97qk's own answer may already point at zbbbb: that block is zbbbb's, not c97qk's.
+    manifest = f". {A}+Rzbbbb-feedface@65f0c3a1 {B} 0:6:foo.txt\n"
+    assert add_cluster_hints(manifest, "c97qk") == (
+        f". {A}+Rzbbbb-feedface@65f0c3a1 {B}+K@c97qk 0:6:foo.txt\n"
+    )
+
+
+def test_rewriting_twice_changes_nothing_more() -> None:
+    once = add_cluster_hints(f". {A}{SIG} {B} 0:6:foo.txt\n", "c97qk")
+    assert add_cluster_hints(once, "c97qk") == once
 
 
 def test_stream_and_file_names_are_never_rewritten() -> None:

@@ -9,6 +9,7 @@ from clusterfed.outbound.statuses import (
     IssuerRejected,
     list_part_error,
     permission_check_error,
+    remote_block_error,
     token_call_error,
     user_call_error,
 )
@@ -97,3 +98,24 @@ def test_a_merged_lists_part(status: int, kind: type, answered: int) -> None:
         answered,
         f"cluster c97qk answered {status}: bad filter",
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "answered"),
+    [
+        (200, None),
+        (404, 404),
+        (400, 403),
+        (401, 403),
+        (403, 403),
+        (422, 502),
+        (500, 502),
+        (503, 502),
+        (504, 502),
+        (302, 502),
+        (204, 502),
+    ],
+)
+def test_a_remote_block_servers_status(status: int, answered: int | None) -> None:
+    error = remote_block_error("c97qk", status)
+    assert (error.status_code if error else None) == answered

@@ -4,11 +4,12 @@
     app.add_middleware(FederationMiddleware, federation=federation)
     # in the lifespan:  await federation.start()  ...  await federation.aclose()
 
-It owns the remote client, the validator (with its caches), the metrics, the follower of
-the purge log (``trust/purges.py``) that applies purges made by other worker processes to
-this process's caches (told at once on PostgreSQL: ``storage/purge_notices.py``), and the
-cluster's shared rate-limit budget (``storage/rate_buckets.py``) with its bookkeeping.
-What it reports of the remotes' health is read in ``outbound/status.py``.
+It owns the remote client, the validator (with its caches), the remote block reader, the
+metrics, the follower of the purge log (``trust/purges.py``) that applies purges made by
+other worker processes to this process's caches (told at once on PostgreSQL:
+``storage/purge_notices.py``), and the cluster's shared rate-limit budget
+(``storage/rate_buckets.py``) with its bookkeeping. What it reports of the remotes'
+health is read in ``outbound/status.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from starlette.requests import Request
 
 from .config import ClusterConfig
 from .identity import Identity, UserRecord, admin_here
+from .keep.copying import LocalBlocks
+from .keep.remote_blocks import RemoteBlocks
+from .keep.signer import BlobSigner
 from .metrics import FederationMetrics
 from .outbound.circuit import STATE_VALUES
 from .outbound.permissions import RemotePermissions
@@ -111,6 +115,12 @@ class Federation:
             ttl=config.federation.local_token_cache_ttl,
         )
         self.permissions = RemotePermissions(config, self.remote)
+        # Blocks other clusters hold, read and written for our clients (+R<X>- locators).
+        self.remote_blocks = RemoteBlocks(config, self.remote)
+        self.signer = BlobSigner.from_config(config)
+        # The host's block store, when it has one: blocks signed here that a collection
+        # saved on another cluster names are copied there from it.
+        self.local_blocks: LocalBlocks | None = None
         # Revocation notices cost a database write each and anyone can send them: per
         # client address, at the cold-validation rate, from the cluster's shared budget.
         self.notice_throttle = RateLimit(
@@ -194,6 +204,7 @@ class Federation:
         await self.login.aclose()
         await self.runtime_owners.aclose()
         await self.validator.aclose()
+        await self.remote_blocks.aclose()
         await self.remote.aclose()
 
     def is_admin(self, identity: Identity) -> bool:

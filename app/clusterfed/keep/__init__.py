@@ -1,5 +1,7 @@
-"""Keep: block locators, their permission signatures, and manifests (pure functions).
+"""Keep: block locators, their permission signatures, and manifests; blocks across clusters.
 
-Nothing here does I/O: the example server's block store and the federation's remote
-block reader both build on these rules, so a locator is parsed and signed one way only.
+``locators``, ``signing``, ``manifests`` and ``signer`` are pure rules, so a locator is
+parsed and signed one way only. ``remote_blocks`` (with ``block_response``) reads and
+writes blocks another cluster holds, and ``copying`` sends a collection's blocks along
+when it is saved on another cluster: the federation's I/O.
 """

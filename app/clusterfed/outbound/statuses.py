@@ -10,6 +10,11 @@
 - A **part of a merged list**: a remote's 401 becomes 502 (the caller's
   credentials are fine here, and a 401 would make a client drop a working token); other
   4xx keep their status (a filter the clusters refuse is the caller's to fix); 5xx too.
+- A **block** read from, or written to, another cluster's block server (and its list
+  of block servers): 404 is "no such block"; 400, 401 and 403 mean the remote refused the
+  credential or the signature (403 here: the caller's credentials are fine on this
+  cluster, and the Keep client gives up on it rather than retrying); anything else but
+  200 is no usable answer (502), which the Keep client retries.
 - The statuses worth a retry are the transient ones (``TRANSIENT``).
 
 Each function returns the error to raise, or None when the status is an answer to read.
@@ -17,7 +22,14 @@ Each function returns the error to raise, or None when the status is an answer t
 
 from __future__ import annotations
 
-from clusterfed.errors import BadGateway, FederationError, RemoteError, Unauthorized
+from clusterfed.errors import (
+    BadGateway,
+    FederationError,
+    Forbidden,
+    NotFound,
+    RemoteError,
+    Unauthorized,
+)
 
 TRANSIENT = frozenset({429, 502, 503})  # retried within RemoteTimeout
 
@@ -61,3 +73,15 @@ def list_part_error(cluster_id: str, status: int, message: str) -> FederationErr
     if status >= 500:
         return RemoteError(text, status_code=status)
     return FederationError(text, status_code=status)
+
+
+def remote_block_error(cluster_id: str, status: int) -> FederationError | None:
+    if status == 200:
+        return None
+    if status == 404:
+        return NotFound(f"cluster {cluster_id} has no such block")
+    if status in (400, 401, 403):
+        return Forbidden(
+            f"cluster {cluster_id} refused the credential or the block's signature ({status})"
+        )
+    return BadGateway(f"cluster {cluster_id}'s block server answered {status}")

@@ -1,7 +1,10 @@
-"""``+K@<cluster>`` hints on the manifests of collections fetched from another cluster.
+"""Block locators of collections fetched from another cluster, made readable through us.
 
-A client that reads a collection through us must fetch its blocks from the cluster that
-holds them; Keep clients find that cluster in a ``+K@<id>`` hint on each block locator.
+A client that reads a collection through us must be able to fetch its blocks. A block
+signed by cluster ``X`` (``+A<sig>@<exp>``, good only at ``X``) becomes
+``+R<X>-<sig>@<exp>``, as Arvados's controller rewrites it: a block server of ours given
+that locator reads the block from ``X`` for the client. A locator with no signature
+(clusters that do not sign) gets ``+K@<X>``, the hint that names the cluster holding it.
 A manifest line is a stream name, then block locators, then ``pos:len:name`` file tokens;
 only the locators between the stream name and the first file token are touched, so a
 file whose name happens to look like a locator is never rewritten.
@@ -13,24 +16,37 @@ import hashlib
 import re
 from typing import Any
 
+from clusterfed.keep.locators import Locator, format_locator
+from clusterfed.keep.manifests import map_locators
+
 LOCATOR_RE = re.compile(r"[0-9a-f]{32}\+[0-9]+(\+[A-Za-z0-9@_-]+)*")
 CLUSTER_HINT = "K@"
+SIGNATURE_HINT = "A"  # +A<signature>@<expiry>: good at the cluster that signed it
+REMOTE_HINT = "R"  # +R<cluster>-<signature>@<expiry>: that cluster's +A, read through us
 
 
 def add_cluster_hints(manifest_text: str, cluster_id: str) -> str:
-    """``manifest_text`` with ``+K@<cluster_id>`` on every locator that has no ``+K@``."""
-    lines = manifest_text.split("\n")
-    for number, line in enumerate(lines):
-        tokens = line.split(" ")
-        for index in range(1, len(tokens)):
-            token = tokens[index]
-            if LOCATOR_RE.fullmatch(token) is None:
-                break  # the file tokens have started
-            hints = token.split("+")[2:]
-            if not any(hint.startswith(CLUSTER_HINT) for hint in hints):
-                tokens[index] = f"{token}+{CLUSTER_HINT}{cluster_id}"
-        lines[number] = " ".join(tokens)
-    return "\n".join(lines)
+    """``manifest_text`` as a client of ours must see a manifest of ``cluster_id``'s.
+
+    Each ``+A`` signature becomes ``+R<cluster_id>-``; a locator with no signature at all
+    (``+A`` or ``+R``) and no ``+K@`` gets ``+K@<cluster_id>``. Applying it twice changes
+    nothing more.
+    """
+    return map_locators(manifest_text, lambda locator: _remote_locator(locator, cluster_id))
+
+
+def _remote_locator(locator: Locator, cluster_id: str) -> str:
+    hints = list(locator.hints)
+    signed = False
+    for index, hint in enumerate(hints):
+        if hint.startswith(SIGNATURE_HINT):
+            hints[index] = f"{REMOTE_HINT}{cluster_id}-{hint[1:]}"
+            signed = True
+        elif hint.startswith(REMOTE_HINT):
+            signed = True
+    if not signed and not any(hint.startswith(CLUSTER_HINT) for hint in hints):
+        hints.append(f"{CLUSTER_HINT}{cluster_id}")
+    return format_locator(locator.md5, locator.size, hints)
 
 
 def hint_collection(collection: Any, cluster_id: str) -> None:

@@ -47,7 +47,7 @@ from urllib.parse import urlencode
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clusterfed.credentials import authorization_header, parse_authorization
+from clusterfed.credentials import authorization_header, bearer_credential, parse_authorization
 from clusterfed.errors import (
     BadGateway,
     FederationError,
@@ -56,6 +56,9 @@ from clusterfed.errors import (
     Unauthorized,
     Unprocessable,
 )
+from clusterfed.jsonbody import loads_client_json
+from clusterfed.keep.copying import copy_to_remote
+from clusterfed.keep.manifests import portable_data_hash
 from clusterfed.params import NOT_JSON, QueryItems, body_document, query_items, serve_locally
 from clusterfed.service import Federation
 from clusterfed.tokens import GROUP_TYPE, MalformedToken, is_cluster_id, is_uuid, uuid_cluster
@@ -66,7 +69,7 @@ from .forwarding import first_error, part_failed, relay, remote_json, token_for
 from .gate import require_accepted
 from .inprocess import BodyTooLarge, call_app, replay, request_body, with_body
 from .lists import ROUTING_PARAMS, flag, page_from_answer, plan_list, run_list
-from .manifests import hint_collection, is_portable_data_hash, portable_data_hash, without_hints
+from .manifests import hint_collection, is_portable_data_hash, without_hints
 from .merge import Page
 
 log = logging.getLogger("clusterfed.routing")
@@ -378,6 +381,7 @@ class FederatedRouter:
         if response.status_code != 200:
             raise part_failed(cluster, response.status_code, body)
         manifest = body.get("manifest_text") if isinstance(body, dict) else None
+        # The hash of the portable form: the remote signs each locator for the caller.
         if not isinstance(manifest, str) or portable_data_hash(manifest) != without_hints(pdh):
             log.warning("cluster %s answered %s with a manifest of another hash", cluster, pdh)
             raise BadGateway(f"cluster {cluster} answered {pdh} with a manifest of another hash")
@@ -396,6 +400,8 @@ class FederatedRouter:
     ) -> Response:
         await self._leaving(scope, [cluster])
         token = token_for(scope, cluster)
+        if resource == HINTED_RESOURCE and method in BODY_METHODS and content:
+            content = await self._copy_blocks(scope, cluster, content)
         query = [(k, v) for k, v in query_items(scope) if k not in ROUTING_PARAMS] + [*extra]
         path = scope["path"] + (f"?{urlencode(query)}" if query else "")
         headers = {"content-type": "application/json"} if content else None
@@ -404,6 +410,37 @@ class FederatedRouter:
             cluster, method, path, token=token, content=content or None, headers=headers
         )
         return relay(response, cluster, hints=resource == HINTED_RESOURCE)
+
+    async def _copy_blocks(self, scope: Scope, cluster: str, content: bytes) -> bytes:
+        """The body of a collection create or update for ``cluster``, once the blocks
+        signed here that its manifest names are there too (``keep.copying``)."""
+        local = self.federation.local_blocks
+        header = authorization_header(scope)
+        credential = bearer_credential(header) if header is not None else None
+        if local is None or credential is None:
+            return content
+        try:
+            document = loads_client_json(content)
+        except ValueError:
+            return content
+        inner = document.get("collection") if isinstance(document, dict) else None
+        collection = inner if isinstance(inner, dict) else document
+        manifest = collection.get("manifest_text") if isinstance(collection, dict) else None
+        if not isinstance(manifest, str) or not manifest:
+            return content
+        rewritten = await copy_to_remote(
+            manifest,
+            cluster_id=cluster,
+            credential=credential,
+            token=parse_authorization(header),
+            signer=self.federation.signer,
+            local=local,
+            remote=self.federation.remote_blocks,
+        )
+        if rewritten == manifest:
+            return content
+        collection["manifest_text"] = rewritten
+        return json.dumps(document).encode()
 
 
 def _owner_uuid(document: Any, resource: str) -> Any:

@@ -20,6 +20,7 @@ from .body_limit import BodyLimit
 from .errors import install_error_handlers
 from .head_as_get import HeadAsGet
 from .keep import blocks as keep_blocks
+from .keep import remote as keep_remote
 from .keep import services as keep_services
 from .objects import permission_checks
 from .objects import router as objects
@@ -55,6 +56,8 @@ def create_app(
     app.state.config = config
     app.state.database = database
     app.state.keep = keep_blocks.KeepService.from_config(config)
+    # +R<cluster>- locators: read from that cluster by the federation (after mount below).
+    app.state.keep.remote_reader = keep_remote.read_remote_block
     install_error_handlers(app)
     app.include_router(current.router)
     # After current.router: /users/current is not a user UUID.
@@ -85,6 +88,8 @@ def create_app(
         transport=transport,
     )
     app.state.metrics_registry = federation.metrics.registry
+    # Blocks signed here that a collection saved on another cluster names go there.
+    federation.local_blocks = app.state.keep.store
     # Outermost of ours: no body is read past the cap, before or after authentication.
     app.add_middleware(BodyLimit, limit_for=keep_blocks.block_body_limit)
     # Outermost: every layer sees a path without a trailing slash, and a HEAD as a GET.

@@ -159,6 +159,16 @@ ROUTER_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+_CONFIG_GET = {
+    "id": "arvados.configs.get",
+    "path": "config",
+    "httpMethod": "GET",
+    "parameters": {},
+    "parameterOrder": [],
+    "response": {},
+}
+
+
 def _method(resource: Resource, name: str) -> tuple[str, str, dict[str, Any]]:
     """(HTTP method, path under servicePath, the rest of the method description)."""
     obj = {"$ref": resource.schema}
@@ -243,6 +253,16 @@ def routed_resources(app: FastAPI) -> frozenset[str]:
     return frozenset(routed)
 
 
+UUID_PREFIXES = {
+    "users": "tpzed",
+    "api_client_authorizations": "gj3su",
+    "groups": "j7d0g",
+    "collections": "4zz18",
+    "links": "o0j2j",
+    "keep_services": "bi6l4",
+}
+
+
 def _property(type_: str) -> dict[str, Any]:
     # googleapiclient renders every schema into method docstrings while building the
     # client, and raises KeyError on an "array" without "items". Our arrays hold strings.
@@ -256,8 +276,12 @@ def _schemas(resource: Resource, *, routed: bool) -> dict[str, Any]:
         name: _property(type_) for name, type_ in (*_COMMON, *resource.fields)
     }
     list_kind = f"{resource.kind}List"
+    schema: dict[str, Any] = {"id": resource.schema, "type": "object", "properties": properties}
+    if resource.name in UUID_PREFIXES:
+        # arv-copy tells what a UUID names by this (arv_copy.uuid_type), as in Arvados's.
+        schema["uuidPrefix"] = UUID_PREFIXES[resource.name]
     return {
-        resource.schema: {"id": resource.schema, "type": "object", "properties": properties},
+        resource.schema: schema,
         f"{resource.schema}List": {
             "id": f"{resource.schema}List",
             "type": "object",
@@ -315,6 +339,10 @@ def discovery_document(
         if methods:
             resources[resource.name] = {"methods": methods}
             schemas |= _schemas(resource, routed=resource.name in routed)
+    if ("GET", f"/{SERVICE_PATH}config") in served:
+        # The exported config, as the SDK reads it (arvados.util.get_config_once, which
+        # arv-copy calls): without this entry the SDK takes the config to be empty.
+        resources["configs"] = {"methods": {"get": _CONFIG_GET}}
     return {
         "kind": "discovery#restDescription",
         "discoveryVersion": "v1",
