@@ -55,6 +55,7 @@ def test_importing_the_package_and_the_cli_modules_stays_light() -> None:
         ("cache", "--help"),
         ("users", "create", "--help"),
         ("tokens", "salt", VECTOR_TOKEN, "--remote", "aaaaa"),
+        ("--version",),
     ],
 )
 def test_commands_without_a_database_stay_light(argv: tuple[str, ...]) -> None:
@@ -80,3 +81,14 @@ def test_public_names_resolve_on_first_use() -> None:
     assert set(clusterfed.__all__) <= set(dir(clusterfed))
     with pytest.raises(AttributeError):
         clusterfed.NoSuchName  # noqa: B018
+
+
+def test_version_names_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    from clusterfed.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"clusterfed {version('clusterfed')}"

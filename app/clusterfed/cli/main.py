@@ -1,4 +1,5 @@
-"""The ``clusterfed`` command line: one module per command group."""
+"""The ``clusterfed`` command line: one module per command group (serve, users and
+tokens, cache). ``DESCRIPTION`` is what ``clusterfed --help`` says."""
 
 from __future__ import annotations
 
@@ -12,15 +13,32 @@ from clusterfed.config import ConfigError, load_config, resolve_config_path
 from . import cache, serve, users
 from .common import CommandError, add_config
 
+DESCRIPTION = (
+    "Federation middleware for a cluster's API server, speaking the Arvados federation "
+    "protocol: serve the example cluster, migrate its database, create users and tokens, "
+    "salt and revoke tokens, inspect and purge the token cache. Documentation: docs/ in "
+    "the source tree (make docs builds it)."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clusterfed", description=__doc__)
+    parser = argparse.ArgumentParser(prog="clusterfed", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     add_config(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_commands(commands)
     users.add_commands(commands)
     cache.add_commands(commands)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clusterfed")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

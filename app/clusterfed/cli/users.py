@@ -48,8 +48,10 @@ def add_commands(commands: Any) -> None:
     create_token.set_defaults(handler=cmd_tokens_create)
     salt_token = tokens_commands.add_parser("salt", help="print TOKEN salted for a remote")
     add_config(salt_token)
-    salt_token.add_argument("token")
-    salt_token.add_argument("--remote", required=True)
+    salt_token.add_argument("token", help="a v2 token: v2/<token uuid>/<secret>")
+    salt_token.add_argument(
+        "--remote", required=True, help="the cluster ID the salted copy is for (5 characters)"
+    )
     salt_token.set_defaults(handler=cmd_tokens_salt)
     revoke_token = tokens_commands.add_parser(
         "revoke", help="revoke a token issued here, on every cluster that validated it"
