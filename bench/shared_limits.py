@@ -67,7 +67,9 @@ def _measure(
 ) -> Runs:
     cached = write_lines(workdir / "cached.txt", [tokens.cached])
     pools = [write_lines(workdir / f"cold{n}.txt", pool) for n, pool in enumerate(tokens.cold)]
-    issuer = Served("qr1hi", config("qr1hi", qr1hi_url), workdir, remote=True)
+    issuer = Served(
+        "qr1hi", config("qr1hi", qr1hi_url, **blackbox.ISSUER_LISTS_C97QK), workdir, remote=True
+    )
     servers = [issuer.start()]
     try:
         sections: dict[str, Any] = {
