@@ -24,7 +24,11 @@ def test_the_operators_directory_is_emptied_of_an_earlier_run(
 def test_without_one_a_fresh_directory_is_made_for_the_workers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # Set, then removed: monkeypatch then unsets what prepare_multiprocess_dir sets (a
+    # delenv alone of an unset variable records nothing to restore, and the directory
+    # leaked into every server the rest of the session started).
+    monkeypatch.setenv(MULTIPROC_ENV, "")
+    monkeypatch.delenv(MULTIPROC_ENV)
     path = prepare_multiprocess_dir()
     assert os.environ[MULTIPROC_ENV] == path and Path(path).is_dir()
     assert list(Path(path).iterdir()) == []

@@ -73,6 +73,23 @@ async def test_cancelled_half_open_trial_lets_the_next_request_try(qr1hi: Server
     assert circuit.allow() is True  # a new trial may go out; the circuit is not stuck
 
 
+async def test_refuses_now_tells_an_open_circuit_without_taking_the_trial() -> None:
+    # What the validator asks before spending the cold-validation budget.
+    client = RemoteClient(config_for(1))
+    circuit = client.circuits["qr1hi"]
+    circuit.open_seconds = 0.05
+    assert not client.refuses_now("qr1hi")  # closed
+    for _ in range(circuit.failure_threshold):
+        circuit.record_failure("test")
+    assert client.refuses_now("qr1hi")  # open
+    await asyncio.sleep(0.06)
+    assert not client.refuses_now("qr1hi")  # half-open: the trial may go
+    assert circuit.allow() is True  # and asking did not take it
+    assert client.refuses_now("qr1hi")  # the trial is out: the others are refused
+    assert not client.refuses_now("zzzzz")  # no such remote: request says so itself
+    await client.aclose()
+
+
 async def test_cancelling_the_first_permission_check_does_not_cancel_the_others(
     qr1hi: ServerThread,
 ) -> None:

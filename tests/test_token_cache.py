@@ -125,7 +125,9 @@ async def test_without_stale_if_error_an_unreachable_issuer_is_502(
 
 
 async def test_circuit_opens_after_repeated_timeouts(
-    databases: DatabaseFactory, issuer: tuple[StubIssuer, ServerThread]
+    databases: DatabaseFactory,
+    issuer: tuple[StubIssuer, ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stub, server = issuer
     stub.overrides[TOKEN_PATH] = Answer(hang=5)
@@ -133,11 +135,17 @@ async def test_circuit_opens_after_repeated_timeouts(
         for _ in range(5):  # FAILURE_THRESHOLD timeouts, each a new token
             assert (await users_current(client, stub.issue()[0])).status_code == 504
         calls_before = stub.calls[TOKEN_PATH]
+        # No call goes out, so the refusal spends nothing of the cold-validation budget
+        # (nor waits for the shared one's round trip).
+        throttle = app.state.federation.validator.throttle
+        spent: list[str] = []
+        monkeypatch.setattr(throttle, "acquire", lambda *args: spent.append("!"))
         started = time.monotonic()
         response = await users_current(client, stub.issue()[0])
         elapsed = time.monotonic() - started
         status = app.state.federation.remote_status()[0]
     assert response.status_code == 502 and "circuit open" in response.json()["errors"][0]
+    assert spent == []
     assert elapsed < 0.1
     assert stub.calls[TOKEN_PATH] == calls_before
     assert (status.circuit_state, status.reachable) == ("open", False)

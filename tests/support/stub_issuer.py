@@ -14,6 +14,7 @@ without the user, is one the user cannot read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,19 @@ class Answer:
     hang: float = 0.0
     raw: bytes | None = None  # sent as is, with ``headers``
     headers: dict[str, str] | None = None
+
+
+async def _hang(request: Request, seconds: float) -> None:
+    """``seconds`` without an answer, or until the caller gives up and hangs up: a handler
+    still sleeping for a caller long gone would hold the server's shutdown for its
+    graceful timeout (and end in an error log that it cancelled the handlers)."""
+
+    async def hung_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hung_up(), seconds)
 
 
 @dataclass
@@ -89,12 +103,12 @@ class StubIssuer:
         query = dict(request.query_params)
         self.seen.append((request.url.path, query, request.headers.get("authorization", "")))
 
-    async def _scripted(self, path: str) -> Response | None:
+    async def _scripted(self, path: str, request: Request) -> Response | None:
         answer = self.overrides.get(path)
         if answer is None:
             return None
         if answer.hang:
-            await asyncio.sleep(answer.hang)
+            await _hang(request, answer.hang)
         if answer.raw is not None:
             return Response(answer.raw, status_code=answer.status, headers=answer.headers)
         if answer.html is not None:
@@ -116,7 +130,7 @@ class StubIssuer:
     async def _token(self, request: Request) -> Response:
         self.calls[TOKEN_PATH] += 1
         self._record(request)
-        scripted = await self._scripted(TOKEN_PATH)
+        scripted = await self._scripted(TOKEN_PATH, request)
         if scripted is not None:
             return scripted
         presented = self._presented(request)
@@ -136,7 +150,7 @@ class StubIssuer:
     async def _user(self, request: Request) -> Response:
         self.calls[USER_PATH] += 1
         self._record(request)
-        scripted = await self._scripted(USER_PATH)
+        scripted = await self._scripted(USER_PATH, request)
         if scripted is not None:
             return scripted
         presented = self._presented(request)

@@ -50,6 +50,11 @@ class CircuitBreaker:
             return True
         return None
 
+    def refuses(self) -> bool:
+        """Would ``allow`` say no now? Asks without taking the half-open state's trial."""
+        state = self.state
+        return state == OPEN or (state == HALF_OPEN and self.trial_in_flight)
+
     def end_trial(self) -> None:
         """The trial ended without a verdict (cancelled, or an unexpected error): let the
         next request try, instead of refusing every request until a restart."""

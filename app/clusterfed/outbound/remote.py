@@ -127,6 +127,11 @@ class RemoteClient:
         if self._gets is not None:
             await self._gets.aclose()
 
+    def refuses_now(self, cluster_id: str) -> bool:
+        """Would a request to ``cluster_id`` be refused now, unsent (its circuit open)?"""
+        circuit = self.circuits.get(cluster_id)
+        return circuit is not None and circuit.refuses()
+
     async def request(
         self,
         cluster_id: str,

@@ -28,6 +28,7 @@ import uvicorn
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clusterfed.metrics import MULTIPROC_ENV
 from clusterfed.server.users.bootstrap import ensure_builtin_users
 from clusterfed.server.users.service import create_user
 from clusterfed.server.users.tokens import create_token, v2_token
@@ -178,6 +179,11 @@ class ClusterProcess:
 
     def start(self) -> Cluster:
         env = {**os.environ, **self.env}
+        if MULTIPROC_ENV not in self.env:
+            # Each server counts into a directory of its own: one inherited from this
+            # process would be shared by every server started here, and each start
+            # empties it of the files the servers already running count into.
+            env.pop(MULTIPROC_ENV, None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [

@@ -189,7 +189,11 @@ class TokenValidator:
         self.metrics.l2_miss.inc()
         if stale is None and cached is not None and same_secret:
             stale = await self._stale_from_l2(cached)
-        await self.admit_cold(client, token.issuer, token.uuid)
+        if not self.remote.refuses_now(token.issuer):
+            # The limit protects the issuer from calls: with its circuit open no call
+            # goes out, and the refusal below (502, or the stale identity) needs no token
+            # of the budget, nor the round trip to the shared one.
+            await self.admit_cold(client, token.issuer, token.uuid)
 
         started = time.monotonic()
         outcome = "error"
