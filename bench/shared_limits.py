@@ -42,7 +42,7 @@ app = create_app(load_config(sys.argv[1]))
 if {in_process}:
     app.state.federation.validator.throttle.budget = None  # the buckets in this process
 freeze_startup_objects()
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="info", **uvicorn_options())
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), **uvicorn_options())
 """
 
 
