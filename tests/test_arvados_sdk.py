@@ -27,7 +27,7 @@ from clusterfed.server.testing import (
     cluster_config,
     free_port,
     remote_entry,
-    running,
+    running_together,
 )
 from clusterfed.tokens import parse_token, salt
 
@@ -55,16 +55,17 @@ def pair(
         remotes={"c97qk": remote_entry(port, Scheme="https", Insecure=True)},
     )
     home_config["Clusters"]["qr1hi"]["TLS"] = tls
-    with running(ClusterProcess(home_config, workdir)) as qr1hi:
-        remote = {**remote_entry(qr1hi.port), "Scheme": "https", "Insecure": True}
-        config = cluster_config(
-            "c97qk",
-            session_databases.new_url("c97qk"),
-            remotes={"qr1hi": {**remote, "ActivateUsers": True}},
-        )
-        config["Clusters"]["c97qk"]["TLS"] = tls
-        with running(ClusterProcess(config, workdir, port=port)) as c97qk:
-            yield qr1hi, c97qk
+    home = ClusterProcess(home_config, workdir)
+    remote = {**remote_entry(home.port), "Scheme": "https", "Insecure": True}
+    config = cluster_config(
+        "c97qk",
+        session_databases.new_url("c97qk"),
+        remotes={"qr1hi": {**remote, "ActivateUsers": True}},
+    )
+    config["Clusters"]["c97qk"]["TLS"] = tls
+    # Both start at once: neither needs the other up to start.
+    with running_together(home, ClusterProcess(config, workdir, port=port)) as (qr1hi, c97qk):
+        yield qr1hi, c97qk
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,7 @@ from clusterfed.server.testing import (
     cluster_config,
     local_config,
     remote_entry,
-    running,
+    running_together,
 )
 
 from tests.conftest import asgi_client
@@ -70,14 +70,14 @@ def pair(
 ) -> Iterator[Pair]:
     workdir: Path = tmp_path_factory.mktemp("wire")
     home = ClusterProcess(cluster_config("qr1hi", session_databases.new_url("qr1hi")), workdir)
-    with running(home) as qr1hi:
-        config = cluster_config(
-            "c97qk",
-            session_databases.new_url("c97qk"),
-            remotes={"qr1hi": remote_entry(qr1hi.port, Proxy=True, ActivateUsers=True)},
-        )
-        with running(ClusterProcess(config, workdir)) as c97qk:
-            yield Pair(qr1hi, c97qk, home)
+    config = cluster_config(
+        "c97qk",
+        session_databases.new_url("c97qk"),
+        remotes={"qr1hi": remote_entry(home.port, Proxy=True, ActivateUsers=True)},
+    )
+    # Both start at once: neither needs the other up to start.
+    with running_together(home, ClusterProcess(config, workdir)) as (qr1hi, c97qk):
+        yield Pair(qr1hi, c97qk, home)
 
 
 def go_values(options: dict[str, Any]) -> str:

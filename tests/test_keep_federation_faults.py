@@ -39,7 +39,7 @@ from tests.support.tls import self_signed
 # Starts other processes (clusterfed serve, the CLI, pip) or a browser: not in make test-fast.
 pytestmark = pytest.mark.server
 
-TIMEOUT = 2.0
+TIMEOUT = 1.0
 SIG = "89118b78732c33104a4d6231e8b5a5fa1e4301e3@7fffffff"
 DATA = os.urandom(2 * 1024 * 1024 + 5)
 MD5 = hashlib.md5(DATA).hexdigest()

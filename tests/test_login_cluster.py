@@ -26,6 +26,7 @@ from clusterfed.server.testing import (
     cluster_config,
     free_port,
     remote_entry,
+    running_together,
 )
 from clusterfed.tokens import parse_token, salted_secret
 from sqlalchemy import select
@@ -120,12 +121,9 @@ def federation(
         cluster_id: ClusterProcess(config, workdir, port=ports[cluster_id])
         for cluster_id, config in configs.items()
     }
-    started: list[ClusterProcess] = []
-    try:
-        clusters = {}
-        for cluster_id, process in processes.items():
-            clusters[cluster_id] = process.start()
-            started.append(process)
+    # All four start at once: none needs the others up to start.
+    with running_together(*processes.values()) as started:
+        clusters = dict(zip(processes, started, strict=True))
         alice, alice_token = asyncio.run(clusters["qr1hi"].new_user())
         yield Federation(
             qr1hi=clusters["qr1hi"],
@@ -138,9 +136,6 @@ def federation(
             alice=alice,
             alice_token=alice_token,
         )
-    finally:
-        for process in started:
-            process.stop()
 
 
 async def mirrored(cluster: Cluster, uuid: str) -> User | None:

@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clusterfed.server.testing import (
-    Cluster,
     ClusterProcess,
     cluster_config,
-    free_port,
     remote_entry,
-    running,
+    running_together,
 )
 from clusterfed.tokens import parse_token
 
@@ -61,23 +58,16 @@ def wait_count(process: ClusterProcess, needle: str, expected: int) -> int:
     return found
 
 
-@pytest.fixture
-def login_cluster(
-    databases: DatabaseFactory, workdir: Path
-) -> Iterator[tuple[Cluster, ClusterProcess]]:
-    process = ClusterProcess(login_config(databases), workdir)
-    with running(process) as qr1hi:
-        yield qr1hi, process
-
-
 def test_every_worker_of_a_satellite_shares_one_validation(
-    databases: DatabaseFactory, workdir: Path, login_cluster: tuple[Cluster, ClusterProcess]
+    databases: DatabaseFactory, workdir: Path
 ) -> None:
-    qr1hi, login_process = login_cluster
-    _, token = asyncio.run(qr1hi.new_user())
-    secret = parse_token(token).secret
-    satellite = ClusterProcess(satellite_config(databases, qr1hi.port), workdir, workers=2)
-    with running(satellite) as c97qk:
+    login_process = ClusterProcess(login_config(databases), workdir)
+    config = satellite_config(databases, login_process.port)
+    satellite = ClusterProcess(config, workdir, workers=2)
+    # Both start at once: the satellite does not need its login cluster up to start.
+    with running_together(login_process, satellite) as (qr1hi, c97qk):
+        _, token = asyncio.run(qr1hi.new_user())
+        secret = parse_token(token).secret
         # A new connection per call: the two workers take turns.
         for _ in range(10):
             assert call(c97qk, secret).status_code == 200
@@ -89,19 +79,15 @@ def test_every_worker_of_a_satellite_shares_one_validation(
 def test_stale_if_error_serves_a_known_credential_while_the_login_cluster_is_down(
     databases: DatabaseFactory, workdir: Path
 ) -> None:
-    port = free_port()
-    login = ClusterProcess(login_config(databases), workdir, port=port)
-    qr1hi = login.start()
-    try:
+    login = ClusterProcess(login_config(databases), workdir)
+    config = satellite_config(databases, login.port, refresh="1s", StaleIfError="1h")
+    # Both start at once: the satellite does not need its login cluster up to start.
+    with running_together(login, ClusterProcess(config, workdir)) as (qr1hi, c97qk):
         _, token = asyncio.run(qr1hi.new_user())
         secret = parse_token(token).secret
-        config = satellite_config(databases, port, refresh="1s", StaleIfError="1h")
-        with running(ClusterProcess(config, workdir)) as c97qk:
-            assert call(c97qk, secret).status_code == 200
-            login.stop()
-            time.sleep(1.2)  # past RemoteTokenRefresh: the entry is due for a refresh
-            assert call(c97qk, secret).status_code == 200  # served stale
-            # A credential never seen cannot be served: qr1hi is unreachable (502).
-            assert call(c97qk, secrets.token_hex(25)).status_code == 502
-    finally:
+        assert call(c97qk, secret).status_code == 200
         login.stop()
+        time.sleep(1.2)  # past RemoteTokenRefresh: the entry is due for a refresh
+        assert call(c97qk, secret).status_code == 200  # served stale
+        # A credential never seen cannot be served: qr1hi is unreachable (502).
+        assert call(c97qk, secrets.token_hex(25)).status_code == 502

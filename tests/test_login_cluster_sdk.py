@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
+from clusterfed.server.testing import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    remote_entry,
+    running_together,
+)
 from clusterfed.tokens import parse_token
 
 from tests.support.databases import DatabaseFactory
@@ -33,18 +39,19 @@ def pair(
     tls = {"Certificate": str(cert), "Key": str(key)}
     login_config = cluster_config("qr1hi", session_databases.new_url("qr1hi"), login=LOGIN)
     login_config["Clusters"]["qr1hi"]["TLS"] = tls
-    with running(ClusterProcess(login_config, workdir)) as qr1hi:
-        remote = {**remote_entry(qr1hi.port), "Scheme": "https", "Insecure": True}
-        config = cluster_config(
-            "c97qk",
-            session_databases.new_url("c97qk"),
-            remotes={"qr1hi": remote},
-            login=LOGIN,
-            system_root_token="c97qk-root-token-for-the-sdk-tests",
-        )
-        config["Clusters"]["c97qk"]["TLS"] = tls
-        with running(ClusterProcess(config, workdir)) as c97qk:
-            yield qr1hi, c97qk
+    login = ClusterProcess(login_config, workdir)
+    remote = {**remote_entry(login.port), "Scheme": "https", "Insecure": True}
+    config = cluster_config(
+        "c97qk",
+        session_databases.new_url("c97qk"),
+        remotes={"qr1hi": remote},
+        login=LOGIN,
+        system_root_token="c97qk-root-token-for-the-sdk-tests",
+    )
+    config["Clusters"]["c97qk"]["TLS"] = tls
+    # Both start at once: the satellite does not need its login cluster up to start.
+    with running_together(login, ClusterProcess(config, workdir)) as (qr1hi, c97qk):
+        yield qr1hi, c97qk
 
 
 @pytest.fixture(autouse=True)

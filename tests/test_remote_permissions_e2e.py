@@ -22,7 +22,7 @@ from clusterfed.server.testing import (
     cluster_config,
     free_port,
     remote_entry,
-    running,
+    running_together,
 )
 from clusterfed.tokens import GROUP_TYPE, new_uuid
 
@@ -59,18 +59,19 @@ def trio(
         )
         for cluster_id in ("qr1hi", "zbbbb")
     }
-    with running(homes["qr1hi"]) as qr1hi, running(homes["zbbbb"]) as zbbbb:
-        config = cluster_config(
-            "c97qk",
-            session_databases.new_url("c97qk"),
-            remotes={
-                "qr1hi": remote_entry(qr1hi.port, ActivateUsers=True),
-                "zbbbb": remote_entry(zbbbb.port, ActivateUsers=True),
-            },
-            federation={"PermissionCacheTTL": f"{TTL}s"},
-        )
-        with running(ClusterProcess(config, workdir, port=port)) as c97qk:
-            yield Trio(qr1hi, c97qk, zbbbb)
+    config = cluster_config(
+        "c97qk",
+        session_databases.new_url("c97qk"),
+        remotes={
+            "qr1hi": remote_entry(homes["qr1hi"].port, ActivateUsers=True),
+            "zbbbb": remote_entry(homes["zbbbb"].port, ActivateUsers=True),
+        },
+        federation={"PermissionCacheTTL": f"{TTL}s"},
+    )
+    c97qk = ClusterProcess(config, workdir, port=port)
+    # All three start at once: none needs the others up to start.
+    with running_together(homes["qr1hi"], homes["zbbbb"], c97qk) as (qr1hi, zbbbb, remote):
+        yield Trio(qr1hi, remote, zbbbb)
 
 
 async def api(
@@ -211,22 +212,21 @@ async def test_checks_fail_closed_when_home_cannot_answer(
     session_databases: DatabaseFactory, tmp_path: Path
 ) -> None:
     home = ClusterProcess(cluster_config("qr1hi", session_databases.new_url("qr1hi")), tmp_path)
-    with running(home) as qr1hi:
-        config = cluster_config(
-            "c97qk",
-            session_databases.new_url("c97qk"),
-            remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
-            login={"RemoteTokenRefresh": "1h"},
-            federation={"RemoteTimeout": "2s"},
+    config = cluster_config(
+        "c97qk",
+        session_databases.new_url("c97qk"),
+        remotes={"qr1hi": remote_entry(home.port, ActivateUsers=True)},
+        login={"RemoteTokenRefresh": "1h"},
+        federation={"RemoteTimeout": "2s"},
+    )
+    with running_together(home, ClusterProcess(config, tmp_path)) as (qr1hi, c97qk):
+        s = await scene(Trio(qr1hi, c97qk, qr1hi))
+        await grant(qr1hi, s.owner, s.user, s.project, "can_write")
+        collection = await made(c97qk, s.token, "collections", {"name": "r"})  # caches the user
+        home.stop()
+        response = await api(
+            c97qk, "PATCH", f"collections/{collection}", s.token, {"owner_uuid": s.project}
         )
-        with running(ClusterProcess(config, tmp_path)) as c97qk:
-            s = await scene(Trio(qr1hi, c97qk, qr1hi))
-            await grant(qr1hi, s.owner, s.user, s.project, "can_write")
-            collection = await made(c97qk, s.token, "collections", {"name": "r"})  # caches the user
-            home.stop()
-            response = await api(
-                c97qk, "PATCH", f"collections/{collection}", s.token, {"owner_uuid": s.project}
-            )
-            assert response.status_code == 502, response.text
-            still = await api(c97qk, "GET", f"collections/{collection}", s.token)
-            assert still.json()["owner_uuid"] != s.project
+        assert response.status_code == 502, response.text
+        still = await api(c97qk, "GET", f"collections/{collection}", s.token)
+        assert still.json()["owner_uuid"] != s.project

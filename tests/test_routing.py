@@ -5,7 +5,6 @@ A qr1hi user talks only to qr1hi; objects on c97qk and zbbbb are reached through
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import secrets
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from clusterfed.server.testing import (
     free_port,
     local_config,
     remote_entry,
-    running,
+    running_together,
 )
 from clusterfed.tokens import parse_token, salt
 
@@ -72,9 +71,9 @@ def trio(
         }
         config = cluster_config(cid, proc.cluster.database_url, remotes=remotes)
         proc.config_path.write_text(yaml.safe_dump(config))
-    with contextlib.ExitStack() as stack:
-        clusters = {cid: stack.enter_context(running(proc)) for cid, proc in procs.items()}
-        yield Trio(**clusters)
+    # All start at once: none needs the others up to start.
+    with running_together(*procs.values()) as started:
+        yield Trio(**dict(zip(procs, started, strict=True)))
 
 
 def api(

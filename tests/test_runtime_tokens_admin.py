@@ -25,6 +25,7 @@ from clusterfed.server.testing import (
     cluster_config,
     free_port,
     remote_entry,
+    running_together,
 )
 
 from tests.support.databases import DatabaseFactory
@@ -112,12 +113,9 @@ def world(
             )
             for cluster_id in ("qr1hi", "c97qk", "z1234")
         }
-        started: list[ClusterProcess] = []
-        try:
-            clusters = {}
-            for cluster_id, process in processes.items():
-                clusters[cluster_id] = process.start()
-                started.append(process)
+        # All three start at once: none needs the others up to start.
+        with running_together(*processes.values()) as started:
+            clusters = dict(zip(processes, started, strict=True))
             admin, admin_token = asyncio.run(clusters["qr1hi"].new_user(is_admin=True))
             alice, alice_token = asyncio.run(clusters["qr1hi"].new_user())
             for satellite in ("c97qk", "z1234"):  # both mirror both users
@@ -139,9 +137,6 @@ def world(
                 alice=alice,
                 private=private,
             )
-        finally:
-            for process in started:
-                process.stop()
 
 
 def test_the_login_clusters_own_token_is_admin_on_a_satellite(world: World) -> None:

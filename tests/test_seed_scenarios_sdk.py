@@ -12,7 +12,6 @@ manifest of existing blocks as a new record) runs for real.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -25,7 +24,13 @@ import arvados.collection
 import arvados.config
 import pytest
 import yaml
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry, running
+from clusterfed.server.testing import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    remote_entry,
+    running_together,
+)
 
 from tests.support.databases import DatabaseFactory
 from tests.support.sdk import in_thread, isolate_sdk_settings, sdk
@@ -67,9 +72,9 @@ def pair(
         config["Clusters"][cid]["TLS"] = {"Certificate": str(cert), "Key": str(key)}
         proc.config_path.write_text(yaml.safe_dump(config))
         proc.cluster.scheme = "https"
-    with contextlib.ExitStack() as stack:
-        clusters = {cid: stack.enter_context(running(proc)) for cid, proc in procs.items()}
-        yield Pair(**clusters)
+    # All start at once: none needs the others up to start.
+    with running_together(*procs.values()) as started:
+        yield Pair(**dict(zip(procs, started, strict=True)))
 
 
 @pytest.fixture(autouse=True)

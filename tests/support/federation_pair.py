@@ -26,7 +26,7 @@ from clusterfed.server.testing import (
     cluster_config,
     free_port,
     remote_entry,
-    running,
+    running_together,
 )
 from clusterfed.storage.models import FederationTokenCache
 from clusterfed.tokens import parse_token
@@ -82,18 +82,18 @@ def federation_pair(
         "qr1hi", databases.new_url("qr1hi"), remotes={"c97qk": remote_entry(port)}
     )
     issuer = ClusterProcess(issuer_config, workdir)
-    with running(issuer) as qr1hi:
-        config = cluster_config(
-            "c97qk",
-            databases.new_url("c97qk"),
-            remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
-            login={"RemoteTokenRefresh": refresh},
-            federation=federation,
-        )
-        process = ClusterProcess(config, workdir, workers=workers, port=port)
-        with running(process) as c97qk:
-            _assert_ours(process, issuer)
-            yield Pair(qr1hi, c97qk, issuer, process)
+    config = cluster_config(
+        "c97qk",
+        databases.new_url("c97qk"),
+        remotes={"qr1hi": remote_entry(issuer.port, ActivateUsers=True)},
+        login={"RemoteTokenRefresh": refresh},
+        federation=federation,
+    )
+    process = ClusterProcess(config, workdir, workers=workers, port=port)
+    # Both start at once: neither needs the other up to start.
+    with running_together(issuer, process) as (qr1hi, c97qk):
+        _assert_ours(process, issuer)
+        yield Pair(qr1hi, c97qk, issuer, process)
 
 
 def _assert_ours(process: ClusterProcess, issuer: ClusterProcess) -> None:

@@ -16,7 +16,13 @@ from typing import Any
 
 import httpx
 import yaml
-from clusterfed.server.testing import Cluster, ClusterProcess, cluster_config, remote_entry
+from clusterfed.server.testing import (
+    Cluster,
+    ClusterProcess,
+    cluster_config,
+    remote_entry,
+    running_together,
+)
 
 from tests.support.databases import DatabaseFactory
 
@@ -73,14 +79,9 @@ def revocation_trio(
             federation=federation,
         )
         process.config_path.write_text(yaml.safe_dump(config))
-    trio = Trio(processes)
-    try:
-        for process in processes.values():
-            process.start()
-        yield trio
-    finally:
-        for process in processes.values():
-            process.stop()
+    # All three start at once: none needs the others up to start.
+    with running_together(*processes.values()):
+        yield Trio(processes)
 
 
 def status(cluster: Cluster, token: str, path: str = USERS_CURRENT) -> int:

@@ -178,6 +178,11 @@ class ClusterProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Cluster:
+        self.launch()
+        return self.wait_started()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve (see ``running_together``)."""
         env = {**os.environ, **self.env}
         if MULTIPROC_ENV not in self.env:
             # Each server counts into a directory of its own: one inherited from this
@@ -204,6 +209,9 @@ class ClusterProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_started(self) -> Cluster:
+        """Wait until every worker of the launched process serves."""
         try:
             wait_until_serving(self.cluster.base_url, proc=self.proc)
             self._wait_for_every_worker()
@@ -226,8 +234,17 @@ class ClusterProcess:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        self.terminate()
+        self.reap()
+
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM) without waiting for it."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
+
+    def reap(self) -> None:
+        """Wait for a terminated process; kill it if it takes over 10 s."""
+        if self.proc and self.proc.poll() is None:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -289,6 +306,23 @@ def running(server: ClusterProcess) -> Iterator[Cluster]:
         server.stop()
 
 
+@contextlib.contextmanager
+def running_together(*servers: ClusterProcess) -> Iterator[list[Cluster]]:
+    """Several clusters started at once and stopped at once: each process imports and
+    starts while the others do (on another core), instead of one after the other. Their
+    ports are chosen when they are made, so configs naming each other are written first;
+    a cluster does not need its peers up to start."""
+    try:
+        for server in servers:
+            server.launch()
+        yield [server.wait_started() for server in servers]
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.reap()
+
+
 def local_config(cluster_id: str, database_url: str, **kwargs: Any) -> Any:
     """A ClusterConfig for an in-process app, built through the real config parser."""
     from clusterfed.config import parse_config
@@ -307,12 +341,13 @@ def issuer_and_acceptor(
     home_config = cluster_config(
         "qr1hi", databases.new_url("qr1hi"), remotes={"c97qk": remote_entry(port)}
     )
-    with running(ClusterProcess(home_config, workdir)) as qr1hi:
-        config = cluster_config(
-            "c97qk",
-            databases.new_url("c97qk"),
-            remotes={"qr1hi": remote_entry(qr1hi.port, ActivateUsers=True)},
-            **c97qk,
-        )
-        with running(ClusterProcess(config, workdir, workers=workers, port=port)) as acceptor:
-            yield qr1hi, acceptor
+    home = ClusterProcess(home_config, workdir)
+    config = cluster_config(
+        "c97qk",
+        databases.new_url("c97qk"),
+        remotes={"qr1hi": remote_entry(home.port, ActivateUsers=True)},
+        **c97qk,
+    )
+    acceptor = ClusterProcess(config, workdir, workers=workers, port=port)
+    with running_together(home, acceptor) as (qr1hi, c97qk_cluster):
+        yield qr1hi, c97qk_cluster
