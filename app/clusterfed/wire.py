@@ -178,30 +178,38 @@ class ArvadosRequests:
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app reads the body itself (a typed route, the admin page): no more than the cap."""
-        limit = self.max_body_bytes
-        received = 0
-        started = False
+        await call_with_body_cap(self.app, scope, receive, send, limit=self.max_body_bytes)
 
-        async def capped_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyOverCap(limit)
-            return message
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+async def call_with_body_cap(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, *, limit: int
+) -> None:
+    """Runs ``app`` with a ``receive`` that raises :class:`BodyOverCap` once the body passes
+    ``limit`` bytes, and answers 413 for it unless the answer has begun. The one counting
+    receive for every body cap (this layer's on API paths, a host's everywhere else)."""
+    received = 0
+    started = False
 
-        try:
-            await self.app(scope, capped_receive, tracked_send)
-        except BodyOverCap as exc:
-            if started:
-                raise  # too late to answer: the server closes the connection
-            await error_response(413, str(exc.detail))(scope, receive, send)
+    async def capped_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyOverCap(limit)
+        return message
+
+    async def tracked_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, capped_receive, tracked_send)
+    except BodyOverCap as exc:
+        if started:
+            raise  # too late to answer: the server closes the connection
+        await error_response(413, str(exc.detail))(scope, receive, send)
 
 
 def _declared_length(scope: Scope) -> int:

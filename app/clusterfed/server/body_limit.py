@@ -7,9 +7,9 @@ answers every overflow with the JSON error body, and a declared ``Content-Length
 the cap before the app runs at all: an unauthenticated client cannot make the server
 buffer more than the cap, whichever route it picks.
 
-The overflow is signalled by raising :class:`BodyTooLarge` from ``receive``: an
-``HTTPException``, so that a FastAPI route reading its body re-raises it unchanged (any
-other exception there becomes a 400) and the one error handler renders it.
+The overflow is counted by the library's one capped ``receive``
+(``clusterfed.wire.call_with_body_cap``): it raises an ``HTTPException``, so a FastAPI
+route reading its body re-raises it unchanged (any other exception there becomes a 400).
 """
 
 from __future__ import annotations
@@ -17,20 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clusterfed.errors import error_response
+from clusterfed.params import body_too_large
 from clusterfed.routing.inprocess import MAX_BODY_BYTES
+from clusterfed.wire import call_with_body_cap
 
 # The router reads create bodies up to MAX_BODY_BYTES before the host sees them: the same
 # cap everywhere, so an update may be as large as a create.
 MAX_REQUEST_BYTES = MAX_BODY_BYTES
-
-
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than {limit} bytes")
 
 
 class BodyLimit:
@@ -55,35 +51,9 @@ class BodyLimit:
         max_bytes = self.max_bytes
         if self.limit_for is not None:
             max_bytes = self.limit_for(scope) or max_bytes
-        too_large = BodyTooLarge(max_bytes)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:
-            await _respond(too_large, scope, receive, send)
+            message = body_too_large(max_bytes).message
+            await error_response(413, message)(scope, receive, send)
             return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > max_bytes:
-                    raise too_large
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except BodyTooLarge:
-            if started:
-                raise  # too late to answer: the server closes the connection
-            await _respond(too_large, scope, receive, send)
-
-
-async def _respond(error: BodyTooLarge, scope: Scope, receive: Receive, send: Send) -> None:
-    await error_response(error.status_code, error.detail)(scope, receive, send)
+        await call_with_body_cap(self.app, scope, receive, send, limit=max_bytes)
