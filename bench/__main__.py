@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.shared_limits",
     "bench.keep",
     "bench.keep_remote",
+    "bench.cli",
 ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,18 +15,22 @@ import pytest
 pytestmark = pytest.mark.server
 
 HEAVY = ("fastapi", "starlette", "sqlalchemy", "httpx", "alembic", "uvicorn", "h11")
+# What a command that only reads and writes the database has no use for.
+WEB_STACK = ("fastapi", "starlette", "anyio", "httpx", "aiohttp", "alembic", "uvicorn", "h11")
 VECTOR_TOKEN = "v2/qr1hi-gj3su-000000000000001/3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi"
 
 
-def loaded_after(code: str) -> list[str]:
-    """The heavy top-level packages a fresh interpreter holds after running ``code``."""
+def loaded_after(
+    code: str, heavy: tuple[str, ...] = HEAVY, env: dict[str, str] | None = None
+) -> list[str]:
+    """The ``heavy`` top-level packages a fresh interpreter holds after running ``code``."""
     probe = (
         "import contextlib, io, json, sys\n"
         f"{code}\n"
-        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -60,6 +65,27 @@ def test_importing_the_package_and_the_cli_modules_stays_light() -> None:
 )
 def test_commands_without_a_database_stay_light(argv: tuple[str, ...]) -> None:
     assert loaded_after(run_main(*argv)) == []
+
+
+def test_database_commands_load_the_database_layer_but_not_the_web_stack(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "cluster.yml"
+    config.write_text(
+        f"Clusters:\n  zzzzz:\n    Database:\n      URL: sqlite+aiosqlite:///{tmp_path}/z.db\n"
+    )
+    env = {"CLUSTERFED_CONFIG": str(config), "PATH": ""}
+    subprocess.run(
+        [sys.executable, "-m", "clusterfed", "db", "upgrade"], env=env, check=True, timeout=60
+    )
+    users = ("users", "create", "--email", "someone@example.com")
+    assert loaded_after(run_main(*users), WEB_STACK + ("sqlalchemy",), env) == ["sqlalchemy"]
+    tokens = ("tokens", "create", "--user", "zzzzz-tpzed-000000000000000")
+    for argv in [users, tokens, ("cache", "list")]:
+        assert loaded_after(run_main(*argv), WEB_STACK, env) == [], argv
+    # Revoking queues notices for the running servers to send: no HTTP client here.
+    revoke = ("tokens", "revoke", "zzzzz-gj3su-000000000000000")
+    assert loaded_after(run_main(*revoke), ("aiohttp", "httpx", "fastapi", "alembic"), env) == []
 
 
 def test_the_probe_sees_a_heavy_import() -> None:

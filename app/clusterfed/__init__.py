@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import ClusterConfig, ConfigError, load_config
+    from .dependencies import foreign_identity
     from .errors import FederationError
-    from .identity import Identity, RemoteUser, UserRecord, foreign_identity, get_identity
+    from .identity import Identity, RemoteUser, UserRecord, get_identity
     from .mount import mount
     from .outbound.permissions import PermissionAnswer, RemotePermissions, RemotePermissionsDep
     from .outbound.status import RemoteStatus
@@ -62,7 +63,7 @@ _PUBLIC: dict[str, str] = {
     "SqlFederationStore": ".storage.store",
     "UserRecord": ".identity",
     "UserTable": ".storage.users",
-    "foreign_identity": ".identity",
+    "foreign_identity": ".dependencies",
     "get_identity": ".identity",
     "load_config": ".config",
     "mount": ".mount",

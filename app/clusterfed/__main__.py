@@ -1,3 +1,3 @@
-from clusterfed.cli.main import main
+from clusterfed.cli.main import run_program
 
-raise SystemExit(main())
+run_program()

@@ -1,9 +1,12 @@
 """What the middleware hands the host application for an accepted foreign token.
 
 The host reads it from one place: ``request.state.federation_identity`` (the ASGI
-``scope["state"]["federation_identity"]``), or with the FastAPI dependency
-:func:`foreign_identity`. It is absent for local tokens and anonymous requests, which
-are the host's business.
+``scope["state"]["federation_identity"]``), with :func:`get_identity`, or with the FastAPI
+dependency ``clusterfed.foreign_identity`` (in :mod:`clusterfed.dependencies`). It is
+absent for local tokens and anonymous requests, which are the host's business.
+
+No web framework here: the command line and the storage layer use these records too,
+and importing Starlette would cost each command a few hundredths of a second.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from starlette.requests import Request
 
 STATE_KEY = "federation_identity"
 
@@ -71,11 +72,7 @@ def admin_here(user: UserRecord, issuer: str, *, cluster_id: str, login_cluster:
     return issuer == home and home in (cluster_id, login_cluster)
 
 
-def get_identity(scope_or_request: Request | dict[str, Any]) -> Identity | None:
-    scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
+def get_identity(scope_or_request: Any) -> Identity | None:
+    """The accepted foreign identity of a request (a Starlette request or an ASGI scope)."""
+    scope = scope_or_request if isinstance(scope_or_request, dict) else scope_or_request.scope
     return scope.get("state", {}).get(STATE_KEY)
-
-
-async def foreign_identity(request: Request) -> Identity | None:
-    """FastAPI dependency: the accepted foreign identity, or None."""
-    return get_identity(request)

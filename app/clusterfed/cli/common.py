@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +26,8 @@ def add_config(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
 
 
 def run(coro: Awaitable[int]) -> int:
+    import asyncio  # only the commands that touch a database need an event loop
+
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from clusterfed.config import ConfigError, load_config, resolve_config_path
 
@@ -23,7 +25,9 @@ DESCRIPTION = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clusterfed", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--version", action=_PrintVersion, nargs=0, help="print the version and exit"
+    )
     add_config(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_commands(commands)
@@ -32,13 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _PrintVersion(argparse.Action):
+    """argparse's own version action takes the string when the parser is built; this one
+    looks it up only when asked (reading the installed metadata costs every command 20 ms)."""
 
-    try:
-        return version("clusterfed")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("clusterfed")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            found = "unknown"
+        print(f"{parser.prog} {found}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +67,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"clusterfed: error: {message}", file=sys.stderr)
         return 1
+
+
+def run_program() -> NoReturn:
+    """The ``clusterfed`` program: :func:`main`, then a quick exit.
+
+    Tearing the interpreter down after a database command (freeing SQLAlchemy's modules
+    object by object) took 0.08-0.1 s, as long as the command's own work. By the time
+    ``main`` returns, the command has committed, closed its database and written its
+    output, so the process flushes what it printed and leaves without the teardown.
+    ``main`` itself returns normally, for callers in the same process (tests, hosts).
+    """
+    code = main()
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # `clusterfed cache list | head`: the reader has gone
+        code = code or 1
+    os._exit(code)
 
 
 def _database_error_message(exc: Exception) -> str | None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any
 
 from sqlalchemy import Table, bindparam
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # Bound parameters of a prebuilt upsert are the column names with this prefix (SQLAlchemy
@@ -15,8 +15,14 @@ PARAM_PREFIX = "v_"
 
 
 def insert_for(session: AsyncSession, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return dialect_insert(session.get_bind().dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: Any) -> Any:
+    # Imported when first used: loading SQLAlchemy's PostgreSQL dialect costs a tenth of a
+    # second, which a SQLite cluster's command line should not pay.
+    name = "postgresql" if dialect == "postgresql" else "sqlite"
+    return importlib.import_module(f"sqlalchemy.dialects.{name}").insert(table)
 
 
 @functools.cache
@@ -24,8 +30,8 @@ def prebuilt_upsert(dialect: str, table: Table, keys: tuple[str, ...]) -> Any:
     """INSERT of every column of ``table`` from bound parameters (``PARAM_PREFIX`` + its
     name), updating the other columns when the ``keys`` collide; built once per table
     and dialect: building the statement for each row cost as much as writing it."""
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-    statement = insert.values({c.name: bindparam(PARAM_PREFIX + c.name) for c in table.c})
+    values = {c.name: bindparam(PARAM_PREFIX + c.name) for c in table.c}
+    statement = dialect_insert(dialect, table).values(values)
     return statement.on_conflict_do_update(
         index_elements=list(keys),
         set_={c.name: statement.excluded[c.name] for c in table.c if c.name not in keys},

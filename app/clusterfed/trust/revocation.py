@@ -30,12 +30,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from clusterfed.config import RemoteCluster
 from clusterfed.errors import FederationError, RemoteError
-from clusterfed.metrics import FederationMetrics
-from clusterfed.outbound.remote import RemoteClient, RemoteResponse
 from clusterfed.tokens import (
     SALTED_SECRET_LENGTH,
     TOKEN_TYPE,
@@ -46,6 +44,10 @@ from clusterfed.tokens import (
 )
 
 from .store import FederationStore
+
+if TYPE_CHECKING:  # the HTTP client and metrics are handed in; `tokens revoke` needs neither
+    from clusterfed.metrics import FederationMetrics
+    from clusterfed.outbound.remote import RemoteClient, RemoteResponse
 
 log = logging.getLogger("clusterfed.revocation")
 
