@@ -395,11 +395,13 @@ def test_missing_config_file_fails_naming_it(tmp_path: Path) -> None:
 def test_serve_without_config_serves_a_sqlite_cluster_under_var(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "serve.log"
+    temp = tmp_path / "tmp"  # where serve makes its metrics directory
+    temp.mkdir()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "clusterfed", "serve", "--port", str(port)],
             cwd=tmp_path,
-            env=cli_env(),
+            env=cli_env(TMPDIR=str(temp)),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -435,6 +437,9 @@ def test_serve_without_config_serves_a_sqlite_cluster_under_var(tmp_path: Path) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    # serve exits the ordinary way (short commands skip the teardown): its exit handlers
+    # ran and removed the metrics directory it had made.
+    assert list(temp.glob("clusterfed-metrics-*")) == []
     # Later runs (and every worker) read the same token back.
     assert token_file.read_text().strip() == token
     config = subprocess.run(

@@ -79,13 +79,46 @@ def test_database_commands_load_the_database_layer_but_not_the_web_stack(
         [sys.executable, "-m", "clusterfed", "db", "upgrade"], env=env, check=True, timeout=60
     )
     users = ("users", "create", "--email", "someone@example.com")
-    assert loaded_after(run_main(*users), WEB_STACK + ("sqlalchemy",), env) == ["sqlalchemy"]
-    tokens = ("tokens", "create", "--user", "zzzzz-tpzed-000000000000000")
+    assert loaded_after(run_main(*users), (*WEB_STACK, "sqlalchemy"), env) == ["sqlalchemy"]
+    tokens = ("tokens", "create", "--user", "zzzzz-tpzed-nosuchuser00000")
     for argv in [users, tokens, ("cache", "list")]:
         assert loaded_after(run_main(*argv), WEB_STACK, env) == [], argv
     # Revoking queues notices for the running servers to send: no HTTP client here.
     revoke = ("tokens", "revoke", "zzzzz-gj3su-000000000000000")
     assert loaded_after(run_main(*revoke), ("aiohttp", "httpx", "fastapi", "alembic"), env) == []
+
+
+def test_a_short_command_leaves_without_the_teardown_and_loses_no_output(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "cluster.yml"
+    config.write_text(
+        f"Clusters:\n  zzzzz:\n    Database:\n      URL: sqlite+aiosqlite:///{tmp_path}/z.db\n"
+    )
+    env = {"CLUSTERFED_CONFIG": str(config), "PATH": ""}
+
+    def program(*argv: str) -> subprocess.CompletedProcess[str]:
+        # An exit handler stands for the interpreter's teardown: it runs only on the
+        # ordinary way out.
+        code = (
+            "import atexit, sys\n"
+            "atexit.register(print, 'teardown')\n"
+            "from clusterfed.cli.main import run_program\n"
+            f"sys.argv = ['clusterfed', *{list(argv)!r}]\n"
+            "run_program()\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    upgraded = program("db", "upgrade")
+    assert upgraded.returncode == 0 and "teardown" not in upgraded.stdout, upgraded
+    created = program("users", "create", "--email", "someone@example.com")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("zzzzz-tpzed-") and "teardown" not in created.stdout
+    failed = program("tokens", "create", "--user", "zzzzz-tpzed-nosuchuser00000")
+    assert failed.returncode == 1 and "no user" in failed.stderr
+    assert failed.stdout == "teardown\n"  # errors leave the ordinary way
 
 
 def test_the_probe_sees_a_heavy_import() -> None:

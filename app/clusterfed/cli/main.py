@@ -51,13 +51,17 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, leave_when_done: bool = False) -> int:
+    """Run one command; its exit status. ``leave_when_done``: see :func:`run_program`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         config = load_config(resolve_config_path(args.config))
-        return args.handler(args, config)
+        code = args.handler(args, config)
+        if leave_when_done and not getattr(args, "long_running", False):
+            _leave(code)
+        return code
     except (ConfigError, CommandError) as exc:
         print(f"clusterfed: error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, CommandError) else 2
@@ -70,15 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_program() -> NoReturn:
-    """The ``clusterfed`` program: :func:`main`, then a quick exit.
+    """The ``clusterfed`` program: :func:`main`, leaving as soon as a command is done.
 
     Tearing the interpreter down after a database command (freeing SQLAlchemy's modules
-    object by object) took 0.08-0.1 s, as long as the command's own work. By the time
-    ``main`` returns, the command has committed, closed its database and written its
+    object by object) took 0.08-0.1 s, as long as the command's own work. When a short
+    command's handler returns, it has committed, closed its database and written its
     output, so the process flushes what it printed and leaves without the teardown.
-    ``main`` itself returns normally, for callers in the same process (tests, hosts).
+    ``serve`` (``long_running``) exits the ordinary way: its exit handlers remove the
+    metrics directory it made. Errors exit the ordinary way too.
     """
-    code = main()
+    sys.exit(main(leave_when_done=True))
+
+
+def _leave(code: int) -> NoReturn:
     logging.shutdown()
     try:
         sys.stdout.flush()

@@ -39,7 +39,7 @@ def add_commands(commands: Any) -> None:
         metavar="N",
         help="open connections and requests per worker; past it, 503 (default: 1000)",
     )
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=cmd_serve, long_running=True)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
