@@ -36,6 +36,15 @@ def loaded_after(
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def sqlite_cluster_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a command run against a new SQLite cluster under ``tmp_path``."""
+    config = tmp_path / "cluster.yml"
+    config.write_text(
+        f"Clusters:\n  zzzzz:\n    Database:\n      URL: sqlite+aiosqlite:///{tmp_path}/z.db\n"
+    )
+    return {"CLUSTERFED_CONFIG": str(config), "PATH": ""}
+
+
 def run_main(*argv: str) -> str:
     return (
         "from clusterfed.cli.main import main\n"
@@ -70,11 +79,7 @@ def test_commands_without_a_database_stay_light(argv: tuple[str, ...]) -> None:
 def test_database_commands_load_the_database_layer_but_not_the_web_stack(
     tmp_path: Path,
 ) -> None:
-    config = tmp_path / "cluster.yml"
-    config.write_text(
-        f"Clusters:\n  zzzzz:\n    Database:\n      URL: sqlite+aiosqlite:///{tmp_path}/z.db\n"
-    )
-    env = {"CLUSTERFED_CONFIG": str(config), "PATH": ""}
+    env = sqlite_cluster_env(tmp_path)
     subprocess.run(
         [sys.executable, "-m", "clusterfed", "db", "upgrade"], env=env, check=True, timeout=60
     )
@@ -91,11 +96,7 @@ def test_database_commands_load_the_database_layer_but_not_the_web_stack(
 def test_a_short_command_leaves_without_the_teardown_and_loses_no_output(
     tmp_path: Path,
 ) -> None:
-    config = tmp_path / "cluster.yml"
-    config.write_text(
-        f"Clusters:\n  zzzzz:\n    Database:\n      URL: sqlite+aiosqlite:///{tmp_path}/z.db\n"
-    )
-    env = {"CLUSTERFED_CONFIG": str(config), "PATH": ""}
+    env = sqlite_cluster_env(tmp_path)
 
     def program(*argv: str) -> subprocess.CompletedProcess[str]:
         # An exit handler stands for the interpreter's teardown: it runs only on the
