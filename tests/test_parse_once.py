@@ -169,3 +169,22 @@ async def test_a_json_object_of_too_many_keys_is_refused(
     response = await client.post(COLLECTIONS, json=document)
     assert response.status_code == 413, response.text
     assert "parameters" in response.json()["errors"][0]
+
+
+async def test_a_body_the_router_reads_itself_is_refused_past_its_cap() -> None:
+    # Behind a host without the parse layer, the router reads a create's body itself: past
+    # its cap it stops reading and answers the same 413 as the parse layer.
+    from clusterfed.routing.inprocess import read_body
+
+    chunks = iter([b"x" * 10] * 5)
+    read: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        read.append(next(chunks))
+        return {"type": "http.request", "body": read[-1], "more_body": True}
+
+    with pytest.raises(params.TooLarge) as refused:
+        await read_body(receive, limit=25)
+    assert refused.value.status_code == 413
+    assert str(refused.value) == "request body is larger than 25 bytes"
+    assert len(read) == 3  # the rest is never read

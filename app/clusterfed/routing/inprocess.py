@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope
 
-from clusterfed.params import PARAMS_KEY, RequestParams, parse_query
+from clusterfed.params import PARAMS_KEY, RequestParams, body_too_large, parse_query
 
 # Headers that describe the original body; a synthetic request carries its own.
 BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
@@ -21,10 +21,6 @@ BODY_HEADERS = frozenset({b"content-length", b"content-type", b"transfer-encodin
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 @dataclass(frozen=True, slots=True)
 class Captured:
     status_code: int
@@ -32,6 +28,7 @@ class Captured:
 
 
 async def read_body(receive: Receive, *, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole body; 413 (``params.TooLarge``, a FederationError) past ``limit``."""
     body = bytearray()
     while True:
         message = await receive()
@@ -39,7 +36,7 @@ async def read_body(receive: Receive, *, limit: int = MAX_BODY_BYTES) -> bytes:
             return bytes(body)  # the client went away; what we have is all there is
         body.extend(message.get("body", b""))
         if len(body) > limit:
-            raise BodyTooLarge(f"request body is larger than {limit} bytes")
+            raise body_too_large(limit)
         if not message.get("more_body", False):
             return bytes(body)
 

@@ -46,7 +46,7 @@ from clusterfed.trust.validator import user_from_record
 
 from .forwarding import relay, remote_json
 from .gate import require_accepted
-from .inprocess import BodyTooLarge, request_body
+from .inprocess import request_body
 
 log = logging.getLogger("clusterfed.login_forwarding")
 
@@ -79,8 +79,6 @@ class LoginClusterRouter:
                 response = self._redirect(scope, path)
             elif _deferred(method, path):
                 response = await self._forward(scope, receive, method, path)
-        except BodyTooLarge as exc:
-            response = FederationError(str(exc), status_code=413).response()
         except FederationError as exc:
             response = exc.response()
         if response is None:

@@ -67,7 +67,7 @@ from clusterfed.trust.throttle import RateLimit, TooManyRequests, client_address
 
 from .forwarding import first_error, part_failed, relay, remote_json, token_for
 from .gate import require_accepted
-from .inprocess import BodyTooLarge, call_app, replay, request_body, with_body
+from .inprocess import call_app, replay, request_body, with_body
 from .lists import ROUTING_PARAMS, flag, page_from_answer, plan_list, run_list
 from .manifests import hint_collection, is_portable_data_hash, without_hints
 from .merge import Page
@@ -135,8 +135,6 @@ class FederatedRouter:
                     # The host gets the body without our cluster_id.
                     scope = with_body(scope, sent)
                     receive = replay(sent, receive)
-        except BodyTooLarge as exc:
-            response = FederationError(str(exc), status_code=413).response()
         except FederationError as exc:
             response = exc.response()
         if response is None:
