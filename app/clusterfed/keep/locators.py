@@ -28,10 +28,13 @@ class MalformedLocator(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """A ``+A`` hint: the HMAC in hex and the expiry as the 8 hex digits it was signed with."""
+    """A block's permission signature: the HMAC in hex and the expiry as the 8 hex digits
+    it was signed with. ``cluster_id`` is None for this cluster's own (a ``+A`` hint), else
+    the cluster that made it and holds the block (a ``+R<cluster>-`` hint)."""
 
     signature: str
     expiry_hex: str
+    cluster_id: str | None = None
 
     @property
     def expiry(self) -> int:
@@ -39,27 +42,11 @@ class Signature:
 
     @property
     def hint(self) -> str:
-        return f"A{self.signature}@{self.expiry_hex}"
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteSignature:
-    """A ``+R<cluster>-`` hint: cluster ``cluster_id``'s signature of the block."""
-
-    cluster_id: str
-    signature: str
-    expiry_hex: str
-
-    @property
-    def expiry(self) -> int:
-        return int(self.expiry_hex, 16)
-
-    @property
-    def hint(self) -> str:
-        return f"R{self.cluster_id}-{self.signature}@{self.expiry_hex}"
+        signed = f"{self.signature}@{self.expiry_hex}"
+        return f"A{signed}" if self.cluster_id is None else f"R{self.cluster_id}-{signed}"
 
     def as_local(self) -> Signature:
-        """The ``+A`` form the holding cluster checks."""
+        """The ``+A`` form the cluster that made it checks."""
         return Signature(self.signature, self.expiry_hex)
 
 
@@ -94,12 +81,12 @@ class Locator:
         return Signature(match.group(1), match.group(2)) if match else None
 
     @property
-    def remote_signature(self) -> RemoteSignature | None:
+    def remote_signature(self) -> Signature | None:
         """The first well-formed ``+R<cluster>-`` hint."""
         for hint in self.hints:
             match = REMOTE_RE.fullmatch(hint)
             if match:
-                return RemoteSignature(match.group(1), match.group(2), match.group(3))
+                return Signature(match.group(2), match.group(3), cluster_id=match.group(1))
         return None
 
     @property
