@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from cachetools import TTLCache
@@ -48,8 +48,14 @@ from clusterfed.tokens import (
 )
 
 from .cache import L1Entry
-from .store import CachedToken, FederationStore
-from .validator import TOKEN_PATH, TOUCH_INTERVAL_SECONDS, TokenValidator, judge_token_answer
+from .store import FederationStore
+from .validator import (
+    TOKEN_PATH,
+    TOUCH_INTERVAL_SECONDS,
+    TokenValidator,
+    judge_token_answer,
+    vouched_entry,
+)
 
 log = logging.getLogger("clusterfed.login_cluster")
 
@@ -202,29 +208,12 @@ class LoginCredentials:
         params = {"remote": self.local_id}
         answer = await self.remote.request(login, "GET", TOKEN_PATH, token=outgoing, params=params)
         record = judge_token_answer(answer, outgoing, issuer=login)
+        refresh = timedelta(seconds=self.config.remote_token_refresh)
+        entry = vouched_entry(record, cluster_id=login, digest=digest, refresh=refresh)
         user, _ = await self.validator.user_from_issuer(login, outgoing, record["owner_uuid"])
-        now = datetime.now(UTC)
-        expires_at = record["expires_at"]
-        if expires_at is not None and expires_at <= now:
-            raise IssuerRejected("token has expired at its issuer")
-        refreshes_at = now + timedelta(seconds=self.config.remote_token_refresh)
-        if expires_at is not None:
-            refreshes_at = min(refreshes_at, expires_at)
-        identity = Identity(user, record["uuid"], record["scopes"], login, expires_at)
-        await self.store.save_token(
-            CachedToken(
-                token_uuid=record["uuid"],
-                user_uuid=user.uuid,
-                cluster_id=login,
-                secret_digest=digest,
-                scopes=record["scopes"],
-                expires_at=expires_at,
-                refreshes_at=refreshes_at,
-                validated_at=now,
-                last_used_at=now,
-            )
-        )
-        return identity, refreshes_at
+        await self.store.save_token(replace(entry, user_uuid=user.uuid))
+        identity = Identity(user, entry.token_uuid, entry.scopes, login, entry.expires_at)
+        return identity, entry.refreshes_at
 
     async def aclose(self) -> None:
         self._flights.cancel_all()

@@ -276,24 +276,7 @@ class TokenValidator:
         runtime = self.runtime_owners
         owner_cluster = runtime.owner_cluster(issuer) if runtime is not None else None
         record = judge_token_answer(answer, token, owner_cluster=owner_cluster)
-        now = datetime.now(UTC)
-        expires_at = record["expires_at"]
-        if expires_at is not None and expires_at <= now:
-            raise IssuerRejected("token has expired at its issuer")
-        refreshes_at = now + self.refresh
-        if expires_at is not None:
-            refreshes_at = min(refreshes_at, expires_at)
-        entry = CachedToken(
-            token_uuid=token.uuid,
-            user_uuid=record["owner_uuid"],
-            cluster_id=issuer,
-            secret_digest=digest,
-            scopes=record["scopes"],
-            expires_at=expires_at,
-            refreshes_at=refreshes_at,
-            validated_at=now,
-            last_used_at=now,
-        )
+        entry = vouched_entry(record, cluster_id=issuer, digest=digest, refresh=self.refresh)
         if runtime is not None and record["owner_uuid"][:5] != issuer:
             user, saved = await runtime.owner(issuer, record["owner_uuid"]), False
         else:
@@ -302,8 +285,8 @@ class TokenValidator:
             )
         if not saved:
             await self.store.save_token(replace(entry, user_uuid=user.uuid))
-        identity = Identity(user, token.uuid, record["scopes"], issuer, expires_at)
-        return identity, refreshes_at
+        identity = Identity(user, token.uuid, entry.scopes, issuer, entry.expires_at)
+        return identity, entry.refreshes_at
 
     async def user_from_issuer(
         self, issuer: str, outgoing: Token, owner_uuid: str, *, entry: CachedToken | None = None
@@ -368,6 +351,30 @@ class TokenValidator:
 def l2_digest_key(cluster_id: str, system_root_token: str) -> bytes:
     """The key of the L2 secret digests: the same in every worker and across restarts."""
     return hashlib.sha256(f"clusterfed-l2\0{cluster_id}\0{system_root_token}".encode()).digest()
+
+
+def vouched_entry(
+    record: dict[str, Any], *, cluster_id: str, digest: str, refresh: timedelta
+) -> CachedToken:
+    """The cache row for a token ``cluster_id`` has just vouched for (``record`` as
+    :func:`judge_token_answer` returns it): asked again after ``refresh``, and never used
+    past its expiry. IssuerRejected when the issuer's own record says it has expired."""
+    now = datetime.now(UTC)
+    expires_at = record["expires_at"]
+    if expires_at is not None and expires_at <= now:
+        raise IssuerRejected("token has expired at its issuer")
+    refreshes_at = now + refresh if expires_at is None else min(now + refresh, expires_at)
+    return CachedToken(
+        token_uuid=record["uuid"],
+        user_uuid=record["owner_uuid"],
+        cluster_id=cluster_id,
+        secret_digest=digest,
+        scopes=record["scopes"],
+        expires_at=expires_at,
+        refreshes_at=refreshes_at,
+        validated_at=now,
+        last_used_at=now,
+    )
 
 
 def judge_token_answer(
