@@ -1,17 +1,20 @@
-"""FastAPI dependencies: one session per request, the config, the caller."""
+"""FastAPI dependencies: one session per request, the config, the caller, a list's
+parameters."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from clusterfed.config import ClusterConfig
 from clusterfed.errors import Unauthorized
 
+from .objects.listing import ListParams, parse_params, wants_count
 from .users.auth import Caller, resolve_caller
 
 
@@ -48,3 +51,32 @@ async def get_caller(caller: Annotated[Caller | None, Depends(get_optional_calle
 
 OptionalCallerDep = Annotated[Caller | None, Depends(get_optional_caller)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+# The routers use SQLAlchemy's select(): the parameter is select_ in code, select on the wire.
+SelectParam = Annotated[str | None, Query(alias="select")]
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """A list's parameters, checked: the page (filters, order, limit, offset), whether to
+    count, and ``select`` as sent (each endpoint checks it against what it can select)."""
+
+    params: ListParams
+    counted: bool
+    select: str | None
+
+
+async def get_list_request(
+    filters: Annotated[str | None, Query()] = None,
+    order: Annotated[str | None, Query()] = None,
+    limit: Annotated[str | None, Query()] = None,
+    offset: Annotated[str | None, Query()] = None,
+    select_: SelectParam = None,
+    count: Annotated[str | None, Query()] = None,
+) -> ListRequest:
+    params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
+    return ListRequest(params, wants_count(count), select_)
+
+
+ListRequestDep = Annotated[ListRequest, Depends(get_list_request)]

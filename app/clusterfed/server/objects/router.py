@@ -30,13 +30,13 @@ from clusterfed.keep.manifests import portable_data_hash
 from clusterfed.outbound.permissions import RemotePermissionsDep
 from clusterfed.routing.lists import pinned_uuids
 from clusterfed.routing.manifests import is_portable_data_hash, without_hints
-from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
+from clusterfed.server.deps import CallerDep, ConfigDep, ListRequestDep, SelectParam, SessionDep
 from clusterfed.server.keep.collections import check_signatures, sign_answer, stored_manifest
 from clusterfed.server.models import Collection, Group, Link
 from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
 
 from .access import Access
-from .listing import parse_params, parse_select, run_list, wants_count
+from .listing import parse_select, run_list
 from .names import has_unique_name, insert_uniquely_named, name_taken
 from .permissions import LEVELS, MANAGE, reachable, readable_clause
 from .service import (
@@ -68,7 +68,6 @@ NOT_STORED = frozenset({"portable_data_hash", "replication_desired"})
 AnyBody = Annotated[dict[str, Any], Body()]
 # On group records, for the caller: what another cluster reads to decide a move.
 PERMISSION_FIELDS = ("can_write", "can_manage")
-SelectParam = Annotated[str | None, Query(alias="select")]
 # A groups list whose uuid filters name at most this many groups (a permission check
 # names one) decides each by a walk up from it, whose cost follows the group's depth,
 # instead of a walk down through everything the caller can reach.
@@ -221,16 +220,10 @@ def build_router(resource: Resource) -> APIRouter:
     @router.get("")
     async def list_objects(
         access: AccessDep,
-        filters: Annotated[str | None, Query()] = None,
-        order: Annotated[str | None, Query()] = None,
-        limit: Annotated[str | None, Query()] = None,
-        offset: Annotated[str | None, Query()] = None,
-        select_: SelectParam = None,
-        count: Annotated[str | None, Query()] = None,
+        listing: ListRequestDep,
     ) -> dict[str, Any]:
-        params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
-        names = parse_select(select_, _selectable(resource, listing=True))
-        counted = wants_count(count)
+        params = listing.params
+        names = parse_select(listing.select, _selectable(resource, listing=True))
         pinned = await _pinned_levels(access, params.filters) if resource is GROUPS else None
         if pinned is not None:
             readable = [uuid for uuid, level in pinned.items() if level]
@@ -254,7 +247,7 @@ def build_router(resource: Resource) -> APIRouter:
             "offset": params.offset,
             "limit": params.limit,
         }
-        if counted:
+        if listing.counted:
             answer["items_available"] = available
         return answer
 

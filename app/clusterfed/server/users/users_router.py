@@ -17,9 +17,9 @@ from sqlalchemy import ColumnElement, or_, select
 
 from clusterfed.errors import Forbidden, NotFound, Unprocessable
 from clusterfed.jsonbody import check_text
-from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
+from clusterfed.server.deps import CallerDep, ConfigDep, ListRequestDep, SelectParam, SessionDep
 from clusterfed.server.models import User
-from clusterfed.server.objects.listing import parse_params, parse_select, run_list, wants_count
+from clusterfed.server.objects.listing import parse_select, run_list
 from clusterfed.storage.models import FederationPurge
 from clusterfed.tokens import USER_TYPE, is_uuid, system_user_uuid
 
@@ -102,7 +102,6 @@ SELECTABLE = (
     "is_invited",
     "prefs",
 )
-SelectParam = Annotated[str | None, Query(alias="select")]
 
 
 @router.get("")
@@ -110,16 +109,10 @@ async def list_users(
     caller: CallerDep,
     session: SessionDep,
     config: ConfigDep,
-    filters: Annotated[str | None, Query()] = None,
-    order: Annotated[str | None, Query()] = None,
-    limit: Annotated[str | None, Query()] = None,
-    offset: Annotated[str | None, Query()] = None,
-    select_: SelectParam = None,
-    count: Annotated[str | None, Query()] = None,
+    listing: ListRequestDep,
 ) -> dict[str, Any]:
-    params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
-    names = parse_select(select_, SELECTABLE)
-    counted = wants_count(count)
+    params = listing.params
+    names = parse_select(listing.select, SELECTABLE)
     query = select(User)
     visible = _visible(caller)
     if visible is not None:
@@ -131,7 +124,7 @@ async def list_users(
         "offset": params.offset,
         "limit": params.limit,
     }
-    if counted:
+    if listing.counted:
         answer["items_available"] = available
     return answer
 
