@@ -17,7 +17,7 @@ import httpx
 import pytest
 from clusterfed.config import ClusterConfig
 from clusterfed.server.app import create_app
-from clusterfed.server.testing import Cluster, ServerThread, local_config, remote_entry
+from clusterfed.server.testing import Cluster, local_config, remote_entry
 from clusterfed.tokens import parse_token
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -228,8 +228,7 @@ COLUMN = 255
 @pytest.fixture
 def issuer() -> Iterator[StubIssuer]:
     stub = StubIssuer("zpeer")
-    with ServerThread(stub.app) as server:
-        stub.port = server.port  # type: ignore[attr-defined]
+    with stub.serving():
         yield stub
 
 
@@ -237,7 +236,7 @@ def issuer() -> Iterator[StubIssuer]:
 async def acceptor(
     issuer: StubIssuer, databases: DatabaseFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    remotes = {"zpeer": remote_entry(issuer.port, ActivateUsers=True)}  # type: ignore[attr-defined]
+    remotes = {"zpeer": remote_entry(issuer.port, ActivateUsers=True)}
     config = local_config("c97qk", databases.new_url("acceptor"), remotes=remotes)
     async with asgi_client(create_app(config)) as client:
         yield client

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from clusterfed.identity import RemoteUser, UserRecord
 from clusterfed.server.app import create_app
-from clusterfed.server.testing import ServerThread, local_config, remote_entry
+from clusterfed.server.testing import local_config, remote_entry
 from clusterfed.server.users.service import create_user
 from clusterfed.trust.mirroring import (
     Flags,
@@ -102,7 +102,7 @@ def test_peer_cluster_can_never_make_anyone_admin() -> None:
 @pytest.fixture
 def issuer() -> Iterator[tuple[StubIssuer, int]]:
     stub = StubIssuer("qr1hi")
-    with ServerThread(stub.app) as server:
+    with stub.serving() as server:
         yield stub, server.port
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from clusterfed.server.app import create_app
-from clusterfed.server.testing import ServerThread, free_port, local_config, remote_entry
+from clusterfed.server.testing import free_port, local_config, remote_entry
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_uuid, parse_token
 
 from tests.conftest import asgi_client
@@ -21,8 +21,7 @@ REMOTE_TIMEOUT = 1.0
 @pytest.fixture
 def issuer() -> Iterator[StubIssuer]:
     stub = StubIssuer("qr1hi")
-    with ServerThread(stub.app) as server:
-        stub.port = server.port  # type: ignore[attr-defined]
+    with stub.serving():
         yield stub
 
 
@@ -32,7 +31,7 @@ async def c97qk(issuer: StubIssuer, databases: DatabaseFactory) -> AsyncIterator
         "c97qk",
         databases.new_url("c97qk"),
         remotes={
-            "qr1hi": remote_entry(issuer.port),  # type: ignore[attr-defined]
+            "qr1hi": remote_entry(issuer.port),
             "zdown": remote_entry(free_port()),  # nothing listens there
         },
         federation={"RemoteTimeout": f"{REMOTE_TIMEOUT}s"},

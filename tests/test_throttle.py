@@ -11,7 +11,7 @@ import httpx
 import pytest
 from clusterfed.config import ConfigError, parse_config
 from clusterfed.server.app import create_app
-from clusterfed.server.testing import ServerThread, cluster_config, local_config, remote_entry
+from clusterfed.server.testing import cluster_config, local_config, remote_entry
 from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
 from clusterfed.trust.throttle import (
     TokenBucket,
@@ -136,8 +136,7 @@ def test_config_keys_and_defaults() -> None:
 @pytest.fixture
 def issuer() -> Iterator[StubIssuer]:
     stub = StubIssuer("qr1hi")
-    with ServerThread(stub.app) as server:
-        stub.port = server.port  # type: ignore[attr-defined]
+    with stub.serving():
         yield stub
 
 
@@ -146,7 +145,7 @@ async def c97qk(issuer: StubIssuer, databases: DatabaseFactory) -> AsyncIterator
     config = local_config(
         "c97qk",
         databases.new_url("c97qk"),
-        remotes={"qr1hi": remote_entry(issuer.port)},  # type: ignore[attr-defined]
+        remotes={"qr1hi": remote_entry(issuer.port)},
         federation={"ColdValidationRate": 1, "TrustedProxies": ["127.0.0.0/8"]},
     )
     async with asgi_client(create_app(config)) as client:

@@ -35,7 +35,7 @@ from tests.support.stub_issuer import TOKEN_PATH, USER_PATH, Answer, StubIssuer
 @pytest.fixture
 def issuer() -> Iterator[tuple[StubIssuer, ServerThread]]:
     stub = StubIssuer("qr1hi")
-    with ServerThread(stub.app) as server:
+    with stub.serving() as server:
         yield stub, server
 
 

@@ -1,6 +1,6 @@
 """A stub issuer cluster that answers the two validation calls however a test says.
 
-It is a real HTTP server (run it with ``ServerThread``) so the middleware's client,
+It is a real HTTP server (run it with ``serving()``) so the middleware's client,
 timeouts and parsing are exercised for real; only the answers are scripted. Use the real
 cluster (``ClusterProcess``) for well-behaved issuers and this one to misbehave on
 purpose: error statuses, HTML, wrong prefixes, hangs.
@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterfed.server.testing import ServerThread
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, new_secret, new_uuid, parse_token
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -77,6 +79,7 @@ class StubIssuer:
         self.seen: list[tuple[str, dict[str, str], str]] = []  # (path, query, authorization)
         # What GET /arvados/v1/config exports (None: 404), e.g. a LoginCluster it claims.
         self.exported: dict[str, Any] | None = None
+        self.port = 0  # where serving() listens
         self.app = Starlette(
             routes=[
                 Route(TOKEN_PATH, self._token),
@@ -85,6 +88,13 @@ class StubIssuer:
                 Route(CONFIG_PATH, self._config),
             ]
         )
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[ServerThread]:
+        """The stub on a free loopback port (``port``) until the block ends."""
+        with ServerThread(self.app) as server:
+            self.port = server.port
+            yield server
 
     def issue(self, **user_fields: Any) -> tuple[str, StubUser]:
         """A new token for a new user with the given fields; returns (v2 token, user)."""
