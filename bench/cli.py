@@ -11,7 +11,7 @@ command's own cost is its time over its floor: that is what this project control
 
 Target: every command under 0.5 s. A database command can meet it only where the machine
 loads SQLAlchemy well under that (on the 2-core machine of docs/benchmarks.md it took
-0.39-0.45 s), so each command's time over its floor is printed too.
+0.39-0.49 s), so each command's time over its floor is printed too.
 """
 
 from __future__ import annotations
