@@ -23,9 +23,7 @@ from clusterfed.server.testing import (
     MANAGEMENT_TOKEN,
     Cluster,
     ClusterProcess,
-    cluster_config,
-    free_port,
-    remote_entry,
+    issuer_and_acceptor_processes,
     running_together,
 )
 from clusterfed.storage.models import FederationTokenCache
@@ -75,21 +73,13 @@ def federation_pair(
     refresh: str = "1h",
     federation: dict[str, Any] | None = None,
 ) -> Iterator[Pair]:
-    # Each lists the other: qr1hi's tokens salted for c97qk count only at a qr1hi that
-    # federates with c97qk.
-    port = free_port()
-    issuer_config = cluster_config(
-        "qr1hi", databases.new_url("qr1hi"), remotes={"c97qk": remote_entry(port)}
-    )
-    issuer = ClusterProcess(issuer_config, workdir)
-    config = cluster_config(
-        "c97qk",
-        databases.new_url("c97qk"),
-        remotes={"qr1hi": remote_entry(issuer.port, ActivateUsers=True)},
+    issuer, process = issuer_and_acceptor_processes(
+        databases,
+        workdir,
+        workers=workers,
         login={"RemoteTokenRefresh": refresh},
         federation=federation,
     )
-    process = ClusterProcess(config, workdir, workers=workers, port=port)
     # Both start at once: neither needs the other up to start.
     with running_together(issuer, process) as (qr1hi, c97qk):
         _assert_ours(process, issuer)

@@ -330,13 +330,12 @@ def local_config(cluster_id: str, database_url: str, **kwargs: Any) -> Any:
     return parse_config(cluster_config(cluster_id, database_url, **kwargs), source="<test>")
 
 
-@contextlib.contextmanager
-def issuer_and_acceptor(
+def issuer_and_acceptor_processes(
     databases: Any, workdir: Path, *, workers: int = 1, **c97qk: Any
-) -> Iterator[tuple[Cluster, Cluster]]:
-    """qr1hi issuing tokens and c97qk (``workers`` processes) accepting them: qr1hi is in
-    c97qk's RemoteClusters with ActivateUsers, and c97qk in qr1hi's (so qr1hi's tokens
-    salted for c97qk count at qr1hi); ``c97qk`` adds config (login=..., ...)."""
+) -> tuple[ClusterProcess, ClusterProcess]:
+    """qr1hi issuing tokens and c97qk (``workers`` processes) accepting them, not started:
+    qr1hi is in c97qk's RemoteClusters with ActivateUsers, and c97qk in qr1hi's (so qr1hi's
+    tokens salted for c97qk count at qr1hi); ``c97qk`` adds config (login=..., ...)."""
     port = free_port()
     home_config = cluster_config(
         "qr1hi", databases.new_url("qr1hi"), remotes={"c97qk": remote_entry(port)}
@@ -348,6 +347,14 @@ def issuer_and_acceptor(
         remotes={"qr1hi": remote_entry(home.port, ActivateUsers=True)},
         **c97qk,
     )
-    acceptor = ClusterProcess(config, workdir, workers=workers, port=port)
+    return home, ClusterProcess(config, workdir, workers=workers, port=port)
+
+
+@contextlib.contextmanager
+def issuer_and_acceptor(
+    databases: Any, workdir: Path, *, workers: int = 1, **c97qk: Any
+) -> Iterator[tuple[Cluster, Cluster]]:
+    """:func:`issuer_and_acceptor_processes`, both running until the block ends."""
+    home, acceptor = issuer_and_acceptor_processes(databases, workdir, workers=workers, **c97qk)
     with running_together(home, acceptor) as (qr1hi, c97qk_cluster):
         yield qr1hi, c97qk_cluster

@@ -17,7 +17,7 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -119,13 +119,17 @@ class BlockStore:
         """Copies a write makes: the sum of the writable volumes' replication."""
         return sum(volume.replication for volume in self.volumes if volume.writable)
 
-    def _open_verified(self, md5: str, size: int | None) -> StoredBlock:
-        corrupt = False
+    def _stored_copies(self, md5: str) -> Iterator[tuple[BlockVolume, BinaryIO]]:
+        """Each volume's copy of the block, opened; volumes without one are skipped."""
         for volume in self.volumes:
             try:
-                file = volume.open(md5)
+                yield volume, volume.open(md5)
             except FileNotFoundError:
                 continue
+
+    def _open_verified(self, md5: str, size: int | None) -> StoredBlock:
+        corrupt = False
+        for volume, file in self._stored_copies(md5):
             try:
                 actual, length = _md5_of(file)
                 if actual != md5:
@@ -153,11 +157,7 @@ class BlockStore:
         return await asyncio.to_thread(self._open_verified, md5, size)
 
     def _open_streaming(self, md5: str, size: int | None) -> StoredBlock:
-        for volume in self.volumes:
-            try:
-                file = volume.open(md5)
-            except FileNotFoundError:
-                continue
+        for _, file in self._stored_copies(md5):
             try:
                 length = os.fstat(file.fileno()).st_size
             except (OSError, AttributeError, io.UnsupportedOperation):
