@@ -99,14 +99,23 @@ async def test_a_failed_flight_is_freed_without_the_cyclic_collector(collector_o
     assert failure() is None
 
 
-async def test_cancel_all_cancels_the_flights_under_way() -> None:
+async def test_aclose_cancels_the_flights_under_way_and_waits_for_them() -> None:
     flights: Flights[str, str] = Flights()
-    call = Call()
-    waiting = asyncio.create_task(flights.join("k", lambda: call("never")))
+    unwound: list[str] = []
+
+    async def slow_to_unwind() -> str:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            # Like a session handing its connection back: takes turns of the loop.
+            await asyncio.sleep(0.01)
+            unwound.append("k")
+        return "never"
+
+    waiting = asyncio.create_task(flights.join("k", slow_to_unwind))
     await turns()
-    assert call.started == 1
-    flights.cancel_all()
+    await flights.aclose()
+    assert unwound == ["k"]
+    assert len(flights) == 0
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    await turns()
-    assert len(flights) == 0

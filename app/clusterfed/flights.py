@@ -42,7 +42,11 @@ class Flights(Generic[K, V]):
             # of tokenless requests did.
             del task
 
-    def cancel_all(self) -> None:
-        """Cancel every flight under way (on shutdown)."""
-        for task in list(self._tasks.values()):
+    async def aclose(self) -> None:
+        """Cancel every flight under way and wait until each has stopped (on shutdown):
+        one still unwinding could otherwise hand a database connection back to a pool
+        disposed in the meantime, where nothing would ever close it."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -134,14 +134,20 @@ asyncio.run(main(sys.argv[1], sys.argv[2:]))
 """
 
 
+# Held, never waited for: a Popen collected while its process runs warns (ResourceWarning),
+# and this one is meant to outlive the run.
+_DROPPERS: list[subprocess.Popen[bytes]] = []
+
+
 def drop_in_background(names: list[str]) -> None:
-    subprocess.Popen(
+    dropper = subprocess.Popen(
         [sys.executable, "-c", _DROP, PG_ADMIN_DSN, *names],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    _DROPPERS.append(dropper)
 
 
 @contextlib.asynccontextmanager

@@ -273,7 +273,7 @@ class RemoteBlocks:
         return session
 
     async def aclose(self) -> None:
-        self._flights.cancel_all()
+        await self._flights.aclose()
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()

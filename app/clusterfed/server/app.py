@@ -41,13 +41,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await database.start()
-        try:
-            async with database.sessionmaker() as session:
-                await ensure_builtin_users(session, config.cluster_id)
-            yield
-        finally:
-            await database.dispose()
+        # mount's lifespan wraps this one: it starts the database before and disposes of
+        # it after clusterfed's background work has stopped. Disposing of it here, first,
+        # left that work (a purge poll mid-query) holding a connection no pool would close.
+        async with database.sessionmaker() as session:
+            await ensure_builtin_users(session, config.cluster_id)
+        yield
 
     # No trailing-slash redirects (their Location echoed the Host header): StripTrailingSlash.
     app = FastAPI(

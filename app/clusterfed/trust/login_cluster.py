@@ -216,7 +216,7 @@ class LoginCredentials:
         return identity, entry.refreshes_at
 
     async def aclose(self) -> None:
-        self._flights.cancel_all()
+        await self._flights.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,4 +310,4 @@ class RuntimeOwners:
         return peer
 
     async def aclose(self) -> None:
-        self._flights.cancel_all()
+        await self._flights.aclose()

@@ -342,9 +342,13 @@ class TokenValidator:
         task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
-        for task in self._background:
+        # Stopped, not only told to stop: a touch write still unwinding after this
+        # returns would hand its connection back to a pool disposed in the meantime.
+        background = list(self._background)
+        for task in background:
             task.cancel()
-        self._flights.cancel_all()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self._flights.aclose()
         self._background.clear()
 
 
