@@ -4,6 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes running side by side (pytest-xdist), each given whole files: the suite
+# mostly waits on the servers it starts, so two keep a 2-core machine busy. JOBS=0 runs
+# in this process only (for a debugger or -x).
+JOBS ?= 2
+XDIST := $(if $(filter 0,$(JOBS)),-p no:xdist,-n $(JOBS) --dist loadfile)
 
 .PHONY: venv demo run test test-fast example lint docs bench mutation clean
 
@@ -30,13 +35,13 @@ run: $(STAMP)
 # of them compiling it again where bytecode is not written (PYTHONDONTWRITEBYTECODE).
 test: $(STAMP)
 	$(PY) -m compileall -q app/clusterfed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The loop to run while editing: the in-process tests on SQLite. Not the tests that start
 # other processes (clusterfed serve, the CLI, pip) or a browser (marked `server`), nor
 # the PostgreSQL half of the two-backend tests (marked `postgres`); `make test` runs all.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not server and not postgres" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not server and not postgres" $(PYTEST_ARGS)
 
 # The example host (examples/minimal_host, package `app`) against clusterfed installed
 # from a freshly built wheel in a fresh virtualenv: what a host's author gets.

@@ -64,6 +64,8 @@ async def test_write_then_read(tmp_path: Path) -> None:
         (MD5, DATA, len(DATA) + 1, SizeMismatch),
         (MD5, DATA[:-1], len(DATA), SizeMismatch),
     ],
+    # Named, not numbered by their random content: pytest-xdist workers must collect alike.
+    ids=["wrong-checksum", "one-byte-short", "one-byte-long"],
 )
 async def test_a_failed_write_leaves_nothing(
     tmp_path: Path, md5: str, body: bytes, expected: int, error: type[Exception]

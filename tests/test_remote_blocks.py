@@ -332,6 +332,8 @@ def test_a_cluster_that_is_down_is_a_502() -> None:
         (f"{MD5}+{len(BLOCK)}+A{SIG}", TOKEN, 400),  # no +R: not a remote block
         (f"{MD5}+R c97qk", TOKEN, 400),
     ],
+    # Named, not by their random locators: pytest-xdist workers must collect alike.
+    ids=["unknown-cluster", "no-token", "v1-token", "salted-token", "local-signature", "bad-hint"],
 )
 def test_requests_that_reach_no_cluster(
     home: ServerThread, peer: Peer, locator: str, token: str | None, expected: int

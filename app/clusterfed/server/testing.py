@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,72 @@ MANAGEMENT_TOKEN = "test-management-token"
 STARTUP_COMPLETE = "Application startup complete."
 
 
-def free_port() -> int:
+# Test servers take their ports from below the kernel's ephemeral range (32768 and up on
+# Linux), where outgoing connections take theirs, each pytest-xdist worker from its own
+# block, handed out in turn. Asking the kernel for any free port and releasing it raced:
+# two test processes starting servers at once could be handed the same port, and a port
+# just handed out could be handed out again before its server had bound it.
+FIRST_TEST_PORT = 20000
+TEST_PORTS = 12000
+
+
+def worker_port_block(worker: str | None, workers: int) -> range:
+    """The ports of pytest-xdist worker ``worker`` ("gw0", ...) of ``workers``."""
+    index = int(worker[2:]) if worker and worker[:2] == "gw" and worker[2:].isdigit() else 0
+    workers = max(workers, 1)
+    size = TEST_PORTS // workers
+    start = FIRST_TEST_PORT + (index % workers) * size
+    return range(start, start + size)
+
+
+class PortAllocator:
+    """Hands out the ports of ``block`` in turn, skipping any that cannot be bound."""
+
+    def __init__(
+        self,
+        block: range,
+        first: int | None = None,
+        *,
+        can_bind: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.block = block
+        self._next = first if first in block else block.start
+        self._can_bind = can_bind or _can_bind
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            for _ in range(len(self.block)):
+                port, self._next = self._next, self._next + 1
+                if self._next == self.block.stop:
+                    self._next = self.block.start
+                if self._can_bind(port):
+                    return port
+        raise RuntimeError(f"no free loopback port in {self.block.start}-{self.block.stop - 1}")
+
+
+def _can_bind(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:  # a server listens there, or a connection on it is still closing
+            return False
+    return True
+
+
+_ports: list[PortAllocator] = []
+
+
+def free_port() -> int:
+    """A loopback port nothing is bound to, not handed out lately by this process."""
+    if not _ports:
+        block = worker_port_block(
+            os.environ.get("PYTEST_XDIST_WORKER"),
+            int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1),
+        )
+        # Start where the last run in this block most likely did not end.
+        _ports.append(PortAllocator(block, block.start + os.getpid() % len(block)))
+    return _ports[0].take()
 
 
 def cluster_config(
