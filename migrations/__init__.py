@@ -1,0 +1,3 @@
+"""clusterfed's Alembic chain (its own tables), shipped as ``clusterfed.migrations``."""
+
+VERSION_TABLE = "clusterfed_alembic_version"

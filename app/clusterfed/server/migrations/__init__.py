@@ -1,0 +1,3 @@
+"""The example server's Alembic chain (users, tokens, objects)."""
+
+VERSION_TABLE = "alembic_version"
