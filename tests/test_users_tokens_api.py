@@ -106,6 +106,28 @@ async def test_an_admin_creates_a_token_for_another_user(cluster: Cluster) -> No
         assert made.json()["uuid"] in [item["uuid"] for item in everyone.json()["items"]]
 
 
+async def test_the_token_list_takes_select_and_count_as_arvados_clients_send_them(
+    cluster: Cluster,
+) -> None:
+    user, token = await cluster.new_user()
+    async with asgi_client(create_app(local_config("qr1hi", cluster.database_url))) as client:
+        full = await client.get(TOKENS, headers=auth(token))
+        assert full.status_code == 200 and full.json()["items_available"] == 1
+        slim = await client.get(
+            TOKENS, headers=auth(token), params={"select": '["uuid","owner_uuid"]', "count": "none"}
+        )
+        assert slim.status_code == 200, slim.text
+        assert "items_available" not in slim.json()
+        [item] = slim.json()["items"]
+        kind = "arvados#apiClientAuthorization"
+        assert item == {"kind": kind, "uuid": item["uuid"], "owner_uuid": user}
+        # The secret is never listed, selected or not.
+        for params in ({"select": '["api_token"]'}, {"count": "some"}, {"limit": "x"}):
+            refused = await client.get(TOKENS, headers=auth(token), params=params)
+            assert refused.status_code == 422, params
+            assert parse_token(token).secret not in refused.text
+
+
 async def test_who_sees_whom_in_the_users_list(cluster: Cluster) -> None:
     active, active_token = await cluster.new_user()
     inactive, inactive_token = await cluster.new_user(is_active=False)

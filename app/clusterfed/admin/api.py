@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from clusterfed.errors import NotFound
+from clusterfed.timestamps import wire_time
 
 from . import token_cache
 from .auth import AdminDep
@@ -104,6 +105,6 @@ async def revocation_outbox(_: AdminDep, session: SessionDep) -> dict[str, Any]:
     for row in await outbox_summary(session):
         item = asdict(row)
         for key in ("oldest_pending", "next_attempt_at"):
-            item[key] = item[key].isoformat().replace("+00:00", "Z") if item[key] else None
+            item[key] = wire_time(item[key])
         items.append(item)
     return {"items": items}

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from clusterfed.config import ClusterConfig
+from clusterfed.timestamps import wire_time
 from clusterfed.tokens import TOKEN_TYPE, USER_TYPE, is_cluster_id, is_uuid
 
 from .common import CommandError, add_config, run, with_session
@@ -65,7 +66,7 @@ def _check_token_uuid(uuid: str) -> None:
 def _as_dict(entry: Any) -> dict[str, Any]:
     def value(v: Any) -> Any:
         if isinstance(v, datetime):
-            return v.isoformat().replace("+00:00", "Z")
+            return wire_time(v)
         return list(v) if isinstance(v, tuple) else v
 
     return {name: value(getattr(entry, name)) for name in entry.__dataclass_fields__}

@@ -72,6 +72,13 @@ def parse_select(text: str | None, known: Collection[str]) -> list[str] | None:
     return names
 
 
+def selected(item: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """``item`` cut to the attributes ``select`` named (:func:`parse_select`), and its kind."""
+    if names is None:
+        return item
+    return {"kind": item["kind"], **{name: item.get(name) for name in names}}
+
+
 def wants_count(count: str | None) -> bool:
     """``count``: ``exact`` (or empty, the default) counts; ``none`` leaves it out."""
     if count in (None, "", "exact"):

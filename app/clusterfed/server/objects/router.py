@@ -36,7 +36,7 @@ from clusterfed.server.models import Collection, Group, Link
 from clusterfed.tokens import GROUP_TYPE, USER_TYPE, is_uuid, new_uuid, uuid_type
 
 from .access import Access
-from .listing import parse_select, run_list
+from .listing import parse_select, run_list, selected
 from .names import has_unique_name, insert_uniquely_named, name_taken
 from .permissions import LEVELS, MANAGE, reachable, readable_clause
 from .service import (
@@ -82,12 +82,6 @@ def _selectable(resource: Resource, *, listing: bool) -> tuple[str, ...]:
     return ("kind", "etag", *COMMON, *resource.fields, *extra)
 
 
-def _selected(item: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
-    if names is None:
-        return item
-    return {"kind": item["kind"], **{name: item.get(name) for name in names}}
-
-
 def _answer(
     access: Access, resource: Resource, item: dict[str, Any], names: list[str] | None = None
 ) -> dict[str, Any]:
@@ -97,7 +91,7 @@ def _answer(
         sign_answer(access.request, item, unsigned=names is not None)
     elif resource is COLLECTIONS and names is not None and "unsigned_manifest_text" in names:
         item["unsigned_manifest_text"] = item.get("manifest_text")
-    return _selected(item, names)
+    return selected(item, names)
 
 
 async def _readable(

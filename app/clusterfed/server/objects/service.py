@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import InstrumentedAttribute
 
 from clusterfed.server.models import Collection, Group, Link
+from clusterfed.timestamps import wire_time
 from clusterfed.tokens import COLLECTION_TYPE, GROUP_TYPE, LINK_TYPE
 
 from . import schemas
@@ -70,10 +71,6 @@ LINKS = Resource(
 RESOURCES = (GROUPS, COLLECTIONS, LINKS)
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def to_json(resource: Resource, row: Model) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": resource.kind,
@@ -81,8 +78,8 @@ def to_json(resource: Resource, row: Model) -> dict[str, Any]:
         # Cheap and changes on every update: enough for a client's If-Match.
         "etag": hashlib.sha1(f"{row.uuid}{row.modified_at.isoformat()}".encode()).hexdigest()[:25],
         "owner_uuid": row.owner_uuid,
-        "created_at": _iso(row.created_at),
-        "modified_at": _iso(row.modified_at),
+        "created_at": wire_time(row.created_at),
+        "modified_at": wire_time(row.modified_at),
     }
     for name in resource.fields:
         body[name] = getattr(row, name)

@@ -8,15 +8,12 @@ from fastapi import APIRouter, Request
 
 from clusterfed.errors import Unauthorized
 from clusterfed.server.deps import CallerDep, ConfigDep
+from clusterfed.timestamps import wire_time
 
 from .revocation import record_validation
 from .service import user_json
 
 router = APIRouter(prefix="/arvados/v1", tags=["federation validation"])
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 @router.get("/api_client_authorizations/current")
@@ -35,7 +32,7 @@ async def current_token(caller: CallerDep, request: Request, config: ConfigDep) 
         "kind": "arvados#apiClientAuthorization",
         "uuid": caller.token_uuid,
         "owner_uuid": caller.user.uuid,
-        "expires_at": _iso(caller.expires_at),
+        "expires_at": wire_time(caller.expires_at),
         "scopes": list(caller.scopes),
     }
 

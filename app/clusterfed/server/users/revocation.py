@@ -9,8 +9,6 @@ PurgePollInterval: from then on every request with it is refused.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,14 +102,3 @@ async def revoke_token(
         session.add(FederationPurge(kind="token", value=record.uuid))
     await session.commit()
     return queued
-
-
-def token_json(record: ApiClientAuthorization) -> dict[str, Any]:
-    expires_at = record.expires_at
-    return {
-        "kind": "arvados#apiClientAuthorization",
-        "uuid": record.uuid,
-        "owner_uuid": record.user_uuid,
-        "expires_at": expires_at.isoformat().replace("+00:00", "Z") if expires_at else None,
-        "scopes": list(record.scopes),
-    }

@@ -27,8 +27,8 @@ from clusterfed.storage.db import utcnow
 from clusterfed.tokens import TOKEN_TYPE, MalformedToken, is_uuid
 
 from .auth import resolve_caller
-from .revocation import presented_by_itself, revoke_token, token_json
-from .tokens import get_token
+from .revocation import presented_by_itself, revoke_token
+from .tokens import get_token, token_json
 
 log = logging.getLogger("clusterfed.revocation")
 

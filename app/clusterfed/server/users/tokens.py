@@ -14,6 +14,7 @@ from clusterfed.server.models import ApiClientAuthorization
 from clusterfed.storage.db import utcnow
 from clusterfed.storage.point_reads import PointReads
 from clusterfed.storage.users import UserJoin
+from clusterfed.timestamps import wire_time
 from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
 
 from .service import users_table
@@ -109,3 +110,19 @@ async def secret_is_known(session: AsyncSession, *, secret: str) -> bool:
         select(ApiClientAuthorization.id).where(ApiClientAuthorization.api_token == secret)
     )
     return found is not None
+
+
+def token_json(row: ApiClientAuthorization, *, with_secret: bool = False) -> dict[str, Any]:
+    """A token record as Arvados serves it; the secret only where the caller is given it
+    (the answer to its creation)."""
+    body: dict[str, Any] = {
+        "kind": "arvados#apiClientAuthorization",
+        "uuid": row.uuid,
+        "owner_uuid": row.user_uuid,
+        "expires_at": wire_time(row.expires_at),
+        "scopes": list(row.scopes),
+        "created_at": wire_time(row.created_at),
+    }
+    if with_secret:
+        body["api_token"] = row.api_token
+    return body

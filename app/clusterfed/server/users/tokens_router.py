@@ -13,17 +13,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body
 from sqlalchemy import select
 
 from clusterfed.errors import Forbidden, NotFound, Unprocessable
-from clusterfed.server.deps import CallerDep, ConfigDep, SessionDep
+from clusterfed.server.deps import CallerDep, ConfigDep, ListRequestDep, SessionDep
 from clusterfed.server.models import ApiClientAuthorization
-from clusterfed.server.objects.listing import parse_params, run_list
+from clusterfed.server.objects.listing import parse_select, run_list, selected
 from clusterfed.storage.db import utcnow
 from clusterfed.tokens import TOKEN_TYPE, new_secret, new_uuid
 
 from .service import get_user
+from .tokens import token_json
 
 router = APIRouter(
     prefix="/arvados/v1/api_client_authorizations", tags=["api_client_authorizations"]
@@ -40,24 +41,6 @@ ATTRIBUTES = {
 }
 MAX_SCOPES = 100
 MAX_SCOPE_LENGTH = 1024
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def token_json(row: ApiClientAuthorization, *, with_secret: bool = False) -> dict[str, Any]:
-    body = {
-        "kind": "arvados#apiClientAuthorization",
-        "uuid": row.uuid,
-        "owner_uuid": row.user_uuid,
-        "expires_at": _iso(row.expires_at),
-        "scopes": list(row.scopes),
-        "created_at": _iso(row.created_at),
-    }
-    if with_secret:
-        body["api_token"] = row.api_token
-    return body
 
 
 def _attributes(body: dict[str, Any] | None) -> dict[str, Any]:
@@ -140,26 +123,28 @@ async def create_token(
     return token_json(row, with_secret=True)
 
 
+# What ``select`` may name: the attributes of the token record served here.
+SELECTABLE = ("uuid", "owner_uuid", "expires_at", "scopes", "created_at")
+
+
 @router.get("")
 async def list_tokens(
-    caller: CallerDep,
-    session: SessionDep,
-    filters: Annotated[str | None, Query()] = None,
-    order: Annotated[str | None, Query()] = None,
-    limit: Annotated[str | None, Query()] = None,
-    offset: Annotated[str | None, Query()] = None,
+    caller: CallerDep, session: SessionDep, listing: ListRequestDep
 ) -> dict[str, Any]:
-    params = parse_params(filters=filters, order=order, limit=limit, offset=offset)
+    params = listing.params
+    names = parse_select(listing.select, SELECTABLE)
     query = select(ApiClientAuthorization)
     if not caller.is_admin:
         query = query.where(ApiClientAuthorization.user_uuid == caller.user.uuid)
     rows, available = await run_list(
         session, query, params, ATTRIBUTES, ApiClientAuthorization.uuid
     )
-    return {
+    answer: dict[str, Any] = {
         "kind": "arvados#apiClientAuthorizationList",
-        "items": [token_json(row) for row in rows],
-        "items_available": available,
+        "items": [selected(token_json(row), names) for row in rows],
         "offset": params.offset,
         "limit": params.limit,
     }
+    if listing.counted:
+        answer["items_available"] = available
+    return answer

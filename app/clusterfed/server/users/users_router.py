@@ -19,7 +19,7 @@ from clusterfed.errors import Forbidden, NotFound, Unprocessable
 from clusterfed.jsonbody import check_text
 from clusterfed.server.deps import CallerDep, ConfigDep, ListRequestDep, SelectParam, SessionDep
 from clusterfed.server.models import User
-from clusterfed.server.objects.listing import parse_select, run_list
+from clusterfed.server.objects.listing import parse_select, run_list, selected
 from clusterfed.storage.models import FederationPurge
 from clusterfed.tokens import USER_TYPE, is_uuid, system_user_uuid
 
@@ -82,10 +82,7 @@ def _require_admin(caller: Caller, action: str) -> None:
 
 
 def _json(row: User, config: Any, names: list[str] | None = None) -> dict[str, Any]:
-    body = user_json(to_record(row), cluster_id=config.cluster_id)
-    if names is None:
-        return body
-    return {key: value for key, value in body.items() if key == "kind" or key in names}
+    return selected(user_json(to_record(row), cluster_id=config.cluster_id), names)
 
 
 # What ``select`` may name: every attribute of the Arvados user record served here.
