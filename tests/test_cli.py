@@ -389,6 +389,17 @@ def test_missing_config_file_fails_naming_it(tmp_path: Path) -> None:
     assert_clean_failure(result, str(missing))
 
 
+@pytest.mark.parametrize("argv", [("cache", "list"), ("users", "create", "--email", "a@x.example")])
+def test_a_command_on_a_sqlite_file_that_is_not_there_says_so_and_makes_none(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    config = write_config(tmp_path, "sqlite+aiosqlite:///var/typo.db")
+    result = clusterfed(*argv, "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert_clean_failure(result, "no database at var/typo.db", "clusterfed db upgrade")
+    assert not (tmp_path / "var").exists()
+
+
 # --- `make run`: serve with no config at all ------------------------------------------
 
 

@@ -36,8 +36,16 @@ async def with_session(
 ) -> int:
     """Run ``work`` in one committed session on the configured database. ``server``: the
     example server's tables are there too (its built-in users are made sure of)."""
-    from clusterfed.storage.db import create_engine, create_sessionmaker
+    from clusterfed.storage.db import create_engine, create_sessionmaker, sqlite_file
 
+    # Opening a SQLite file that is not there would make an empty one (and its folder),
+    # then fail on the first table: say what is wrong and leave nothing behind.
+    path = sqlite_file(config.database_url)
+    if path is not None and not path.exists():
+        raise CommandError(
+            f"no database at {path}: run `clusterfed db upgrade` first, or name the "
+            f"cluster's config with --config or ${CONFIG_ENV}"
+        )
     engine = create_engine(config.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
