@@ -82,3 +82,16 @@ def test_a_database_with_no_version_table_is_not_at_head(databases: DatabaseFact
     assert not run_blocking(at_head, url, FEDERATION_CHAIN)
     run_blocking(upgrade_database, url)
     assert run_blocking(at_head, url, FEDERATION_CHAIN)
+
+
+def test_a_chain_that_does_not_name_its_version_table_goes_to_alembic(
+    databases: DatabaseFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "unnamed_chain"  # clusterfed's revisions, no VERSION_TABLE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    copy_of_the_chain(package)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = databases.new_url("unnamed")  # at head for clusterfed's own chain
+    assert run_blocking(at_head, url, FEDERATION_CHAIN)
+    assert not run_blocking(at_head, url, "unnamed_chain")

@@ -72,8 +72,10 @@ async def _recorded_revisions(database_url: str, version_table: str) -> frozense
 def at_head(database_url: str, package: str) -> bool:
     """Whether the database records exactly the head revisions of the chain in ``package``."""
     heads = chain_heads(files(package).joinpath("versions"))
-    table: str = importlib.import_module(package).VERSION_TABLE
-    return heads is not None and asyncio.run(_recorded_revisions(database_url, table)) == heads
+    table = getattr(importlib.import_module(package), "VERSION_TABLE", None)
+    if heads is None or not isinstance(table, str):  # a chain that does not say: Alembic's
+        return False
+    return asyncio.run(_recorded_revisions(database_url, table)) == heads
 
 
 def alembic_config(database_url: str, script_location: Path) -> Config:
