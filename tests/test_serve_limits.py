@@ -166,12 +166,15 @@ def test_a_served_app_is_frozen_out_of_full_collections(tmp_path: Path) -> None:
         f"Clusters:\n  c97qk:\n    Database: {{URL: '{database}'}}\n"
         "    ManagementToken: test-management-token\n"
     )
+    # gc.get_objects() lists exactly what a full collection walks; frozen objects are not in
+    # it. Counting objects rather than timing the collection keeps the test deterministic
+    # (the pause it stands for, up to 80 ms unfrozen, is in docs/benchmarks.md).
     program = (
-        "import gc, time\n"
+        "import gc\n"
         "from clusterfed.server.main import create_app_from_env\n"
         "app = create_app_from_env()\n"
-        "gc.collect(); started = time.perf_counter(); gc.collect()\n"
-        "print(gc.get_freeze_count(), (time.perf_counter() - started) * 1000)\n"
+        "gc.collect()\n"
+        "print(gc.get_freeze_count(), len(gc.get_objects()))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", program],
@@ -180,6 +183,6 @@ def test_a_served_app_is_frozen_out_of_full_collections(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    frozen, pause_ms = result.stdout.split()
-    assert int(frozen) > 50_000  # the modules, the app, its routes and models
-    assert float(pause_ms) < 20  # a full collection of all that took 67 ms
+    frozen, walked = (int(count) for count in result.stdout.split())
+    assert frozen > 50_000  # the modules, the app, its routes and models
+    assert walked < 1_000  # unfrozen, a full collection walked all of them again
