@@ -146,7 +146,7 @@ async def test_circuit_opens_after_repeated_timeouts(
         status = app.state.federation.remote_status()[0]
     assert response.status_code == 502 and "circuit open" in response.json()["errors"][0]
     assert spent == []
-    assert elapsed < 0.1
+    assert elapsed < 0.2  # under one RemoteTimeout: nothing waited on the hanging issuer
     assert stub.calls[TOKEN_PATH] == calls_before
     assert (status.circuit_state, status.reachable) == ("open", False)
 
