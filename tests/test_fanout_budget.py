@@ -8,17 +8,11 @@ from clusterfed.config import parse_config
 from clusterfed.server.testing import cluster_config
 from clusterfed.trust.throttle import RateLimit
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_a_burst_of_twice_the_rate_then_the_rate() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     limit = RateLimit("fanout", 10, clock=clock)
     assert [limit.take("10.0.0.1") for _ in range(20)] == [0.0] * 20
     assert limit.take("10.0.0.1") == pytest.approx(0.1)
@@ -28,13 +22,13 @@ def test_a_burst_of_twice_the_rate_then_the_rate() -> None:
 
 
 async def test_acquire_spends_the_same_buckets() -> None:
-    limit = RateLimit("fanout", 1, clock=Clock())
+    limit = RateLimit("fanout", 1, clock=Clock(100.0))
     assert [await limit.acquire("a") for _ in range(2)] == [0.0, 0.0]
     assert await limit.acquire("a") > 0
 
 
 def test_a_rate_of_zero_is_no_limit() -> None:
-    limit = RateLimit("fanout", 0, clock=Clock())
+    limit = RateLimit("fanout", 0, clock=Clock(100.0))
     assert all(limit.take("a") == 0.0 for _ in range(1000))
 
 

@@ -15,13 +15,7 @@ from clusterfed.trust.throttle import (
     parse_networks,
 )
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def _refusal(throttle: ValidationThrottle, client: str, issuer: str) -> TooManyRequests:

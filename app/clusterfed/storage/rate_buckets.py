@@ -182,7 +182,9 @@ class SharedBudget:
 
     def __init__(self, database: Database, *, clock: Callable[[], float] = time.time) -> None:
         self.database = database
-        self._clock = clock
+        # Seconds since the epoch, read once per spend. Every time this budget keeps is
+        # read from it, so a test can stop it (or move it) to take refills out of a run.
+        self.clock = clock
         self.worker_key = bucket_key(
             f"{WORKER_PREFIX}{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
         )
@@ -193,7 +195,7 @@ class SharedBudget:
         # Buckets this worker found empty, and until when they are sure to stay empty:
         # a client flooding this worker is refused here, without a statement each time.
         self._empty: TTLCache[str, float] = TTLCache(
-            maxsize=MAX_TRACKED_CLIENTS, ttl=EMPTY_MEMORY_SECONDS, timer=clock
+            maxsize=MAX_TRACKED_CLIENTS, ttl=EMPTY_MEMORY_SECONDS, timer=lambda: self.clock()
         )
 
     async def take(self, key: str, rate: float, burst: float) -> float:
@@ -205,7 +207,7 @@ class SharedBudget:
         ones before it stay spent): None, or that bucket's index and the seconds to wait.
         Two buckets (a cold validation's) are one statement on PostgreSQL, one hop to
         the writer thread on SQLite."""
-        now = self._clock()
+        now = self.clock()
         if now < self._unreachable_until:
             return self._share(spends)
         # A bucket this worker knows to be empty refuses without asking; the ones before
@@ -278,7 +280,7 @@ class SharedBudget:
     async def maintain(self) -> None:
         """Say this worker is alive, count the workers alive, forget the buckets full
         again (and the workers gone). Called every ``MAINTAIN_SECONDS`` by each worker."""
-        now = self._clock()
+        now = self.clock()
         writes = self.database.writes
         statement = prebuilt_upsert(self.database.engine.dialect.name, _BUCKETS, ("key",))
         alive = {"key": self.worker_key, "level": 0.0, "updated": now}
