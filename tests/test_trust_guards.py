@@ -155,10 +155,12 @@ async def test_stale_if_error_never_serves_past_expires_at(
     stub = StubIssuer("qr1hi")
     server = ServerThread(stub.app).start()
     token, user = stub.issue(is_active=True)
-    expires_at = datetime.now(UTC) + timedelta(seconds=2)
-    stub.overrides[TOKEN_PATH] = Answer(json=token_record(token, user.uuid, expires_at))
     try:
         async with c97qk(databases, server.port, refresh="1s", StaleIfError="1h") as (client, _):
+            # Set once the cluster is up (starting it is not part of the window), with 1.9 s
+            # to spare past refreshes_at for stopping the issuer on a slow machine.
+            expires_at = datetime.now(UTC) + timedelta(seconds=3)
+            stub.overrides[TOKEN_PATH] = Answer(json=token_record(token, user.uuid, expires_at))
             assert (await users_current(client, token)).status_code == 200
             server.stop()
             # Past refreshes_at, before expires_at: StaleIfError serves the cached identity.
