@@ -9,22 +9,16 @@ from clusterfed.trust import local_tokens
 from clusterfed.trust.local_tokens import LocalTokenCache
 from clusterfed.trust.store import PurgeEvent
 
+from tests.support.clock import Clock
+
 SECRET = "3kg6k6lzmp9kj5cpkcoxie963cmvjahbt2fod9zru30k1jqdmi"
 TOKEN = f"v2/zzzzz-gj3su-000000000000001/{SECRET}"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(local_tokens.time, "time", clock.time)
+    clock = Clock(1_000_000.0)
+    monkeypatch.setattr(local_tokens.time, "time", clock)
     return clock
 
 

@@ -9,7 +9,8 @@ the test says a second went by.
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from starlette.applications import Starlette
 
 
 class Clock:
@@ -23,7 +24,7 @@ class Clock:
         self.now += seconds
 
 
-def stop_rate_limit_clock(app: Any) -> Clock:
+def stop_rate_limit_clock(app: Starlette) -> Clock:
     """Stop the clock of every rate limit ``app``'s federation spends from (its shared
     budget): nothing refills until the test advances the clock it returns."""
     clock = Clock(time.time())  # the budget's rows are in seconds since the epoch
